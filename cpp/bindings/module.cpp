@@ -1,0 +1,308 @@
+// pybind11 bindings of the fusedrnn core: convert arrays, check shapes once, release the GIL for
+// all compute. No numerics here.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "fusedrnn/stack.hpp"
+#include "fusedrnn/threads.hpp"
+
+namespace py = pybind11;
+using fusedrnn::Index;
+
+namespace {
+
+template <typename T>
+using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+std::string shape_str(const std::vector<Index>& shape) {
+  std::ostringstream out;
+  out << "(";
+  for (std::size_t k = 0; k < shape.size(); ++k) out << (k ? ", " : "") << shape[k];
+  out << (shape.size() == 1 ? ",)" : ")");
+  return out.str();
+}
+
+// Converts obj to a C-contiguous array of T (copying only when needed) and checks its shape.
+template <typename T>
+Array<T> checked_array(const py::handle& obj, const std::string& name, const std::vector<Index>& shape) {
+  if (!py::isinstance<py::array>(obj)) throw py::type_error(name + ": expected a numpy array, got " + std::string(py::str(obj.get_type())));
+  Array<T> a = Array<T>::ensure(obj);
+  if (!a) throw py::type_error(name + ": cannot convert to the model's dtype");
+  std::vector<Index> actual(a.shape(), a.shape() + a.ndim());
+  if (actual != shape) throw py::value_error(name + ": expected shape " + shape_str(shape) + ", got " + shape_str(actual));
+  return a;
+}
+
+// An optional array: None stays empty. (A default-constructed py::array_t is not "no array" but an
+// empty one, hence std::optional.)
+template <typename T>
+std::optional<Array<T>> optional_array(const py::handle& obj, const std::string& name, const std::vector<Index>& shape) {
+  if (obj.is_none()) return std::nullopt;
+  return checked_array<T>(obj, name, shape);
+}
+
+template <typename T>
+const T* data_or_null(const std::optional<Array<T>>& a) { return a ? a->data() : nullptr; }
+
+template <typename T>
+T* mutable_data_or_null(std::optional<Array<T>>& a) { return a ? a->mutable_data() : nullptr; }
+
+template <typename T>
+py::object array_or_none(const std::optional<Array<T>>& a) { return a ? py::object(*a) : py::object(py::none()); }
+
+struct TapeHandle;
+
+// One class for both dtypes: exactly one of f32 / f64 is set.
+class PyStack {
+ public:
+  PyStack(const std::string& cell, Index input_size, Index hidden_size, Index num_layers, bool bias, bool bidirectional,
+          Index proj_size, bool linear_before_reset, bool is_double) {
+    cfg_.cell = fusedrnn::parse_cell_kind(cell);
+    cfg_.input_size = input_size;
+    cfg_.hidden_size = hidden_size;
+    cfg_.num_layers = num_layers;
+    cfg_.bias = bias;
+    cfg_.bidirectional = bidirectional;
+    cfg_.proj_size = proj_size;
+    cfg_.linear_before_reset = linear_before_reset;
+    cfg_.validate();
+    if (is_double)
+      f64_ = std::make_shared<fusedrnn::Stack<double>>(cfg_);
+    else
+      f32_ = std::make_shared<fusedrnn::Stack<float>>(cfg_);
+  }
+
+  bool is_double() const { return f64_ != nullptr; }
+  const fusedrnn::StackConfig& config() const { return cfg_; }
+  std::vector<std::vector<Index>> param_shapes() const { return f64_ ? f64_->param_shapes() : f32_->param_shapes(); }
+
+  void set_weights(const py::sequence& params) {
+    if (f64_)
+      set_weights_impl(*f64_, params);
+    else
+      set_weights_impl(*f32_, params);
+  }
+
+  py::tuple forward(const py::object& x, const py::object& h0, const py::object& c0, const py::object& lengths);
+  py::tuple forward_train(const py::object& x, const py::object& h0, const py::object& c0, const py::object& lengths,
+                          const py::object& masks);
+  py::tuple backward(const TapeHandle& tape, const py::object& grad_y, const py::object& grad_h_n,
+                     const py::object& grad_c_n);
+
+ private:
+  template <typename T>
+  void set_weights_impl(fusedrnn::Stack<T>& stack, const py::sequence& params) {
+    const auto shapes = stack.param_shapes();
+    if (params.size() != shapes.size())
+      throw py::value_error("params: expected " + std::to_string(shapes.size()) + " arrays, got " +
+                            std::to_string(params.size()));
+    std::vector<Array<T>> arrays;
+    std::vector<const T*> pointers;
+    for (std::size_t k = 0; k < shapes.size(); ++k) {
+      arrays.push_back(checked_array<T>(params[k], "params[" + std::to_string(k) + "]", shapes[k]));
+      pointers.push_back(arrays.back().data());
+    }
+    py::gil_scoped_release release;
+    stack.set_weights(pointers);
+  }
+
+  template <typename T>
+  py::tuple forward_impl(const fusedrnn::Stack<T>& stack, const py::object& x, const py::object& h0, const py::object& c0,
+                         const py::object& lengths, const py::object& masks, bool training);
+
+  template <typename T>
+  py::tuple backward_impl(const fusedrnn::Stack<T>& stack, const std::shared_ptr<fusedrnn::StackTape<T>>& tape,
+                          const py::object& grad_y, const py::object& grad_h_n, const py::object& grad_c_n);
+
+  fusedrnn::StackConfig cfg_;
+  std::shared_ptr<fusedrnn::Stack<float>> f32_;
+  std::shared_ptr<fusedrnn::Stack<double>> f64_;
+};
+
+// What record() keeps for backward, opaque to Python.
+struct TapeHandle {
+  std::shared_ptr<const void> owner;  // the core stack it was recorded on (kept alive by the tape)
+  Index steps = 0, batch = 0;
+  std::shared_ptr<fusedrnn::StackTape<float>> f32;
+  std::shared_ptr<fusedrnn::StackTape<double>> f64;
+};
+
+std::vector<Index> state_shape(const fusedrnn::StackConfig& cfg, Index batch, Index width) {
+  return {cfg.num_layers * cfg.directions(), batch, width};
+}
+
+template <typename T>
+py::tuple PyStack::forward_impl(const fusedrnn::Stack<T>& stack, const py::object& x_obj, const py::object& h0_obj,
+                                const py::object& c0_obj, const py::object& lengths_obj, const py::object& masks_obj,
+                                bool training) {
+  const auto& cfg = cfg_;
+  if (!py::isinstance<py::array>(x_obj)) throw py::type_error("x: expected a numpy array");
+  const auto x_nd = py::reinterpret_borrow<py::array>(x_obj);
+  if (x_nd.ndim() != 3)
+    throw py::value_error("x: expected 3 dimensions (T, N, input_size), got " + std::to_string(x_nd.ndim()));
+  const Index steps = x_nd.shape(0), batch = x_nd.shape(1);
+  if (steps < 1 || batch < 1)
+    throw py::value_error("x: expected at least one step and one sequence, got shape " +
+                          shape_str({steps, batch, static_cast<Index>(x_nd.shape(2))}));
+  const Index H = cfg.hidden_size, H_out = cfg.output_size(), D = cfg.directions();
+  Array<T> x = checked_array<T>(x_obj, "x", {steps, batch, cfg.input_size});
+  auto h0 = optional_array<T>(h0_obj, "h0", state_shape(cfg, batch, H_out));
+  std::optional<Array<T>> c0;
+  if (cfg.has_cell_state())
+    c0 = optional_array<T>(c0_obj, "c0", state_shape(cfg, batch, H));
+  else if (!c0_obj.is_none())
+    throw py::value_error("c0: expected None for a cell without a cell state");
+  std::optional<Array<std::int64_t>> lengths;
+  if (!lengths_obj.is_none()) {
+    lengths = Array<std::int64_t>::ensure(lengths_obj);
+    if (!*lengths || lengths->ndim() != 1 || lengths->shape(0) != batch)
+      throw py::value_error("lengths: expected " + std::to_string(batch) + " integers");
+    for (Index n = 0; n < batch; ++n) {
+      const auto len = lengths->data()[n];
+      if (len < 1 || len > steps)
+        throw py::value_error("lengths: expected values in [1, " + std::to_string(steps) + "], got " +
+                              std::to_string(len) + " at index " + std::to_string(n));
+    }
+  }
+  std::vector<Array<T>> masks;
+  fusedrnn::ForwardArgs<T> args;
+  if (training && !masks_obj.is_none()) {
+    const auto seq = py::reinterpret_borrow<py::sequence>(masks_obj);
+    if (static_cast<Index>(seq.size()) != cfg.num_layers - 1)
+      throw py::value_error("dropout_masks: expected " + std::to_string(cfg.num_layers - 1) + " arrays, got " +
+                            std::to_string(seq.size()));
+    for (std::size_t k = 0; k < seq.size(); ++k) {
+      masks.push_back(checked_array<T>(seq[k], "dropout_masks[" + std::to_string(k) + "]", {steps, batch, D * H_out}));
+      args.dropout_masks.push_back(masks.back().data());
+    }
+  }
+
+  Array<T> y({steps, batch, D * H_out});
+  Array<T> h_n(state_shape(cfg, batch, H_out));
+  std::optional<Array<T>> c_n;
+  if (cfg.has_cell_state()) c_n = Array<T>(state_shape(cfg, batch, H));
+  args.steps = steps;
+  args.batch = batch;
+  args.x = x.data();
+  args.h0 = data_or_null(h0);
+  args.c0 = data_or_null(c0);
+  args.lengths = data_or_null(lengths);
+  args.y = y.mutable_data();
+  args.h_n = h_n.mutable_data();
+  args.c_n = mutable_data_or_null(c_n);
+
+  py::object c_out = array_or_none(c_n);
+  if (!training) {
+    {
+      py::gil_scoped_release release;
+      stack.forward(args);
+    }
+    return py::make_tuple(y, h_n, c_out);
+  }
+  auto tape = std::make_shared<fusedrnn::StackTape<T>>();
+  {
+    py::gil_scoped_release release;
+    stack.forward_train(args, *tape);
+  }
+  TapeHandle handle;
+  handle.owner = std::static_pointer_cast<const void>(stack.shared_from_this());
+  handle.steps = steps;
+  handle.batch = batch;
+  if constexpr (std::is_same_v<T, double>)
+    handle.f64 = tape;
+  else
+    handle.f32 = tape;
+  return py::make_tuple(y, h_n, c_out, py::cast(std::move(handle)));
+}
+
+template <typename T>
+py::tuple PyStack::backward_impl(const fusedrnn::Stack<T>& stack, const std::shared_ptr<fusedrnn::StackTape<T>>& tape,
+                                 const py::object& grad_y_obj, const py::object& grad_h_n_obj,
+                                 const py::object& grad_c_n_obj) {
+  const auto& cfg = cfg_;
+  const Index steps = tape->steps, batch = tape->batch;
+  const Index H = cfg.hidden_size, H_out = cfg.output_size(), D = cfg.directions();
+  Array<T> grad_y = checked_array<T>(grad_y_obj, "grad_y", {steps, batch, D * H_out});
+  auto grad_h_n = optional_array<T>(grad_h_n_obj, "grad_h_n", state_shape(cfg, batch, H_out));
+  std::optional<Array<T>> grad_c_n;
+  if (cfg.has_cell_state())
+    grad_c_n = optional_array<T>(grad_c_n_obj, "grad_c_n", state_shape(cfg, batch, H));
+  else if (!grad_c_n_obj.is_none())
+    throw py::value_error("grad_c_n: expected None for a cell without a cell state");
+
+  Array<T> grad_x({steps, batch, cfg.input_size});
+  Array<T> grad_h0(state_shape(cfg, batch, H_out));
+  std::optional<Array<T>> grad_c0;
+  if (cfg.has_cell_state()) grad_c0 = Array<T>(state_shape(cfg, batch, H));
+  py::list grads;
+  fusedrnn::BackwardArgs<T> args;
+  for (const auto& shape : stack.param_shapes()) {
+    Array<T> g(shape);
+    args.grad_params.push_back(g.mutable_data());
+    grads.append(g);
+  }
+  args.grad_y = grad_y.data();
+  args.grad_h_n = data_or_null(grad_h_n);
+  args.grad_c_n = data_or_null(grad_c_n);
+  args.grad_x = grad_x.mutable_data();
+  args.grad_h0 = grad_h0.mutable_data();
+  args.grad_c0 = mutable_data_or_null(grad_c0);
+  {
+    py::gil_scoped_release release;
+    stack.backward(*tape, args);
+  }
+  return py::make_tuple(grad_x, grad_h0, array_or_none(grad_c0), grads);
+}
+
+py::tuple PyStack::forward(const py::object& x, const py::object& h0, const py::object& c0, const py::object& lengths) {
+  if (f64_) return forward_impl(*f64_, x, h0, c0, lengths, py::none(), false);
+  return forward_impl(*f32_, x, h0, c0, lengths, py::none(), false);
+}
+
+py::tuple PyStack::forward_train(const py::object& x, const py::object& h0, const py::object& c0,
+                                 const py::object& lengths, const py::object& masks) {
+  if (f64_) return forward_impl(*f64_, x, h0, c0, lengths, masks, true);
+  return forward_impl(*f32_, x, h0, c0, lengths, masks, true);
+}
+
+py::tuple PyStack::backward(const TapeHandle& tape, const py::object& grad_y, const py::object& grad_h_n,
+                            const py::object& grad_c_n) {
+  if (tape.owner != (f64_ ? std::static_pointer_cast<const void>(f64_) : std::static_pointer_cast<const void>(f32_)))
+    throw py::value_error("saved: expected a tape recorded by this stack");
+  if (f64_) return backward_impl(*f64_, tape.f64, grad_y, grad_h_n, grad_c_n);
+  return backward_impl(*f32_, tape.f32, grad_y, grad_h_n, grad_c_n);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fusedrnn's compiled kernels: fused RNN, LSTM and GRU stacks, forward and backward.";
+
+  py::class_<TapeHandle>(m, "Saved", "What a training forward keeps for backward (opaque).")
+      .def_readonly("steps", &TapeHandle::steps)
+      .def_readonly("batch", &TapeHandle::batch);
+
+  py::class_<PyStack>(m, "Stack", "A stack of recurrent layers (time-major arrays; see fusedrnn._config).")
+      .def(py::init<const std::string&, Index, Index, Index, bool, bool, Index, bool, bool>(), py::arg("cell"),
+           py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"), py::arg("bias"),
+           py::arg("bidirectional"), py::arg("proj_size"), py::arg("linear_before_reset"), py::arg("double"))
+      .def_property_readonly("is_double", &PyStack::is_double)
+      .def("param_shapes", &PyStack::param_shapes)
+      .def("set_weights", &PyStack::set_weights, py::arg("params"))
+      .def("forward", &PyStack::forward, py::arg("x"), py::arg("h0") = py::none(), py::arg("c0") = py::none(),
+           py::arg("lengths") = py::none())
+      .def("forward_train", &PyStack::forward_train, py::arg("x"), py::arg("h0") = py::none(),
+           py::arg("c0") = py::none(), py::arg("lengths") = py::none(), py::arg("dropout_masks") = py::none())
+      .def("backward", &PyStack::backward, py::arg("saved"), py::arg("grad_y"), py::arg("grad_h_n") = py::none(),
+           py::arg("grad_c_n") = py::none());
+
+  m.def("set_num_threads", &fusedrnn::set_num_threads, py::arg("n"), "Sets the number of threads fusedrnn may use.");
+  m.def("get_num_threads", &fusedrnn::get_num_threads, "The number of threads fusedrnn may use.");
+}

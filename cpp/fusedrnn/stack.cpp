@@ -1,0 +1,114 @@
+#include "fusedrnn/stack.hpp"
+
+#include <stdexcept>
+
+#include "fusedrnn/cells/gru.hpp"
+#include "fusedrnn/cells/lstm.hpp"
+#include "fusedrnn/cells/rnn.hpp"
+
+namespace fusedrnn {
+
+namespace {
+
+// Calls f with a value of the cell type the configuration names.
+template <typename T, typename F>
+void with_cell(const StackConfig& cfg, F&& f) {
+  switch (cfg.cell) {
+    case CellKind::kRnnTanh: f(RnnCell<T, Nonlinearity::kTanh>{}); break;
+    case CellKind::kRnnRelu: f(RnnCell<T, Nonlinearity::kRelu>{}); break;
+    case CellKind::kLstm: f(LstmCell<T>{}); break;
+    case CellKind::kGru:
+      if (cfg.linear_before_reset)
+        f(GruCell<T, true>{});
+      else
+        f(GruCell<T, false>{});
+      break;
+  }
+}
+
+}  // namespace
+
+template <typename T>
+Stack<T>::Stack(const StackConfig& config) : config_(config) {
+  config_.validate();
+  const Index G = config_.gates(), H = config_.hidden_size, H_out = config_.output_size();
+  auto weights = std::make_shared<WeightSet<T>>(static_cast<std::size_t>(config_.num_layers * config_.directions()));
+  for (Index layer = 0; layer < config_.num_layers; ++layer)
+    for (Index direction = 0; direction < config_.directions(); ++direction) {
+      LayerWeights<T>& w = (*weights)[static_cast<std::size_t>(layer * config_.directions() + direction)];
+      w.input_size = config_.layer_input_size(layer);
+      w.hidden_size = H;
+      w.output_size = H_out;
+      w.proj_size = config_.proj_size;
+      w.w_ih.setZero(G * H, w.input_size);
+      w.w_hh_t.setZero(H_out, G * H);
+      w.b_ih.setZero(G * H);
+      w.b_hh.setZero(G * H);
+      if (config_.proj_size > 0) w.w_hr_t.setZero(H, config_.proj_size);
+    }
+  weights_ = std::move(weights);
+}
+
+template <typename T>
+std::vector<std::vector<Index>> Stack<T>::param_shapes() const {
+  const Index GH = config_.gates() * config_.hidden_size;
+  std::vector<std::vector<Index>> shapes;
+  for (Index layer = 0; layer < config_.num_layers; ++layer)
+    for (Index direction = 0; direction < config_.directions(); ++direction) {
+      shapes.push_back({GH, config_.layer_input_size(layer)});
+      shapes.push_back({GH, config_.output_size()});
+      if (config_.bias) {
+        shapes.push_back({GH});
+        shapes.push_back({GH});
+      }
+      if (config_.proj_size > 0) shapes.push_back({config_.proj_size, config_.hidden_size});
+    }
+  return shapes;
+}
+
+template <typename T>
+void Stack<T>::set_weights(const std::vector<const T*>& params) {
+  const Index per_slot = config_.params_per_layer_direction();
+  // Build the new set beside the current one, then swap: calls in flight keep the old set.
+  auto next = std::make_shared<WeightSet<T>>(*weights());
+  if (static_cast<Index>(params.size()) != per_slot * static_cast<Index>(next->size()))
+    throw std::invalid_argument("params: expected " + std::to_string(per_slot * next->size()) +
+                                " arrays, got " + std::to_string(params.size()));
+  for (std::size_t slot = 0; slot < next->size(); ++slot) {
+    LayerWeights<T>& w = (*next)[slot];
+    const T* const* p = params.data() + slot * per_slot;
+    const Index GH = w.w_ih.rows();
+    w.w_ih = ConstMatrixMap<T>(p[0], GH, w.input_size);
+    w.w_hh_t = ConstMatrixMap<T>(p[1], GH, w.output_size).transpose();
+    if (config_.bias) {
+      w.b_ih = ConstMatrixMap<T>(p[2], 1, GH);
+      w.b_hh = ConstMatrixMap<T>(p[3], 1, GH);
+    }
+    if (config_.proj_size > 0)
+      w.w_hr_t = ConstMatrixMap<T>(p[config_.bias ? 4 : 2], config_.proj_size, w.hidden_size).transpose();
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  weights_ = std::move(next);
+}
+
+template <typename T>
+void Stack<T>::forward(const ForwardArgs<T>& args) const {
+  const auto weights = this->weights();
+  with_cell<T>(config_, [&](auto cell) { StackRunner<decltype(cell), T>::forward(config_, *weights, args, nullptr); });
+}
+
+template <typename T>
+void Stack<T>::forward_train(const ForwardArgs<T>& args, StackTape<T>& tape) const {
+  tape.weights = weights();
+  with_cell<T>(config_, [&](auto cell) { StackRunner<decltype(cell), T>::forward(config_, *tape.weights, args, &tape); });
+}
+
+template <typename T>
+void Stack<T>::backward(const StackTape<T>& tape, const BackwardArgs<T>& args) const {
+  with_cell<T>(config_, [&](auto cell) { StackRunner<decltype(cell), T>::backward(config_, tape, args); });
+}
+
+template class Stack<float>;
+template class Stack<double>;
+
+}  // namespace fusedrnn

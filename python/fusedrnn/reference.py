@@ -1,0 +1,540 @@
+"""NumPy reference implementation of the recurrent stacks: the specification the kernels are tested against.
+
+Written to be read, not to be fast: every cell is a small step function (forward for one time step,
+returning what its backward needs) with its backward step beside it; a layer runs one direction over
+time, one step at a time; the stack runs layers x directions with dropout masks between layers.
+
+Shape letters (as in ``_config``): T steps, N batch, I layer input features, H hidden units, P projection
+size (LSTM only), H_out = P or H, G gates (RNN 1, GRU 3, LSTM 4), D directions, L layers.
+Inside a step, ``n`` is the number of sequences still active at that step (see *Lengths* below).
+
+Parameters use PyTorch's names, shapes and gate orders (``config.param_shapes()``):
+``weight_ih`` (G*H, I), ``weight_hh`` (G*H, H_out), ``bias_ih`` and ``bias_hh`` (G*H) when
+``config.bias``, ``weight_hr`` (P, H) when ``config.proj_size > 0``.
+In the formulas, ``W_* x`` means ``x @ weight_ih[rows of gate *].T`` and ``U_* h`` means
+``h @ weight_hh[rows of gate *].T``; ``b_i*`` / ``b_h*`` are the matching rows of ``bias_ih`` / ``bias_hh``
+(taken as zero when ``bias=False``); ``*`` between vectors is the elementwise product.
+
+Lengths (PyTorch packed-sequence semantics): sequence j is active at step t iff ``t < lengths[j]``.
+Only active sequences are updated; the others keep their state and output zeros. The forward
+direction therefore stops at each sequence's last valid step (so h_n is the state there), and the
+reverse direction, which walks t = T-1 .. 0, leaves a sequence at its initial state until t = len-1
+and then runs down to t = 0 (so h_n is the state after step 0).
+
+Stack: layer 0 reads x; layer k+1 reads ``y_k * dropout_masks[k]`` (masks already scaled by 1/(1-p)).
+``y_k`` (T, N, D*H_out) is the forward direction's features followed by the reverse direction's.
+``h_n[k*D + d]`` is the final state of layer k, direction d (d = 1 is the reverse direction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from ._config import StackConfig
+
+__all__ = ["forward", "backward", "ForwardCache", "StepRecord", "sigmoid"]
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def sigmoid(a: np.ndarray) -> np.ndarray:
+    """Logistic function 1 / (1 + exp(-a)), written as (1 + tanh(a / 2)) / 2, which cannot overflow."""
+    return 0.5 * (1.0 + np.tanh(0.5 * a))
+
+
+def _affine(v: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """``v @ w.T + b``.  v: (n, K), w: (M, K), b: (M,) or None -> (n, M)."""
+    out = v @ w.T
+    return out if b is None else out + b
+
+
+def _part(b: np.ndarray | None, lo: int, hi: int) -> np.ndarray | None:
+    """Rows lo:hi of an optional bias vector."""
+    return None if b is None else b[lo:hi]
+
+
+def _accumulate_affine(grads: dict[str, np.ndarray], w_role: str, b_role: str, da: np.ndarray,
+                       v: np.ndarray, lo: int, hi: int) -> None:
+    """Weight/bias gradients of ``a[:, lo:hi] = v @ w[lo:hi].T + b[lo:hi]`` given ``da`` (n, hi-lo)."""
+    grads[w_role][lo:hi] += da.T @ v
+    if b_role in grads:
+        grads[b_role][lo:hi] += da.sum(axis=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# cells: step(p, x, h_prev, c_prev) -> (h, c, cache); step_backward(p, cache, dh, dc, grads)
+#   -> (dx, dh_prev, dc_prev). p maps role ('weight_ih', ...) to the array of one layer-direction;
+#   grads has the same keys and is accumulated in place. c / dc are None except for the LSTM.
+
+
+class RNNStepCache(NamedTuple):
+    x: np.ndarray       # (n, I)  input rows of this step
+    h_prev: np.ndarray  # (n, H)  state before the step
+    pre: np.ndarray     # (n, H)  pre-activation a
+    h: np.ndarray       # (n, H)  state after the step, act(a)
+
+
+def rnn_step(p, x, h_prev, c_prev=None, *, relu=False):
+    """Vanilla RNN step: ``a = W x + b_ih + U h_prev + b_hh``, ``h = tanh(a)`` (or ``max(a, 0)``).
+
+    x: (n, I), h_prev: (n, H) -> h: (n, H)."""
+    a = _affine(x, p["weight_ih"], p.get("bias_ih")) + _affine(h_prev, p["weight_hh"], p.get("bias_hh"))
+    h = np.maximum(a, 0) if relu else np.tanh(a)
+    return h, None, RNNStepCache(x, h_prev, a, h)
+
+
+def rnn_step_backward(p, cache: RNNStepCache, dh, dc=None, grads=None, *, relu=False):
+    """Backward of :func:`rnn_step`: ``da = dh * act'(a)`` with tanh' = 1 - h^2 and relu' = [a > 0];
+    ``dx = da W``, ``dh_prev = da U``, ``dW += da^T x``, ``dU += da^T h_prev``,
+    ``db_ih += sum_n da``, ``db_hh += sum_n da``."""
+    da = dh * (cache.pre > 0) if relu else dh * (1 - cache.h * cache.h)
+    g = da.shape[1]
+    _accumulate_affine(grads, "weight_ih", "bias_ih", da, cache.x, 0, g)
+    _accumulate_affine(grads, "weight_hh", "bias_hh", da, cache.h_prev, 0, g)
+    return da @ p["weight_ih"], da @ p["weight_hh"], None
+
+
+class LSTMStepCache(NamedTuple):
+    x: np.ndarray       # (n, I)
+    h_prev: np.ndarray  # (n, H_out)
+    c_prev: np.ndarray  # (n, H)
+    i: np.ndarray       # (n, H)  input gate (after sigmoid)
+    f: np.ndarray       # (n, H)  forget gate (after sigmoid)
+    g: np.ndarray       # (n, H)  cell candidate (after tanh)
+    o: np.ndarray       # (n, H)  output gate (after sigmoid)
+    tanh_c: np.ndarray  # (n, H)  tanh(c), c the new cell state
+    m: np.ndarray       # (n, H)  o * tanh(c), the input of the projection (same as h without projection)
+
+
+def lstm_step(p, x, h_prev, c_prev):
+    """LSTM step, gate order i, f, g, o (row blocks of the weights)::
+
+        i = sigmoid(W_i x + b_ii + U_i h_prev + b_hi)
+        f = sigmoid(W_f x + b_if + U_f h_prev + b_hf)
+        g = tanh   (W_g x + b_ig + U_g h_prev + b_hg)
+        o = sigmoid(W_o x + b_io + U_o h_prev + b_ho)
+        c = f * c_prev + i * g
+        m = o * tanh(c)
+        h = m                  (no projection)       h = m @ weight_hr.T     (proj_size P > 0)
+
+    x: (n, I), h_prev: (n, H_out), c_prev: (n, H) -> h: (n, H_out), c: (n, H)."""
+    hs = c_prev.shape[1]
+    a = _affine(x, p["weight_ih"], p.get("bias_ih")) + _affine(h_prev, p["weight_hh"], p.get("bias_hh"))
+    i = sigmoid(a[:, 0:hs])
+    f = sigmoid(a[:, hs:2 * hs])
+    g = np.tanh(a[:, 2 * hs:3 * hs])
+    o = sigmoid(a[:, 3 * hs:4 * hs])
+    c = f * c_prev + i * g
+    tanh_c = np.tanh(c)
+    m = o * tanh_c
+    h = m @ p["weight_hr"].T if "weight_hr" in p else m
+    return h, c, LSTMStepCache(x, h_prev, c_prev, i, f, g, o, tanh_c, m)
+
+
+def lstm_step_backward(p, cache: LSTMStepCache, dh, dc, grads):
+    """Backward of :func:`lstm_step`; dh: (n, H_out), dc: (n, H) are the gradients of the new state::
+
+        dm = dh @ weight_hr, dW_hr += dh^T m     (projection; else dm = dh)
+        do = dm * tanh(c);  dc_tot = dc + dm * o * (1 - tanh(c)^2)
+        di = dc_tot * g;  df = dc_tot * c_prev;  dg = dc_tot * i;  dc_prev = dc_tot * f
+        da = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]   (pre-activation gradients, (n, 4H))
+        dx = da W, dh_prev = da U, dW += da^T x, dU += da^T h_prev, db_ih = db_hh += sum_n da
+    """
+    if "weight_hr" in p:
+        grads["weight_hr"] += dh.T @ cache.m
+        dm = dh @ p["weight_hr"]
+    else:
+        dm = dh
+    do = dm * cache.tanh_c
+    dc_tot = dc + dm * cache.o * (1 - cache.tanh_c * cache.tanh_c)
+    di = dc_tot * cache.g
+    df = dc_tot * cache.c_prev
+    dg = dc_tot * cache.i
+    dc_prev = dc_tot * cache.f
+    da = np.concatenate([
+        di * cache.i * (1 - cache.i),
+        df * cache.f * (1 - cache.f),
+        dg * (1 - cache.g * cache.g),
+        do * cache.o * (1 - cache.o),
+    ], axis=1)
+    g4 = da.shape[1]
+    _accumulate_affine(grads, "weight_ih", "bias_ih", da, cache.x, 0, g4)
+    _accumulate_affine(grads, "weight_hh", "bias_hh", da, cache.h_prev, 0, g4)
+    return da @ p["weight_ih"], da @ p["weight_hh"], dc_prev
+
+
+class GRUStepCache(NamedTuple):
+    x: np.ndarray       # (n, I)
+    h_prev: np.ndarray  # (n, H)
+    r: np.ndarray       # (n, H)  reset gate (after sigmoid)
+    z: np.ndarray       # (n, H)  update gate (after sigmoid)
+    n: np.ndarray       # (n, H)  candidate (after tanh)
+    hn: np.ndarray | None  # (n, H)  U_n h_prev + b_hn (linear-before-reset only; None for reset-before)
+
+
+def gru_step(p, x, h_prev, c_prev=None):
+    """GRU step, linear-before-reset (PyTorch's form), gate order r, z, n::
+
+        r = sigmoid(W_r x + b_ir + U_r h_prev + b_hr)
+        z = sigmoid(W_z x + b_iz + U_z h_prev + b_hz)
+        n = tanh(W_n x + b_in + r * (U_n h_prev + b_hn))
+        h = (1 - z) * n + z * h_prev
+
+    x: (n, I), h_prev: (n, H) -> h: (n, H)."""
+    hs = h_prev.shape[1]
+    ai = _affine(x, p["weight_ih"], p.get("bias_ih"))       # (n, 3H)
+    ah = _affine(h_prev, p["weight_hh"], p.get("bias_hh"))  # (n, 3H)
+    r = sigmoid(ai[:, 0:hs] + ah[:, 0:hs])
+    z = sigmoid(ai[:, hs:2 * hs] + ah[:, hs:2 * hs])
+    hn = ah[:, 2 * hs:3 * hs]
+    n = np.tanh(ai[:, 2 * hs:3 * hs] + r * hn)
+    h = (1 - z) * n + z * h_prev
+    return h, None, GRUStepCache(x, h_prev, r, z, n, hn)
+
+
+def gru_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None):
+    """Backward of :func:`gru_step`::
+
+        dn = dh * (1 - z);  dz = dh * (h_prev - n)
+        da_n = dn * (1 - n^2)                       (gradient of the pre-tanh sum)
+        dr = da_n * hn;  dhn = da_n * r
+        da_r = dr * r (1 - r);  da_z = dz * z (1 - z)
+        input side:     dai = [da_r, da_z, da_n]   -> dx = dai W, dW += dai^T x, db_ih += sum_n dai
+        recurrent side: dah = [da_r, da_z, dhn]    -> dU += dah^T h_prev, db_hh += sum_n dah
+        dh_prev = dh * z + dah U
+    """
+    r, z, n, hn = cache.r, cache.z, cache.n, cache.hn
+    dn = dh * (1 - z)
+    dz = dh * (cache.h_prev - n)
+    da_n = dn * (1 - n * n)
+    dr = da_n * hn
+    dhn = da_n * r
+    da_r = dr * r * (1 - r)
+    da_z = dz * z * (1 - z)
+    dai = np.concatenate([da_r, da_z, da_n], axis=1)
+    dah = np.concatenate([da_r, da_z, dhn], axis=1)
+    g3 = dai.shape[1]
+    _accumulate_affine(grads, "weight_ih", "bias_ih", dai, cache.x, 0, g3)
+    _accumulate_affine(grads, "weight_hh", "bias_hh", dah, cache.h_prev, 0, g3)
+    return dai @ p["weight_ih"], dh * z + dah @ p["weight_hh"], None
+
+
+def gru_reset_before_step(p, x, h_prev, c_prev=None):
+    """GRU step, reset-before form (ONNX default, Keras reset_after=False), gate order r, z, n::
+
+        r = sigmoid(W_r x + b_ir + U_r h_prev + b_hr)
+        z = sigmoid(W_z x + b_iz + U_z h_prev + b_hz)
+        n = tanh(W_n x + b_in + U_n (r * h_prev) + b_hn)
+        h = (1 - z) * n + z * h_prev
+
+    x: (n, I), h_prev: (n, H) -> h: (n, H). The n-gate's recurrent product needs r first."""
+    hs = h_prev.shape[1]
+    w_hh, b_hh = p["weight_hh"], p.get("bias_hh")
+    ai = _affine(x, p["weight_ih"], p.get("bias_ih"))                   # (n, 3H)
+    ah_rz = _affine(h_prev, w_hh[0:2 * hs], _part(b_hh, 0, 2 * hs))     # (n, 2H)
+    r = sigmoid(ai[:, 0:hs] + ah_rz[:, 0:hs])
+    z = sigmoid(ai[:, hs:2 * hs] + ah_rz[:, hs:2 * hs])
+    ah_n = _affine(r * h_prev, w_hh[2 * hs:3 * hs], _part(b_hh, 2 * hs, 3 * hs))
+    n = np.tanh(ai[:, 2 * hs:3 * hs] + ah_n)
+    h = (1 - z) * n + z * h_prev
+    return h, None, GRUStepCache(x, h_prev, r, z, n, None)
+
+
+def gru_reset_before_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None):
+    """Backward of :func:`gru_reset_before_step`::
+
+        dn = dh * (1 - z);  dz = dh * (h_prev - n);  da_n = dn * (1 - n^2)
+        d(rh) = da_n U_n;  dU_n += da_n^T (r * h_prev);  db_hn += sum_n da_n
+        dr = d(rh) * h_prev;  da_r = dr * r (1 - r);  da_z = dz * z (1 - z)
+        dU_rz += [da_r, da_z]^T h_prev;  db_h{r,z} += sum_n [da_r, da_z]
+        dai = [da_r, da_z, da_n] -> dx = dai W, dW += dai^T x, db_ih += sum_n dai
+        dh_prev = dh * z + d(rh) * r + [da_r, da_z] U_rz
+    """
+    h_prev, r, z, n = cache.h_prev, cache.r, cache.z, cache.n
+    hs = h_prev.shape[1]
+    w_hh = p["weight_hh"]
+    dn = dh * (1 - z)
+    dz = dh * (h_prev - n)
+    da_n = dn * (1 - n * n)
+    d_rh = da_n @ w_hh[2 * hs:3 * hs]
+    _accumulate_affine(grads, "weight_hh", "bias_hh", da_n, r * h_prev, 2 * hs, 3 * hs)
+    dr = d_rh * h_prev
+    da_r = dr * r * (1 - r)
+    da_z = dz * z * (1 - z)
+    da_rz = np.concatenate([da_r, da_z], axis=1)
+    _accumulate_affine(grads, "weight_hh", "bias_hh", da_rz, h_prev, 0, 2 * hs)
+    dai = np.concatenate([da_r, da_z, da_n], axis=1)
+    _accumulate_affine(grads, "weight_ih", "bias_ih", dai, cache.x, 0, 3 * hs)
+    dh_prev = dh * z + d_rh * r + da_rz @ w_hh[0:2 * hs]
+    return dai @ p["weight_ih"], dh_prev, None
+
+
+StepFn = Callable[..., Any]
+
+
+def cell_functions(config: StackConfig) -> tuple[StepFn, StepFn]:
+    """The (step, step_backward) pair for ``config``'s cell."""
+    if config.cell in ("rnn_tanh", "rnn_relu"):
+        relu = config.cell == "rnn_relu"
+        return partial(rnn_step, relu=relu), partial(rnn_step_backward, relu=relu)
+    if config.cell == "lstm":
+        return lstm_step, lstm_step_backward
+    if config.cell == "gru":
+        if config.linear_before_reset:
+            return gru_step, gru_step_backward
+        return gru_reset_before_step, gru_reset_before_step_backward
+    raise ValueError(f"config.cell: expected one of rnn_tanh, rnn_relu, lstm, gru, got {config.cell!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# one layer, one direction, over time
+
+
+class StepRecord(NamedTuple):
+    t: int              # time index of the step
+    rows: np.ndarray    # (n,) int indices of the sequences active at step t (t < lengths[j])
+    cache: Any          # the cell's step cache for those rows
+
+
+def layer_forward(step: StepFn, p: dict[str, np.ndarray], x: np.ndarray, h0: np.ndarray,
+                  c0: np.ndarray | None, lengths: np.ndarray, reverse: bool):
+    """Run one direction of one layer over time.
+
+    x: (T, N, I), h0: (N, H_out), c0: (N, H) or None, lengths: (N,) ints in [1, T].
+    Steps t = 0..T-1 (``reverse``: T-1..0); at step t only the rows with ``t < lengths`` are updated.
+    Returns y: (T, N, H_out) (zero where inactive), h_last: (N, H_out), c_last: (N, H) or None, and the
+    list of :class:`StepRecord` in processing order (steps with no active row are skipped).
+    """
+    steps_total, batch, _ = x.shape
+    h = h0.copy()
+    c = None if c0 is None else c0.copy()
+    y = np.zeros((steps_total, batch, h.shape[1]), dtype=h.dtype)
+    records = []
+    times = range(steps_total - 1, -1, -1) if reverse else range(steps_total)
+    for t in times:
+        rows = np.flatnonzero(lengths > t)
+        if rows.size == 0:
+            continue
+        h_new, c_new, cache = step(p, x[t, rows], h[rows], None if c is None else c[rows])
+        h[rows] = h_new
+        if c is not None:
+            c[rows] = c_new
+        y[t, rows] = h_new
+        records.append(StepRecord(t, rows, cache))
+    return y, h, c, records
+
+
+def layer_backward(step_backward: StepFn, p: dict[str, np.ndarray], records: list[StepRecord],
+                   x_shape: tuple[int, ...], dy: np.ndarray, dh_last: np.ndarray,
+                   dc_last: np.ndarray | None):
+    """Backward through time of :func:`layer_forward`.
+
+    dy: (T, N, H_out) gradient of y (ignored where y was inactive), dh_last: (N, H_out),
+    dc_last: (N, H) or None. Walks the records in reverse processing order; the gradient of an inactive
+    row's state passes through the step unchanged.
+    Returns dx: (T, N, I), dh0: (N, H_out), dc0: (N, H) or None, grads: dict role -> array like p.
+    """
+    grads = {role: np.zeros_like(w) for role, w in p.items()}
+    dx = np.zeros(x_shape, dtype=dy.dtype)
+    dh = dh_last.copy()
+    dc = None if dc_last is None else dc_last.copy()
+    for rec in reversed(records):
+        rows = rec.rows
+        dh_rows = dh[rows] + dy[rec.t, rows]
+        dc_rows = None if dc is None else dc[rows]
+        dx_rows, dh_prev, dc_prev = step_backward(p, rec.cache, dh_rows, dc_rows, grads)
+        dx[rec.t, rows] = dx_rows
+        dh[rows] = dh_prev
+        if dc is not None:
+            dc[rows] = dc_prev
+    return dx, dh, dc, grads
+
+
+# --------------------------------------------------------------------------------------------------
+# the stack
+
+
+@dataclass
+class ForwardCache:
+    """What :func:`backward` needs from :func:`forward`.
+
+    ``steps[layer][direction]`` is the list of :class:`StepRecord` of that layer-direction, in
+    processing order; ``inputs[layer]`` is the input the layer read (x, or the previous layer's
+    output times its dropout mask). ``params`` are copies, in the compute dtype, taken at forward time.
+    """
+
+    config: StackConfig
+    dtype: np.dtype
+    params: dict[str, np.ndarray]
+    lengths: np.ndarray
+    dropout_masks: list[np.ndarray] | None
+    inputs: list[np.ndarray]
+    steps: list[list[list[StepRecord]]]
+
+
+def _shape_error(name: str, expected: tuple[int, ...], actual: tuple[int, ...]) -> ValueError:
+    return ValueError(f"{name}: expected shape {expected}, got {actual}")
+
+
+def _as_array(name: str, value: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A copy of ``value`` in ``dtype``, after checking its shape."""
+    arr = np.array(value, dtype=dtype)
+    if arr.shape != shape:
+        raise _shape_error(name, shape, arr.shape)
+    return arr
+
+
+def _layer_params(config: StackConfig, params: dict[str, np.ndarray], layer: int, direction: int):
+    return {role: params[name] for role, name in config.layer_param_names(layer, direction).items()}
+
+
+def _compute_dtype(*arrays: Any) -> np.dtype:
+    dtype = np.result_type(*arrays)
+    if not np.issubdtype(dtype, np.floating):
+        dtype = np.result_type(dtype, np.float64)
+    return dtype
+
+
+def forward(config: StackConfig, params: dict[str, np.ndarray], x: np.ndarray,
+            h0: np.ndarray | None = None, c0: np.ndarray | None = None,
+            lengths: np.ndarray | None = None, dropout_masks: list[np.ndarray] | None = None):
+    """Forward pass of the stack described by ``config``.
+
+    params: dict name -> array, exactly ``config.param_shapes()``.
+    x: (T, N, I) time-major. h0: (D*L, N, H_out) or None (zeros). c0: (D*L, N, H) or None (zeros), LSTM only.
+    lengths: (N,) ints with 1 <= len <= T, or None (all T). dropout_masks: None or a list of L-1 arrays
+    (T, N, D*H_out); layer k+1 reads ``y_k * dropout_masks[k]``.
+    Computes in ``np.result_type`` of x, h0, c0 and the parameters (float64 if that is not a float type).
+
+    Returns (y, h_n, c_n, cache): y (T, N, D*H_out) of the last layer, h_n (D*L, N, H_out),
+    c_n (D*L, N, H) or None (non-LSTM), and the :class:`ForwardCache` for :func:`backward`.
+    """
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"x: expected a 3-d (T, N, I) array, got shape {x.shape}")
+    steps_total, batch, _ = x.shape
+    big_l, big_d = config.num_layers, config.num_directions
+    h_out, hs = config.output_size, config.hidden_size
+
+    shapes = dict(config.param_shapes())
+    missing = [k for k in shapes if k not in params]
+    unexpected = [k for k in params if k not in shapes]
+    if missing or unexpected:
+        raise ValueError(f"params: missing {missing}, unexpected {unexpected}")
+    if c0 is not None and not config.has_cell_state:
+        raise ValueError(f"c0: only an LSTM has a cell state, got c0 for cell {config.cell!r}")
+
+    present = [x] + [np.asarray(params[k]) for k in shapes] + [a for a in (h0, c0) if a is not None]
+    dtype = _compute_dtype(*present)
+
+    x = _as_array("x", x, (steps_total, batch, config.input_size), dtype)
+    p_all = {k: _as_array(f"params[{k!r}]", params[k], shape, dtype) for k, shape in shapes.items()}
+    state_shape = (big_l * big_d, batch, h_out)
+    h0 = np.zeros(state_shape, dtype) if h0 is None else _as_array("h0", h0, state_shape, dtype)
+    if config.has_cell_state:
+        cell_shape = (big_l * big_d, batch, hs)
+        c0 = np.zeros(cell_shape, dtype) if c0 is None else _as_array("c0", c0, cell_shape, dtype)
+
+    if lengths is None:
+        lengths = np.full(batch, steps_total, dtype=np.int64)
+    else:
+        lengths = np.asarray(lengths)
+        if lengths.shape != (batch,) or not np.issubdtype(lengths.dtype, np.integer):
+            raise ValueError(f"lengths: expected an int array of shape ({batch},), "
+                             f"got {lengths.dtype} {lengths.shape}")
+        if lengths.size and (lengths.min() < 1 or lengths.max() > steps_total):
+            raise ValueError(f"lengths: expected values in [1, {steps_total}], got {lengths.tolist()}")
+        lengths = lengths.astype(np.int64)
+
+    if dropout_masks is not None:
+        if len(dropout_masks) != big_l - 1:
+            raise ValueError(f"dropout_masks: expected {big_l - 1} masks (num_layers - 1), "
+                             f"got {len(dropout_masks)}")
+        mask_shape = (steps_total, batch, big_d * h_out)
+        dropout_masks = [_as_array(f"dropout_masks[{k}]", m, mask_shape, dtype)
+                         for k, m in enumerate(dropout_masks)]
+
+    step, _ = cell_functions(config)
+    h_n = np.zeros_like(h0)
+    c_n = np.zeros_like(c0) if config.has_cell_state else None
+    inputs, steps = [], []
+    layer_input = x
+    for layer in range(big_l):
+        if layer > 0 and dropout_masks is not None:
+            layer_input = layer_input * dropout_masks[layer - 1]
+        inputs.append(layer_input)
+        outputs, records = [], []
+        for direction in range(big_d):
+            k = layer * big_d + direction
+            p = _layer_params(config, p_all, layer, direction)
+            y_d, h_last, c_last, recs = layer_forward(
+                step, p, layer_input, h0[k], None if c0 is None else c0[k], lengths, reverse=direction == 1)
+            outputs.append(y_d)
+            records.append(recs)
+            h_n[k] = h_last
+            if c_n is not None:
+                c_n[k] = c_last
+        steps.append(records)
+        layer_input = np.concatenate(outputs, axis=2)
+
+    cache = ForwardCache(config, dtype, p_all, lengths, dropout_masks, inputs, steps)
+    return layer_input, h_n, c_n, cache
+
+
+def backward(cache: ForwardCache, grad_y: np.ndarray, grad_h_n: np.ndarray | None = None,
+             grad_c_n: np.ndarray | None = None):
+    """Backward pass of :func:`forward`.
+
+    grad_y: (T, N, D*H_out); grad_h_n: (D*L, N, H_out) or None (zeros); grad_c_n: (D*L, N, H) or None
+    (zeros), LSTM only. Gradients past a sequence's end in grad_y are ignored (y is constant zero there).
+    Returns (grad_x (T, N, I), grad_h0 (D*L, N, H_out), grad_c0 (D*L, N, H) or None, grad_params dict
+    keyed and ordered like ``config.param_names()``). grad_h0 is returned even when h0 was None.
+    """
+    config, dtype = cache.config, cache.dtype
+    big_l, big_d = config.num_layers, config.num_directions
+    h_out, hs = config.output_size, config.hidden_size
+    steps_total, batch, _ = cache.inputs[0].shape
+
+    grad_y = _as_array("grad_y", grad_y, (steps_total, batch, big_d * h_out), dtype)
+    state_shape = (big_l * big_d, batch, h_out)
+    grad_h_n = (np.zeros(state_shape, dtype) if grad_h_n is None
+                else _as_array("grad_h_n", grad_h_n, state_shape, dtype))
+    if config.has_cell_state:
+        cell_shape = (big_l * big_d, batch, hs)
+        grad_c_n = (np.zeros(cell_shape, dtype) if grad_c_n is None
+                    else _as_array("grad_c_n", grad_c_n, cell_shape, dtype))
+    elif grad_c_n is not None:
+        raise ValueError(f"grad_c_n: only an LSTM has a cell state, got grad_c_n for cell {config.cell!r}")
+
+    _, step_backward = cell_functions(config)
+    grad_h0 = np.zeros(state_shape, dtype)
+    grad_c0 = np.zeros_like(grad_c_n) if config.has_cell_state else None
+    grad_params = {}
+    d_out = grad_y  # gradient of the current layer's output
+    for layer in range(big_l - 1, -1, -1):
+        layer_input = cache.inputs[layer]
+        d_in = np.zeros(layer_input.shape, dtype)
+        for direction in range(big_d):
+            k = layer * big_d + direction
+            p = _layer_params(config, cache.params, layer, direction)
+            dy_d = d_out[:, :, direction * h_out:(direction + 1) * h_out]
+            dx_d, dh0_d, dc0_d, grads = layer_backward(
+                step_backward, p, cache.steps[layer][direction], layer_input.shape, dy_d,
+                grad_h_n[k], None if grad_c_n is None else grad_c_n[k])
+            d_in += dx_d
+            grad_h0[k] = dh0_d
+            if grad_c0 is not None:
+                grad_c0[k] = dc0_d
+            for role, name in config.layer_param_names(layer, direction).items():
+                grad_params[name] = grads[role]
+        if layer > 0 and cache.dropout_masks is not None:
+            d_in = d_in * cache.dropout_masks[layer - 1]
+        d_out = d_in
+
+    grad_params = {name: grad_params[name] for name in config.param_names()}
+    return d_out, grad_h0, grad_c0, grad_params
