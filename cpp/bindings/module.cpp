@@ -282,14 +282,15 @@ py::tuple PyStack::backward(const TapeHandle& tape, const py::object& grad_y, co
 
 }  // namespace
 
-PYBIND11_MODULE(_core, m) {
+PYBIND11_MODULE(FUSEDRNN_MODULE_NAME, m) {
   m.doc() = "fusedrnn's compiled kernels: fused RNN, LSTM and GRU stacks, forward and backward.";
+  m.attr("isa") = FUSEDRNN_ISA_NAME;
 
-  py::class_<TapeHandle>(m, "Saved", "What a training forward keeps for backward (opaque).")
+  py::class_<TapeHandle>(m, "Saved", py::module_local(), "What a training forward keeps for backward (opaque).")
       .def_readonly("steps", &TapeHandle::steps)
       .def_readonly("batch", &TapeHandle::batch);
 
-  py::class_<PyStack>(m, "Stack", "A stack of recurrent layers (time-major arrays; see fusedrnn._config).")
+  py::class_<PyStack>(m, "Stack", py::module_local(), "A stack of recurrent layers (time-major arrays; see fusedrnn._config).")
       .def(py::init<const std::string&, Index, Index, Index, bool, bool, Index, bool, bool>(), py::arg("cell"),
            py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"), py::arg("bias"),
            py::arg("bidirectional"), py::arg("proj_size"), py::arg("linear_before_reset"), py::arg("double"))
