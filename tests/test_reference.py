@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from fusedrnn import reference as ref
 from fusedrnn._config import StackConfig
 

@@ -11,6 +11,7 @@
 // forward direction stops at each sequence's last step and the reverse direction starts there.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -112,9 +113,18 @@ struct Layer {
     const ConstMatrixMap<T> x_all(x, rows, w.input_size);
     MatrixMap<T>(dx, rows, w.input_size).noalias() = dg_in * w.w_ih;
     MatrixMap<T>(g.w_ih, GH, w.input_size).noalias() = dg_in.transpose() * x_all;
-    if (g.b_ih) MatrixMap<T>(g.b_ih, 1, GH) = dg_in.colwise().sum();
+    // Column sums go through an Eigen-owned (aligned) row so the summation order, and so the
+    // result's last bit, does not depend on where the caller's buffer happens to sit.
     const Matrix<T>& dg_h = Cell::kSeparateHiddenGrad ? dg_hid : dg_in;
-    if (g.b_hh) MatrixMap<T>(g.b_hh, 1, GH) = dg_h.colwise().sum();
+    RowVector<T> column_sum(GH);
+    if (g.b_ih) {
+      column_sum.noalias() = dg_in.colwise().sum();
+      std::copy(column_sum.data(), column_sum.data() + GH, g.b_ih);
+    }
+    if (g.b_hh) {
+      column_sum.noalias() = dg_h.colwise().sum();
+      std::copy(column_sum.data(), column_sum.data() + GH, g.b_hh);
+    }
     const ConstMatrixMap<T> h_prev_all(tape.h_prev.data(), rows, H_out);
     Cell::recurrent_weight_grad(w, tape, rows, dg_h, h_prev_all, g.w_hh);
     if (project) {

@@ -1,0 +1,59 @@
+"""fusedrnn: fused RNN, LSTM and GRU kernels for the CPU, forward and backward, with PyTorch's interface
+on NumPy arrays.
+
+    import numpy as np, fusedrnn as fr
+    lstm = fr.LSTM(16, 32, num_layers=2, bidirectional=True, seed=0)
+    y, (h_n, c_n) = lstm(np.zeros((10, 4, 16), np.float32))
+    tape = lstm.record(x)                       # forward that keeps what backward needs
+    g = tape.backward(grad_y)                   # g.input, g.state, g.params
+
+``fusedrnn.reference`` is the plain NumPy implementation the kernels are tested against.
+"""
+
+from __future__ import annotations
+
+try:
+    from . import _core
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "fusedrnn's compiled extension (fusedrnn._core) could not be imported: "
+        f"{exc}. Install the package with pip (`pip install .` in the source tree, which builds the C++ "
+        "core) rather than importing it from the source directory, and check that the build succeeded."
+    ) from exc
+
+from . import _validation, reference
+from .cells import GRUCell, LSTMCell, RNNCell
+from .layers import GRU, LSTM, RNN, Gradients, RNNBase, Tape
+
+__all__ = [
+    "RNN",
+    "LSTM",
+    "GRU",
+    "RNNCell",
+    "LSTMCell",
+    "GRUCell",
+    "RNNBase",
+    "Tape",
+    "Gradients",
+    "set_num_threads",
+    "get_num_threads",
+    "reference",
+    "__version__",
+]
+
+try:
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("fusedrnn")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+
+def set_num_threads(n: int) -> None:
+    """Set how many threads the kernels use (an int >= 1); applies to every model in the process."""
+    _core.set_num_threads(_validation.check_int("n", n, 1))
+
+
+def get_num_threads() -> int:
+    """How many threads the kernels use."""
+    return int(_core.get_num_threads())

@@ -1,0 +1,81 @@
+"""The compiled kernels (C++ / Eigen, bound with pybind11), in the variant that suits this CPU.
+Internal: use fusedrnn's public classes.
+
+Shapes (time-major always): x (T, N, I); h0/h_n (D*L, N, H_out); c0/c_n (D*L, N, H) for "lstm" only;
+lengths (N,) int64 with 1 <= lengths[n] <= T; y (T, N, D*H_out); dropout_masks: L-1 arrays (T, N, D*H_out).
+Arrays should already be C-contiguous and of the stack's dtype (float32, or float64 when ``double``),
+so that nothing is copied; shapes are re-checked and violations raise ValueError. The GIL is released
+during compute.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+_Array = npt.NDArray[np.floating[Any]]
+_IntArray = npt.NDArray[np.int64]
+
+isa: str
+"""The instruction-set variant in use ("baseline", "avx2", ...)."""
+
+class Saved:
+    """What a training forward keeps for backward (opaque)."""
+
+    @property
+    def steps(self) -> int: ...
+    @property
+    def batch(self) -> int: ...
+
+class Stack:
+    """A stack of recurrent layers (see fusedrnn._config.StackConfig for the meaning of the arguments)."""
+
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        bias: bool,
+        bidirectional: bool,
+        proj_size: int,
+        linear_before_reset: bool,
+        double: bool,
+    ) -> None: ...
+    @property
+    def is_double(self) -> bool: ...
+    def param_shapes(self) -> list[list[int]]: ...
+    def set_weights(self, params: Sequence[_Array]) -> None:
+        """Copy (and pack) the weights, given in StackConfig.param_names() order."""
+    def forward(
+        self,
+        x: _Array,
+        h0: _Array | None = None,
+        c0: _Array | None = None,
+        lengths: _IntArray | None = None,
+    ) -> tuple[_Array, _Array, _Array | None]:
+        """Inference: (y, h_n, c_n); c_n is None unless the cell is "lstm"."""
+    def forward_train(
+        self,
+        x: _Array,
+        h0: _Array | None = None,
+        c0: _Array | None = None,
+        lengths: _IntArray | None = None,
+        dropout_masks: Sequence[_Array] | None = None,
+    ) -> tuple[_Array, _Array, _Array | None, Saved]:
+        """Training forward: (y, h_n, c_n, saved), ``saved`` for ``backward``."""
+    def backward(
+        self,
+        saved: Saved,
+        grad_y: _Array,
+        grad_h_n: _Array | None = None,
+        grad_c_n: _Array | None = None,
+    ) -> tuple[_Array, _Array, _Array | None, list[_Array]]:
+        """(grad_x, grad_h0, grad_c0, grads) with grads in param_names() order."""
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads the kernels may use."""
+
+def get_num_threads() -> int:
+    """The number of threads the kernels may use."""

@@ -1,0 +1,286 @@
+"""One-step recurrent cells with PyTorch's interface: RNNCell, LSTMCell, GRUCell.
+
+A cell advances the state by one time step; the equations are those of the layers (see
+``fusedrnn.layers``) with a single layer and direction. Parameters (PyTorch's names and shapes):
+``weight_ih`` (G*H, I), ``weight_hh`` (G*H, H), ``bias_ih`` and ``bias_hh`` (G*H), G = 1, 3 or 4.
+
+Shapes: x_t (N, I) and h, c (N, H); or unbatched x_t (I,) with h, c (H,).
+
+``cell.record(x_t, state)`` returns a ``Tape`` whose ``output`` is the new h and whose ``state`` is what
+the call returns ((h, c) for LSTMCell, h otherwise); ``tape.backward(grad_output, grad_state=None)``
+gives the gradients with respect to x_t (``.input``), the previous state (``.state``) and the parameters
+(``.params``), for a loss whose gradient is grad_output on h plus grad_state on the new state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _validation as v
+from ._config import StackConfig
+from .layers import Gradients, Tape, _Recurrent
+
+__all__ = ["RNNCell", "LSTMCell", "GRUCell"]
+
+
+class _CellLayout:
+    __slots__ = ("unbatched", "batch", "x_shape")
+
+    def __init__(self, unbatched: bool, batch: int, x_shape: tuple[int, ...]) -> None:
+        self.unbatched = unbatched
+        self.batch = batch
+        self.x_shape = x_shape
+
+    def out(self, a: np.ndarray) -> np.ndarray:
+        """(1, N, F) kernel array -> (N, F), or (F,) unbatched."""
+        return a[0, 0] if self.unbatched else a[0]
+
+
+class _CellBase(_Recurrent):
+    """What the three cells share: a one-step, one-layer compiled stack."""
+
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        bias: bool,
+        *,
+        linear_before_reset: bool = True,
+        dtype: Any = np.float32,
+        seed: Any = None,
+    ) -> None:
+        self.input_size = v.check_int("input_size", input_size, 1)
+        self.hidden_size = v.check_int("hidden_size", hidden_size, 1)
+        self.bias = v.check_bool("bias", bias)
+        lbr = v.check_bool("linear_before_reset", linear_before_reset)
+        config = StackConfig(cell, self.input_size, self.hidden_size, 1, self.bias, False, 0, lbr)
+        names = [name[: -len("_l0")] for name in config.param_names()]
+        self._init_parameters(config, names, dtype, seed)
+
+    @property
+    def _has_cell_state(self) -> bool:
+        return self._config.has_cell_state
+
+    def _extra_repr(self) -> list[str]:
+        return []
+
+    def __repr__(self) -> str:
+        args = [str(self.input_size), str(self.hidden_size)]
+        if not self.bias:
+            args.append("bias=False")
+        args += self._extra_repr()
+        if self._dtype != np.float32:
+            args.append(f"dtype={self._dtype}")
+        return f"{type(self).__name__}({', '.join(args)})"
+
+    # -- argument handling -------------------------------------------------------------------------
+
+    def _prepare(self, x: Any, state: Any, state_name: str) -> tuple[Any, ...]:
+        arr = v.as_real_array("x", x)
+        if arr.ndim not in (1, 2):
+            raise ValueError(
+                "x must be a 2-D array (N, input_size) or a 1-D array (input_size,) for one unbatched "
+                f"sample, got a {arr.ndim}-D array of shape {tuple(arr.shape)}"
+            )
+        if arr.shape[-1] != self.input_size:
+            raise ValueError(
+                f"x must have input_size={self.input_size} features in its last dimension, "
+                f"got shape {tuple(arr.shape)}"
+            )
+        unbatched = arr.ndim == 1
+        batch = 1 if unbatched else arr.shape[0]
+        if batch < 1:
+            raise ValueError(f"x must hold at least one sample, got shape {tuple(arr.shape)}")
+        c = self._config
+        v.check_allocation(
+            batch * (c.input_size + c.gates * c.hidden_size) * self._dtype.itemsize,
+            lambda: f"a call on x of shape {tuple(arr.shape)}",
+        )
+        layout = _CellLayout(unbatched, batch, tuple(arr.shape))
+        x_core = v.convert(arr.reshape(1, batch, self.input_size), self._dtype)
+        h0 = c0 = None
+        if self._has_cell_state:
+            if state is not None:
+                if not isinstance(state, (tuple, list)) or len(state) != 2:
+                    raise TypeError(
+                        f"{state_name} must be a tuple (h, c) for an LSTMCell (or None), "
+                        f"got {v.describe(state)}"
+                    )
+                h0 = self._state_array(f"{state_name}[0] (h)", state[0], layout)
+                c0 = self._state_array(f"{state_name}[1] (c)", state[1], layout)
+        elif state is not None:
+            if isinstance(state, tuple):
+                raise TypeError(
+                    f"{state_name} must be one array h for {type(self).__name__} (not a tuple), "
+                    f"got {v.describe(state)}"
+                )
+            h0 = self._state_array(state_name, state, layout)
+        return x_core, h0, c0, layout
+
+    def _state_shape(self, layout: _CellLayout) -> tuple[int, ...]:
+        return (self.hidden_size,) if layout.unbatched else (layout.batch, self.hidden_size)
+
+    def _state_array(self, name: str, value: Any, layout: _CellLayout) -> np.ndarray | None:
+        if value is None:
+            return None
+        arr = v.as_real_array(name, value)
+        shape = self._state_shape(layout)
+        v.check_shape(name, arr, shape, "(hidden_size,)" if layout.unbatched else "(N, hidden_size)")
+        return v.convert(arr.reshape(1, layout.batch, self.hidden_size), self._dtype)
+
+    def _public_state(self, h: np.ndarray, c: np.ndarray | None, layout: _CellLayout) -> Any:
+        if self._has_cell_state:
+            return layout.out(h), layout.out(c)
+        return layout.out(h)
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def _step(self, x: Any, state: Any, state_name: str) -> Any:
+        x_core, h0, c0, layout = self._prepare(x, state, state_name)
+        self._begin_call()
+        try:
+            _, h, c = self._stack.forward(x_core, h0, c0, None)
+        finally:
+            self._end_call()
+        return self._public_state(h, c, layout)
+
+    def record(self, x: Any, state: Any = None) -> Tape:
+        """One step that keeps what ``Tape.backward`` needs: ``tape.output`` is the new h,
+        ``tape.state`` what the call returns."""
+        x_core, h0, c0, layout = self._prepare(x, state, "state")
+        version = self._begin_call()
+        try:
+            _, h, c, saved = self._stack.forward_train(x_core, h0, c0, None, None)
+        finally:
+            self._end_call()
+        new_state = self._public_state(h, c, layout)
+        output = new_state[0] if self._has_cell_state else new_state
+        return Tape(self, saved, version, output, new_state, None, layout)
+
+    def _tape_backward(self, tape: Tape, grad_output: Any, grad_state: Any) -> Gradients:
+        self._check_tape(tape)
+        layout: _CellLayout = tape._layout
+        shape = self._state_shape(layout)
+        kernel_shape = (1, layout.batch, self.hidden_size)
+        gy = v.as_real_array("grad_output", grad_output)
+        v.check_shape("grad_output", gy, shape, "(the shape of tape.output)")
+        gy = v.convert(gy.reshape(kernel_shape), self._dtype)
+        gh = gc = None
+        if self._has_cell_state:
+            if grad_state is not None:
+                if not isinstance(grad_state, (tuple, list)) or len(grad_state) != 2:
+                    raise TypeError(
+                        "grad_state must be a tuple (grad_h, grad_c) for an LSTMCell (either may be None), "
+                        f"got {v.describe(grad_state)}"
+                    )
+                gh = self._grad_array("grad_state[0]", grad_state[0], shape, kernel_shape)
+                gc = self._grad_array("grad_state[1]", grad_state[1], shape, kernel_shape)
+        elif grad_state is not None:
+            if isinstance(grad_state, tuple):
+                raise TypeError(
+                    f"grad_state must be one array for {type(self).__name__} (not a tuple), "
+                    f"got {v.describe(grad_state)}"
+                )
+            gh = self._grad_array("grad_state", grad_state, shape, kernel_shape)
+        self._begin_call()
+        try:
+            self._check_tape(tape)
+            gx, gh0, gc0, grads = self._stack.backward(tape._saved, gy, gh, gc)
+        finally:
+            self._end_call()
+        params = dict(zip(self._names, grads))
+        return Gradients(gx.reshape(layout.x_shape), self._public_state(gh0, gc0, layout), params)
+
+    def _grad_array(
+        self, name: str, value: Any, shape: tuple[int, ...], kernel_shape: tuple[int, ...]
+    ) -> np.ndarray | None:
+        if value is None:
+            return None
+        arr = v.as_real_array(name, value)
+        v.check_shape(name, arr, shape, "(the shape of the state)")
+        return v.convert(arr.reshape(kernel_shape), self._dtype)
+
+
+class RNNCell(_CellBase):
+    """``h' = act(W_ih x + b_ih + W_hh h + b_hh)``, act = tanh or relu. ``h = cell(x, h=None)``."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        *,
+        dtype: Any = np.float32,
+        seed: Any = None,
+    ) -> None:
+        v.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+        self.nonlinearity = nonlinearity
+        super().__init__("rnn_" + nonlinearity, input_size, hidden_size, bias, dtype=dtype, seed=seed)
+
+    def _extra_repr(self) -> list[str]:
+        return [] if self.nonlinearity == "tanh" else [f"nonlinearity={self.nonlinearity!r}"]
+
+    def __call__(self, x: Any, h: Any = None) -> np.ndarray:
+        """x (N, I) or (I,); h (N, H) / (H,) or None (zeros) -> the new h."""
+        return self._step(x, h, "h")
+
+
+class LSTMCell(_CellBase):
+    """``i, f, g, o = sig, sig, tanh, sig(W_ih x + b_ih + W_hh h + b_hh)``; ``c' = f*c + i*g``;
+    ``h' = o * tanh(c')``. ``h, c = cell(x, (h, c)=None)``."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        dtype: Any = np.float32,
+        seed: Any = None,
+    ) -> None:
+        super().__init__("lstm", input_size, hidden_size, bias, dtype=dtype, seed=seed)
+
+    def __call__(self, x: Any, state: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """x (N, I) or (I,); state (h, c), each (N, H) / (H,), or None (zeros) -> (h', c')."""
+        return self._step(x, state, "state")
+
+
+class GRUCell(_CellBase):
+    """``r, z = sig(...)``; ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`` (linear_before_reset=True,
+    PyTorch's) or ``tanh(W_in x + b_in + W_hn (r * h) + b_hn)`` (False); ``h' = (1-z)*n + z*h``.
+    ``h = cell(x, h=None)``."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        linear_before_reset: bool = True,
+        dtype: Any = np.float32,
+        seed: Any = None,
+    ) -> None:
+        super().__init__(
+            "gru",
+            input_size,
+            hidden_size,
+            bias,
+            linear_before_reset=linear_before_reset,
+            dtype=dtype,
+            seed=seed,
+        )
+
+    @property
+    def linear_before_reset(self) -> bool:
+        return self._config.linear_before_reset
+
+    def _extra_repr(self) -> list[str]:
+        return [] if self.linear_before_reset else ["linear_before_reset=False"]
+
+    def __call__(self, x: Any, h: Any = None) -> np.ndarray:
+        """x (N, I) or (I,); h (N, H) / (H,) or None (zeros) -> the new h."""
+        return self._step(x, h, "h")

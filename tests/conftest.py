@@ -1,0 +1,41 @@
+"""Shared fixtures: per-dtype tolerances, a comparison that reports where arrays differ, and a
+deterministic random generator per test."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+# (rtol, atol) per compute dtype; atol is multiplied by max(1, max|expected|) so that gradients, which
+# sum many terms and can be large, are held to the same relative standard as the outputs.
+TOLERANCES = {
+    np.dtype(np.float32): (1e-4, 1e-5),
+    np.dtype(np.float64): (1e-10, 1e-10),
+}
+
+
+def _assert_close(actual: Any, expected: Any, dtype: Any, what: str = "") -> None:
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != expected {expected.shape}"
+    rtol, atol = TOLERANCES[np.dtype(dtype)]
+    finite = expected[np.isfinite(expected)]
+    scale = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
+    np.testing.assert_allclose(
+        actual.astype(np.float64), expected.astype(np.float64), rtol=rtol, atol=atol * scale, err_msg=what
+    )
+
+
+@pytest.fixture
+def assert_close() -> Callable[..., None]:
+    """assert_close(actual, expected, dtype, what=""): within the tolerance of ``dtype``."""
+    return _assert_close
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> np.random.Generator:
+    """A generator seeded from the test's id: reproducible, and different for every test case."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
