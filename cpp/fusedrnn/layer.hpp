@@ -1,143 +1,360 @@
-// One direction of one layer over time, generic over the cell.
+// One direction of one layer over time, generic over the cell, run by a team of threads.
 //
-// Forward: the input projection of all T steps is one product before the time loop; each step is
-// the cell's fused step (its recurrent product, the gate activations and the state update).
-// Backward through time: each step is the cell's gate-gradient pass and its recurrent product;
-// the gradients of the input, the input weights and the recurrent weights are big products over
-// all T*N rows after the loop.
+// Forward: the input projection of all T steps is one product before the time loop (its rows
+// shared by the team). Each step, every member computes the recurrent product for the hidden-unit
+// slices it owns (its columns of the packed W_hhᵀ, which stay in its cache for all T steps) and the
+// cell's fused pass for those units, then the team meets at one spin barrier. Projection (LSTM) and
+// the reset-before GRU add a second phase, and a barrier, per step.
+// Backward through time: per step the cells' gate-gradient pass on each member's slices, a barrier,
+// then each member's columns of dh = dg · W_hh. The gradients of the input, the input weights and the
+// recurrent weights are big products over all T*N rows after the loop.
 //
 // Variable lengths (PyTorch's packed-sequence semantics without packing): at time t a sequence n is
-// active while t < lengths[n]. Inactive sequences keep their state and output zeros, so the
-// forward direction stops at each sequence's last step and the reverse direction starts there.
+// active while t < lengths[n]. Inactive sequences keep their state and output zeros, so the forward
+// direction stops at each sequence's last step and the reverse direction starts there.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "fusedrnn/layer_types.hpp"
+#include "fusedrnn/threads.hpp"
 
 namespace fusedrnn {
 
+// Buffers of one layer-direction call, shared by its team; sized once by resize() before the team
+// starts, and reused across layers.
+template <typename T>
+struct LayerWorkspace {
+  Matrix<T> xg;      // [T*N, G*H] input projection (packed order)
+  Matrix<T> hg;      // [N, G*H] recurrent product of the step
+  Matrix<T> gates;   // [N, S*H] gate values when not training
+  Matrix<T> h_alt;   // [N, H_out] the second buffer of the double-buffered h (or dh in backward)
+  Matrix<T> m;       // [N, H] LSTM: o ⊙ tanh(c) before projection (backward: its gradient); GRU: r ⊙ h
+  // backward only
+  Matrix<T> dg_in;   // [T*N, G*H] gradient wrt the input projection
+  Matrix<T> dg_hid;  // [T*N, G*H] gradient wrt the recurrent product
+  Matrix<T> dh_out;  // [T*N, P] gradient wrt the projected output
+  Matrix<T> drh;     // [N, H] GRU reset-before: gradient wrt r ⊙ h
+  Matrix<T> direct;  // [N, H] GRU: gradient wrt h entering the step not through W_hh
+  Matrix<T> rows_h;  // [T*N, H] LSTM projection: o ⊙ tanh(c'); GRU reset-before: r ⊙ h_prev
+  Matrix<T> grad_ih; // [G*H, I] packed-order weight gradients before unpacking
+  Matrix<T> grad_hh; // [G*H, H_out]
+};
+
 template <typename Cell, typename T>
 struct Layer {
-  static constexpr Index kGates = Cell::kGates;
-  static constexpr Index kSavedGates = Cell::kSavedGates;
+  static constexpr Index G = Cell::kGates;
+  static constexpr Index S = Cell::kSavedGates;
 
+  static void resize_forward(LayerWorkspace<T>& ws, const LayerWeights<T>& w, Index steps, Index batch, bool training) {
+    const Index H = w.hidden_size;
+    ws.xg.resize(steps * batch, G * H);
+    ws.hg.resize(batch, G * H);
+    if (!training) ws.gates.resize(batch, S * H);
+    ws.h_alt.resize(batch, w.output_size);
+    ws.m.setZero(batch, H);
+  }
+
+  // max_input: the largest layer input size of the stack (the workspace serves every layer).
+  static void resize_backward(LayerWorkspace<T>& ws, const LayerWeights<T>& w, Index steps, Index batch,
+                              Index max_input) {
+    const Index H = w.hidden_size, rows = steps * batch;
+    ws.dg_in.resize(rows, G * H);
+    ws.dg_hid.resize(Cell::kSeparateHiddenGrad ? rows : 0, G * H);
+    ws.dh_out.resize(w.proj_size > 0 ? rows : 0, w.proj_size);
+    ws.h_alt.resize(batch, w.output_size);
+    ws.m.setZero(batch, H);
+    ws.drh.setZero(Cell::kTwoPhase ? batch : 0, H);
+    ws.direct.setZero(Cell::kDirectHiddenGrad ? batch : 0, H);
+    ws.rows_h.resize(w.proj_size > 0 || Cell::kTwoPhase ? rows : 0, H);
+    ws.grad_ih.resize(G * H, max_input);
+    ws.grad_hh.resize(G * H, w.output_size);
+  }
+
+  // Called by every member of the team with the same arguments.
   // x: [T, N, I] layer input; lengths: [N] or nullptr; h: [N, H_out], c: [N, H] initial state in,
   // final state out; y: [T, N, *] this direction's H_out output columns, row stride y_stride;
   // tape: filled when kTraining.
   template <bool kTraining>
-  static void forward(const LayerWeights<T>& w, Index steps, Index batch, bool reverse, const T* x,
-                      const std::int64_t* lengths, T* h, T* c, T* y, Index y_stride, LayerTape<T>* tape) {
-    const Index H = w.hidden_size, H_out = w.output_size, GH = kGates * H, SH = kSavedGates * H;
-    const Index rows = steps * batch;
+  static void forward(const Team& team, const LayerWeights<T>& w, Index steps, Index batch, bool reverse, const T* x,
+                      const std::int64_t* lengths, T* h, T* c, T* y, Index y_stride, LayerTape<T>* tape,
+                      LayerWorkspace<T>& ws) {
+    const Index H = w.hidden_size, H_out = w.output_size, GH = G * H, SH = S * H, rows = steps * batch;
+    const bool project = w.proj_size > 0;
 
-    Matrix<T> xg(rows, GH);  // [T*N, G*H]
-    xg.noalias() = ConstMatrixMap<T>(x, rows, w.input_size) * w.w_ih.transpose();
-    xg.rowwise() += Cell::input_bias(w);
-
-    StepScratch<T> scratch;
-    scratch.hg.resize(batch, GH);
-    if (!kTraining) scratch.gates.resize(batch, SH);
-    scratch.m.resize(batch, H);
-    scratch.h_new.resize(batch, H_out);
-    if (kTraining) {
-      tape->gates.resize(static_cast<std::size_t>(rows * SH));
-      tape->h_prev.resize(static_cast<std::size_t>(rows * H_out));
-      if (Cell::kHasCellState) tape->c_prev.resize(static_cast<std::size_t>(rows * H));
+    long r0, r1;
+    team.share(rows, 4, r0, r1);
+    if (r1 > r0) {
+      auto block = ws.xg.middleRows(r0, r1 - r0);
+      block.noalias() = ConstMatrixMap<T>(x, rows, w.input_size).middleRows(r0, r1 - r0) * w.w_ih.transpose();
+      block.rowwise() += w.bias_x;
     }
+    team.sync();
 
+    long k0, k1, q0, q1;
+    team.share(w.slices(), 1, k0, k1);     // my hidden-unit slices
+    team.share(H_out, 16, q0, q1);         // my columns of h (copies, projection)
     std::vector<std::uint8_t> active(lengths ? batch : 0);
-    ForwardStep<T> step;
-    step.batch = batch;
-    step.active = lengths ? active.data() : nullptr;
-    step.h = h;
-    step.c = c;
-    step.y_stride = y_stride;
+    T* h_cur = h;
+    T* h_next = ws.h_alt.data();
+    CellRow<T> row;
     for (Index s = 0; s < steps; ++s) {
       const Index t = reverse ? steps - 1 - s : s;
       if (lengths)
         for (Index n = 0; n < batch; ++n) active[n] = t < lengths[n];
-      step.xg = xg.data() + t * batch * GH;
-      step.y = y + t * batch * y_stride;
+      auto is_active = [&](Index n) { return !lengths || active[n]; };
+      const Index trow = t * batch;
       if (kTraining) {
-        step.saved_gates = tape->gates.data() + t * batch * SH;
-        step.saved_h_prev = tape->h_prev.data() + t * batch * H_out;
-        if (Cell::kHasCellState) step.saved_c_prev = tape->c_prev.data() + t * batch * H;
+        for (Index n = 0; n < batch; ++n) {
+          std::copy(h_cur + n * H_out + q0, h_cur + n * H_out + q1, tape->h_prev.data() + (trow + n) * H_out + q0);
+          if (Cell::kHasCellState)
+            for (long k = k0; k < k1; ++k)
+              std::copy(c + n * H + w.unit_begin[k], c + n * H + w.unit_begin[k + 1],
+                        tape->c_prev.data() + (trow + n) * H + w.unit_begin[k]);
+        }
       }
-      Cell::template forward_step<kTraining>(w, step, scratch);
+      const ConstMatrixMap<T> h_mat(h_cur, batch, H_out);
+      for (long k = k0; k < k1; ++k) {
+        const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, col0 = G * u0;
+        const Index product_cols = Cell::kTwoPhase ? 2 * Hs : G * Hs;
+        ws.hg.middleCols(col0, product_cols).noalias() = h_mat * w.w_hh_t.middleCols(col0, product_cols);
+        for (Index n = 0; n < batch; ++n) {
+          T* gates = kTraining ? tape->gates.data() + (trow + n) * SH + S * u0 : ws.gates.data() + n * SH + S * u0;
+          T* y_row = y + (trow + n) * y_stride;
+          if (!is_active(n)) {
+            if (kTraining) std::fill(gates, gates + S * Hs, T(0));
+            if (!project) {
+              std::copy(h_cur + n * H + u0, h_cur + n * H + u0 + Hs, h_next + n * H + u0);
+              std::fill(y_row + u0, y_row + u0 + Hs, T(0));
+            }
+            continue;
+          }
+          row.units = Hs;
+          row.xg = ws.xg.data() + (trow + n) * GH + col0;
+          row.hg = ws.hg.data() + n * GH + col0;
+          row.bias_h = w.bias_h.data() + col0;
+          row.h_prev = h_cur + n * H_out + u0;
+          row.c = Cell::kHasCellState ? c + n * H + u0 : nullptr;
+          row.gates = gates;
+          row.h = project ? ws.m.data() + n * H + u0 : h_next + n * H_out + u0;
+          row.rh = ws.m.data() + n * H + u0;
+          if constexpr (Cell::kTwoPhase) {
+            Cell::forward_row_first(row);
+          } else {
+            Cell::forward_row(row);
+            if (!project) std::copy(row.h, row.h + Hs, y_row + u0);
+          }
+        }
+      }
+      if constexpr (Cell::kTwoPhase) {
+        team.sync();  // every unit's r ⊙ h is in ws.m
+        for (long k = k0; k < k1; ++k) {
+          const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, col0 = G * u0;
+          ws.hg.middleCols(col0 + 2 * Hs, Hs).noalias() = ws.m * w.w_hh_t.middleCols(col0 + 2 * Hs, Hs);
+          for (Index n = 0; n < batch; ++n) {
+            if (!is_active(n)) continue;
+            row.units = Hs;
+            row.xg = ws.xg.data() + (trow + n) * GH + col0;
+            row.hg = ws.hg.data() + n * GH + col0;
+            row.bias_h = w.bias_h.data() + col0;
+            row.h_prev = h_cur + n * H + u0;
+            row.gates = kTraining ? tape->gates.data() + (trow + n) * SH + S * u0 : ws.gates.data() + n * SH + S * u0;
+            row.h = h_next + n * H + u0;
+            Cell::forward_row(row);
+            std::copy(row.h, row.h + Hs, y + (trow + n) * y_stride + u0);
+          }
+        }
+      }
+      if (project) {
+        team.sync();  // every unit's o ⊙ tanh(c) is in ws.m
+        if (q1 > q0) {
+          MatrixMap<T> h_next_mat(h_next, batch, H_out);
+          h_next_mat.middleCols(q0, q1 - q0).noalias() = ws.m * w.w_hr_t.middleCols(q0, q1 - q0);
+          for (Index n = 0; n < batch; ++n) {
+            T* y_row = y + (trow + n) * y_stride;
+            if (is_active(n)) {
+              std::copy(h_next + n * H_out + q0, h_next + n * H_out + q1, y_row + q0);
+            } else {
+              std::copy(h_cur + n * H_out + q0, h_cur + n * H_out + q1, h_next + n * H_out + q0);
+              std::fill(y_row + q0, y_row + q1, T(0));
+            }
+          }
+        }
+      }
+      team.sync();
+      std::swap(h_cur, h_next);
     }
+    if (h_cur != h)
+      for (Index n = 0; n < batch; ++n) std::copy(h_cur + n * H_out + q0, h_cur + n * H_out + q1, h + n * H_out + q0);
+    team.sync();
   }
 
+  // Called by every member of the team with the same arguments.
   // x: [T, N, I] the layer input forward saw; dy: [T, N, *] gradient of this direction's output
-  // columns, row stride dy_stride; dh: [N, H_out], dc: [N, H] gradient wrt the final state in,
-  // wrt the initial state out; dx: [T, N, I] out; g: parameter gradients out (overwritten).
-  static void backward(const LayerWeights<T>& w, Index steps, Index batch, bool reverse, const T* x,
-                       const std::int64_t* lengths, const LayerTape<T>& tape, const T* dy, Index dy_stride,
-                       T* dh, T* dc, T* dx, const LayerGrads<T>& g) {
-    const Index H = w.hidden_size, H_out = w.output_size, GH = kGates * H, SH = kSavedGates * H;
+  // columns, row stride dy_stride; dh: [N, H_out], dc: [N, H] gradient wrt the final state in, wrt
+  // the initial state out; dx: [T, N, I] out; g: parameter gradients out (overwritten).
+  static void backward(const Team& team, const LayerWeights<T>& w, Index steps, Index batch, bool reverse,
+                       const T* x, const std::int64_t* lengths, const LayerTape<T>& tape, const T* dy,
+                       Index dy_stride, T* dh, T* dc, T* dx, const LayerGrads<T>& g, LayerWorkspace<T>& ws) {
+    const Index H = w.hidden_size, H_out = w.output_size, P = w.proj_size, GH = G * H, SH = S * H;
     const Index rows = steps * batch;
-    const bool project = w.proj_size > 0;
+    const bool project = P > 0;
+    T* const dg_hid_base = Cell::kSeparateHiddenGrad ? ws.dg_hid.data() : ws.dg_in.data();
 
-    Matrix<T> dg_in(rows, GH);                                      // [T*N, G*H]
-    Matrix<T> dg_hid(Cell::kSeparateHiddenGrad ? rows : 0, GH);     // [T*N, G*H]
-    Matrix<T> dh_out(project ? rows : 0, H_out);                    // [T*N, P]
-    StepScratch<T> scratch;
-    scratch.m.resize(batch, H);
-    scratch.h_new.resize(batch, H_out);
-    scratch.dh_prev.resize(batch, H_out);
-
+    long k0, k1, q0, q1;
+    team.share(w.slices(), 1, k0, k1);
+    team.share(H_out, 16, q0, q1);
     std::vector<std::uint8_t> active(lengths ? batch : 0);
-    BackwardStep<T> step;
-    step.batch = batch;
-    step.active = lengths ? active.data() : nullptr;
-    step.dh = dh;
-    step.dc = dc;
-    step.dy_stride = dy_stride;
+    T* dh_cur = dh;
+    T* dh_next = ws.h_alt.data();
+    CellGradRow<T> row;
+    auto fill_row = [&](Index trow, Index n, Index u0, Index Hs) {
+      const Index col0 = G * u0;
+      row.units = Hs;
+      row.gates = tape.gates.data() + (trow + n) * SH + S * u0;
+      row.c_prev = Cell::kHasCellState ? tape.c_prev.data() + (trow + n) * H + u0 : nullptr;
+      row.h_prev = tape.h_prev.data() + (trow + n) * H_out + u0;
+      row.dh = ws.m.data() + n * H + u0;
+      row.drh = Cell::kTwoPhase ? ws.drh.data() + n * H + u0 : nullptr;
+      row.dc = Cell::kHasCellState ? dc + n * H + u0 : nullptr;
+      row.dg_in = ws.dg_in.data() + (trow + n) * GH + col0;
+      row.dg_hid = dg_hid_base + (trow + n) * GH + col0;
+      row.dh_direct = Cell::kDirectHiddenGrad ? ws.direct.data() + n * H + u0 : nullptr;
+    };
     for (Index s = steps - 1; s >= 0; --s) {
       const Index t = reverse ? steps - 1 - s : s;
       if (lengths)
         for (Index n = 0; n < batch; ++n) active[n] = t < lengths[n];
-      step.gates = tape.gates.data() + t * batch * SH;
-      step.h_prev = tape.h_prev.data() + t * batch * H_out;
-      if (Cell::kHasCellState) step.c_prev = tape.c_prev.data() + t * batch * H;
-      step.dy = dy + t * batch * dy_stride;
-      step.dg_in = dg_in.data() + t * batch * GH;
-      step.dg_hid = Cell::kSeparateHiddenGrad ? dg_hid.data() + t * batch * GH : step.dg_in;
-      step.dh_out = project ? dh_out.data() + t * batch * H_out : nullptr;
-      Cell::backward_step(w, step, scratch);
+      auto is_active = [&](Index n) { return !lengths || active[n]; };
+      const Index trow = t * batch;
+      const T* dy_t = dy + trow * dy_stride;
+      // ws.m: the gradient wrt each unit's new h (LSTM with projection: wrt o ⊙ tanh(c')).
+      if (project) {
+        T* dh_out = ws.dh_out.data() + trow * P;
+        for (Index n = 0; n < batch; ++n)
+          for (long q = q0; q < q1; ++q)
+            dh_out[n * P + q] = is_active(n) ? dh_cur[n * P + q] + dy_t[n * dy_stride + q] : T(0);
+        team.sync();
+        for (long k = k0; k < k1; ++k) {
+          const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0;
+          ws.m.middleCols(u0, Hs).noalias() =
+              ConstMatrixMap<T>(dh_out, batch, P) * w.w_hr_t.middleRows(u0, Hs).transpose();
+        }
+      }
+      for (long k = k0; k < k1; ++k) {
+        const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, col0 = G * u0;
+        for (Index n = 0; n < batch; ++n) {
+          if (!is_active(n)) {
+            std::fill_n(ws.dg_in.data() + (trow + n) * GH + col0, G * Hs, T(0));
+            if (Cell::kSeparateHiddenGrad) std::fill_n(dg_hid_base + (trow + n) * GH + col0, G * Hs, T(0));
+            continue;
+          }
+          if (!project)
+            Vec<T>(ws.m.data() + n * H + u0, Hs) =
+                ConstVec<T>(dh_cur + n * H + u0, Hs) + ConstVec<T>(dy_t + n * dy_stride + u0, Hs);
+          fill_row(trow, n, u0, Hs);
+          if constexpr (Cell::kTwoPhase)
+            Cell::backward_row_first(row);
+          else
+            Cell::backward_row(row);
+        }
+      }
+      if constexpr (Cell::kTwoPhase) {
+        team.sync();  // every unit's dn is in dg_in
+        if (q1 > q0) {
+          // d(r ⊙ h)[:, q] = Σ_k dn_k · U_n,k[:, q], U_n,k = (columns n of slice k of w_hh_t)ᵀ
+          auto drh = ws.drh.middleCols(q0, q1 - q0);
+          drh.setZero();
+          const ConstMatrixMap<T> dg_t(ws.dg_in.data() + trow * GH, batch, GH);
+          for (Index k = 0; k < w.slices(); ++k) {
+            const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, ncol = G * u0 + 2 * Hs;
+            drh.noalias() += dg_t.middleCols(ncol, Hs) * w.w_hh_t.block(q0, ncol, q1 - q0, Hs).transpose();
+          }
+        }
+        team.sync();
+        for (long k = k0; k < k1; ++k) {
+          const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0;
+          for (Index n = 0; n < batch; ++n) {
+            if (!is_active(n)) continue;
+            fill_row(trow, n, u0, Hs);
+            Cell::backward_row_second(row);
+          }
+        }
+      }
+      team.sync();  // the whole step's dg is known
+      if (q1 > q0) {
+        MatrixMap<T> dh_next_mat(dh_next, batch, H_out);
+        auto cols = dh_next_mat.middleCols(q0, q1 - q0);
+        cols.noalias() = ConstMatrixMap<T>(dg_hid_base + trow * GH, batch, GH) *
+                         w.w_hh_t.middleRows(q0, q1 - q0).transpose();
+        if (Cell::kDirectHiddenGrad) cols += ws.direct.middleCols(q0, q1 - q0);
+        for (Index n = 0; n < batch; ++n)
+          if (!is_active(n)) std::copy(dh_cur + n * H_out + q0, dh_cur + n * H_out + q1, dh_next + n * H_out + q0);
+      }
+      team.sync();
+      std::swap(dh_cur, dh_next);
     }
+    if (dh_cur != dh)
+      for (Index n = 0; n < batch; ++n) std::copy(dh_cur + n * H_out + q0, dh_cur + n * H_out + q1, dh + n * H_out + q0);
 
     // The big products over all steps.
+    long r0, r1;
+    team.share(rows, 4, r0, r1);
     const ConstMatrixMap<T> x_all(x, rows, w.input_size);
-    MatrixMap<T>(dx, rows, w.input_size).noalias() = dg_in * w.w_ih;
-    MatrixMap<T>(g.w_ih, GH, w.input_size).noalias() = dg_in.transpose() * x_all;
-    // Column sums go through an Eigen-owned (aligned) row so the summation order, and so the
-    // result's last bit, does not depend on where the caller's buffer happens to sit.
-    const Matrix<T>& dg_h = Cell::kSeparateHiddenGrad ? dg_hid : dg_in;
-    RowVector<T> column_sum(GH);
-    if (g.b_ih) {
-      column_sum.noalias() = dg_in.colwise().sum();
-      std::copy(column_sum.data(), column_sum.data() + GH, g.b_ih);
-    }
-    if (g.b_hh) {
-      column_sum.noalias() = dg_h.colwise().sum();
-      std::copy(column_sum.data(), column_sum.data() + GH, g.b_hh);
-    }
     const ConstMatrixMap<T> h_prev_all(tape.h_prev.data(), rows, H_out);
-    Cell::recurrent_weight_grad(w, tape, rows, dg_h, h_prev_all, g.w_hh);
-    if (project) {
-      // dW_hr = dh_outᵀ · m, with m = o ⊙ tanh(c') recomputed from the saved gates.
-      Matrix<T> m(rows, H);
-      for (Index r = 0; r < rows; ++r) {
+    if (r1 > r0) {
+      MatrixMap<T>(dx, rows, w.input_size).middleRows(r0, r1 - r0).noalias() =
+          ws.dg_in.middleRows(r0, r1 - r0) * w.w_ih;
+      // Per-row inputs of the weight gradients that mix units of several slices.
+      for (long r = r0; r < r1 && (project || Cell::kTwoPhase); ++r) {
         const T* gates = tape.gates.data() + r * SH;
-        ConstVec<T> i(gates, H), f(gates + H, H), gg(gates + 2 * H, H), o(gates + 3 * H, H);
-        ConstVec<T> c_prev(tape.c_prev.data() + r * H, H);
-        m.row(r).array() = (o * (f * c_prev + i * gg).tanh()).transpose();
+        for (Index k = 0; k < w.slices(); ++k) {
+          const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0;
+          const T* gk = gates + S * u0;
+          auto out = ws.rows_h.row(r).segment(u0, Hs).array().transpose();
+          if (project) {  // o ⊙ tanh(f ⊙ c_prev + i ⊙ g)
+            ConstVec<T> i(gk, Hs), f(gk + Hs, Hs), gg(gk + 2 * Hs, Hs), o(gk + 3 * Hs, Hs);
+            out = o * (f * ConstVec<T>(tape.c_prev.data() + r * H + u0, Hs) + i * gg).tanh();
+          } else if (Cell::kTwoPhase) {  // r ⊙ h_prev
+            out = ConstVec<T>(gk, Hs) * ConstVec<T>(tape.h_prev.data() + r * H + u0, Hs);
+          }
+        }
       }
-      MatrixMap<T>(g.w_hr, w.proj_size, H).noalias() = dh_out.transpose() * m;
     }
+    team.sync();
+    if (project) {
+      long p0, p1;
+      team.share(P, 8, p0, p1);
+      if (p1 > p0)
+        MatrixMap<T>(g.w_hr, P, H).middleRows(p0, p1 - p0).noalias() =
+            ws.dh_out.middleCols(p0, p1 - p0).transpose() * ws.rows_h;
+    }
+    const Matrix<T>& dg_hid = Cell::kSeparateHiddenGrad ? ws.dg_hid : ws.dg_in;
+    for (long k = k0; k < k1; ++k) {
+      const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, col0 = G * u0, width = G * Hs;
+      auto grad_ih = ws.grad_ih.block(0, 0, GH, w.input_size);
+      grad_ih.middleRows(col0, width).noalias() = ws.dg_in.middleCols(col0, width).transpose() * x_all;
+      ws.grad_hh.middleRows(col0, width).noalias() = dg_hid.middleCols(col0, width).transpose() * h_prev_all;
+      if constexpr (Cell::kTwoPhase)
+        ws.grad_hh.middleRows(col0 + 2 * Hs, Hs).noalias() =
+            ws.dg_in.middleCols(col0 + 2 * Hs, Hs).transpose() * ws.rows_h;
+      // Back to PyTorch's row order. Column sums go through an Eigen-owned row so the summation
+      // order, and so the last bit, does not depend on where the caller's buffer sits.
+      RowVector<T> sum_in = ws.dg_in.middleCols(col0, width).colwise().sum();
+      // Reset-before: b_hn sits outside r ⊙ (...), so every b_hh block sees the input side's gradient.
+      RowVector<T> sum_hid = Cell::kTwoPhase ? sum_in : RowVector<T>(dg_hid.middleCols(col0, width).colwise().sum());
+      for (Index p = col0; p < col0 + width; ++p) {
+        const Index dst = w.perm[static_cast<std::size_t>(p)];
+        std::copy(ws.grad_ih.row(p).data(), ws.grad_ih.row(p).data() + w.input_size, g.w_ih + dst * w.input_size);
+        std::copy(ws.grad_hh.row(p).data(), ws.grad_hh.row(p).data() + H_out, g.w_hh + dst * H_out);
+        if (g.b_ih) g.b_ih[dst] = sum_in[p - col0];
+        if (g.b_hh) g.b_hh[dst] = sum_hid[p - col0];
+      }
+    }
+    team.sync();
   }
 };
 

@@ -8,19 +8,30 @@
 
 namespace fusedrnn {
 
-// The weights of one layer-direction as the kernels keep them (copied from the user's arrays by
-// Stack::set_weights). Biases are stored even without bias (as zeros) so the hot loops never branch.
+// The weights of one layer-direction as the kernels keep them, built once by Stack::set_weights.
+//
+// Packed gate order: the H hidden units are cut into K contiguous slices (boundaries unit_begin);
+// slice k owns units [u0, u1) and, in every gate-indexed array, the G*(u1-u0) columns starting at
+// G*u0, gate-major inside the slice (all of gate 0 for its units, then gate 1, ...). A thread that
+// owns a slice reads one contiguous block of the input projection, of the recurrent weights' columns
+// and of the saved gates, and keeps its part of W_hh hot in its own cache for all T steps.
+// `perm[p]` is the PyTorch row (gate*H + unit) of packed position p.
 template <typename T>
 struct LayerWeights {
   Index input_size = 0;   // I
   Index hidden_size = 0;  // H
   Index output_size = 0;  // H_out
   Index proj_size = 0;    // P, 0 = none
-  Matrix<T> w_ih;         // [G*H, I]
-  Matrix<T> w_hh_t;       // [H_out, G*H] transposed: the per-step product is h · w_hh_t
-  RowVector<T> b_ih;      // [G*H]
-  RowVector<T> b_hh;      // [G*H]
-  Matrix<T> w_hr_t;       // [H, P] transposed projection (LSTM with P > 0)
+  Index gates = 1;        // G
+  std::vector<Index> unit_begin;  // [K+1] slice boundaries over the H units
+  std::vector<Index> perm;        // [G*H] packed position -> PyTorch row
+  Matrix<T> w_ih;         // [G*H, I]   rows in packed order
+  Matrix<T> w_hh_t;       // [H_out, G*H] W_hhᵀ, columns in packed order: the step's product is h · w_hh_t
+  RowVector<T> bias_x;    // [G*H] bias added to the input projection (packed order)
+  RowVector<T> bias_h;    // [G*H] bias kept inside the step (GRU linear-before-reset: b_hn), packed order
+  Matrix<T> w_hr_t;       // [H, P] W_hrᵀ (LSTM with P > 0)
+
+  Index slices() const { return static_cast<Index>(unit_begin.size()) - 1; }
 };
 
 // Gradients of one layer-direction's parameters, in PyTorch's layouts.
@@ -33,10 +44,10 @@ struct LayerGrads {
   T* w_hr = nullptr;  // [P, H] or nullptr
 };
 
-// What training forward keeps for backward, for one layer-direction. Indexed by time t (not by
-// processing order). Per step and sequence: the activated gates (S*H, S = Cell::kSavedGates), the
-// hidden state entering the step (H_out) and, for LSTM, the cell state entering it (H). The layer's
-// input is kept once per layer by the stack (it is shared by both directions).
+// What training forward keeps for backward, for one layer-direction, indexed by time t. Per step
+// and sequence: the gates after activation (S*H values, S = Cell::kSavedGates, packed order), the
+// hidden state entering the step (H_out) and, for LSTM, the cell state entering it (H): at most
+// (G+2)*H values. The layer's input is kept once per layer by the stack.
 template <typename T>
 struct LayerTape {
   std::vector<T> gates;   // [T, N, S*H]
@@ -44,47 +55,33 @@ struct LayerTape {
   std::vector<T> c_prev;  // [T, N, H] (LSTM only)
 };
 
-// One forward step over the batch. `active` marks the sequences for which time t lies inside
-// their length; the others keep their state and output zeros.
+// One row (sequence) of one slice of Hs units, for a cell's fused forward step.
 template <typename T>
-struct ForwardStep {
-  Index batch = 0;                   // N
-  const std::uint8_t* active = nullptr;  // [N], nullptr = all active
-  const T* xg = nullptr;             // [N, G*H] input projection of this step, input-side biases folded in
-  T* h = nullptr;                    // [N, H_out] hidden state, in/out
-  T* c = nullptr;                    // [N, H] cell state (LSTM), in/out
-  T* y = nullptr;                    // [N, H_out] output rows, row stride y_stride
-  Index y_stride = 0;
-  T* saved_gates = nullptr;          // [N, S*H] training only
-  T* saved_h_prev = nullptr;         // [N, H_out] training only
-  T* saved_c_prev = nullptr;         // [N, H] training only (LSTM)
+struct CellRow {
+  Index units = 0;          // Hs
+  const T* xg = nullptr;    // [G*Hs] input projection, input-side biases included
+  const T* hg = nullptr;    // [G*Hs] recurrent product h · W_hhᵀ
+  const T* bias_h = nullptr;  // [G*Hs] bias kept inside the step
+  const T* h_prev = nullptr;  // [Hs] this slice of the hidden state entering the step
+  T* c = nullptr;           // [Hs] LSTM cell state, in/out
+  T* gates = nullptr;       // [S*Hs] out: the gates after activation
+  T* h = nullptr;           // [Hs] out: the new hidden state (LSTM: o ⊙ tanh(c), before projection)
+  T* rh = nullptr;          // [Hs] out (GRU reset-before, first phase): r ⊙ h_prev
 };
 
-// One backward step over the batch, walking time in reverse of the forward processing order.
+// One row of one slice, for a cell's gate-gradient pass.
 template <typename T>
-struct BackwardStep {
-  Index batch = 0;
-  const std::uint8_t* active = nullptr;  // [N], nullptr = all active
-  const T* gates = nullptr;          // [N, S*H] saved by forward
-  const T* h_prev = nullptr;         // [N, H_out] saved by forward
-  const T* c_prev = nullptr;         // [N, H] saved by forward (LSTM)
-  const T* dy = nullptr;             // [N, H_out] gradient arriving at this step's output, row stride dy_stride
-  Index dy_stride = 0;
-  T* dh = nullptr;                   // [N, H_out] in: grad wrt the state after the step; out: before it
-  T* dc = nullptr;                   // [N, H] same for the LSTM cell state
-  T* dg_in = nullptr;                // [N, G*H] out: grad wrt the input-side pre-activations (xg)
-  T* dg_hid = nullptr;               // [N, G*H] out: grad wrt the recurrent product (== dg_in for most cells)
-  T* dh_out = nullptr;               // [N, P] out: grad wrt the projected output (LSTM with P > 0)
-};
-
-// Per-call scratch of one layer-direction, sized once before the time loop.
-template <typename T>
-struct StepScratch {
-  Matrix<T> hg;      // [N, G*H] recurrent product
-  Matrix<T> gates;   // [N, S*H] gate values when not training
-  Matrix<T> m;       // [N, H] LSTM output before projection / its gradient; GRU r*h and its gradient
-  Matrix<T> h_new;   // [N, H_out] new hidden state before masking; in backward the gradient wrt it
-  Matrix<T> dh_prev; // [N, H_out] backward: gradient wrt the hidden state entering the step
+struct CellGradRow {
+  Index units = 0;
+  const T* gates = nullptr;   // [S*Hs] saved by forward
+  const T* c_prev = nullptr;  // [Hs] saved by forward (LSTM)
+  const T* h_prev = nullptr;  // [Hs] saved by forward
+  const T* dh = nullptr;      // [Hs] gradient wrt this step's new h (LSTM: wrt o ⊙ tanh(c'))
+  const T* drh = nullptr;     // [Hs] gradient wrt r ⊙ h_prev (GRU reset-before, second phase)
+  T* dc = nullptr;            // [Hs] LSTM: in, gradient wrt c'; out, wrt c entering the step
+  T* dg_in = nullptr;         // [G*Hs] out: gradient wrt the input-side pre-activations
+  T* dg_hid = nullptr;        // [G*Hs] out: gradient wrt the recurrent product (may alias dg_in)
+  T* dh_direct = nullptr;     // [Hs] out: gradient wrt h entering the step not through W_hh (GRU)
 };
 
 }  // namespace fusedrnn

@@ -1,6 +1,8 @@
 #include "fusedrnn/stack.hpp"
 
+#include <algorithm>
 #include <stdexcept>
+#include <thread>
 
 #include "fusedrnn/cells/gru.hpp"
 #include "fusedrnn/cells/lstm.hpp"
@@ -28,6 +30,20 @@ void with_cell(const StackConfig& cfg, F&& f) {
 
 }  // namespace
 
+// The hidden-unit slices of a layer (see LayerWeights): one per 64 units, at most one per hardware
+// thread (and 8), boundaries on multiples of 16 units so threads never share a cache line.
+static std::vector<Index> unit_slices(Index H) {
+  const Index hw = std::max<Index>(1, static_cast<Index>(std::thread::hardware_concurrency()));
+  const Index K = std::max<Index>(1, std::min<Index>({H / 64, hw, 8}));
+  std::vector<Index> begin{0};
+  for (Index k = 1; k < K; ++k) {
+    const Index b = (k * H / K) / 16 * 16;
+    if (b > begin.back()) begin.push_back(b);
+  }
+  begin.push_back(H);
+  return begin;
+}
+
 template <typename T>
 Stack<T>::Stack(const StackConfig& config) : config_(config) {
   config_.validate();
@@ -40,10 +56,15 @@ Stack<T>::Stack(const StackConfig& config) : config_(config) {
       w.hidden_size = H;
       w.output_size = H_out;
       w.proj_size = config_.proj_size;
+      w.gates = G;
+      w.unit_begin = unit_slices(H);
+      for (std::size_t k = 0; k + 1 < w.unit_begin.size(); ++k)
+        for (Index gate = 0; gate < G; ++gate)
+          for (Index u = w.unit_begin[k]; u < w.unit_begin[k + 1]; ++u) w.perm.push_back(gate * H + u);
       w.w_ih.setZero(G * H, w.input_size);
       w.w_hh_t.setZero(H_out, G * H);
-      w.b_ih.setZero(G * H);
-      w.b_hh.setZero(G * H);
+      w.bias_x.setZero(G * H);
+      w.bias_h.setZero(G * H);
       if (config_.proj_size > 0) w.w_hr_t.setZero(H, config_.proj_size);
     }
   weights_ = std::move(weights);
@@ -77,15 +98,24 @@ void Stack<T>::set_weights(const std::vector<const T*>& params) {
   for (std::size_t slot = 0; slot < next->size(); ++slot) {
     LayerWeights<T>& w = (*next)[slot];
     const T* const* p = params.data() + slot * per_slot;
-    const Index GH = w.w_ih.rows();
-    w.w_ih = ConstMatrixMap<T>(p[0], GH, w.input_size);
-    w.w_hh_t = ConstMatrixMap<T>(p[1], GH, w.output_size).transpose();
+    const Index GH = w.w_ih.rows(), H = w.hidden_size;
+    const ConstMatrixMap<T> w_ih(p[0], GH, w.input_size), w_hh(p[1], GH, w.output_size);
+    RowVector<T> b_ih = RowVector<T>::Zero(GH), b_hh = RowVector<T>::Zero(GH), bias_x, bias_h;
     if (config_.bias) {
-      w.b_ih = ConstMatrixMap<T>(p[2], 1, GH);
-      w.b_hh = ConstMatrixMap<T>(p[3], 1, GH);
+      b_ih = ConstMatrixMap<T>(p[2], 1, GH);
+      b_hh = ConstMatrixMap<T>(p[3], 1, GH);
+    }
+    with_cell<T>(config_, [&](auto cell) { decltype(cell)::split_bias(b_ih, b_hh, H, bias_x, bias_h); });
+    // Into packed order: packed position q holds PyTorch row perm[q].
+    for (Index q = 0; q < GH; ++q) {
+      const Index src = w.perm[static_cast<std::size_t>(q)];
+      w.w_ih.row(q) = w_ih.row(src);
+      w.w_hh_t.col(q) = w_hh.row(src).transpose();
+      w.bias_x[q] = bias_x[src];
+      w.bias_h[q] = bias_h[src];
     }
     if (config_.proj_size > 0)
-      w.w_hr_t = ConstMatrixMap<T>(p[config_.bias ? 4 : 2], config_.proj_size, w.hidden_size).transpose();
+      w.w_hr_t = ConstMatrixMap<T>(p[config_.bias ? 4 : 2], config_.proj_size, H).transpose();
   }
   std::lock_guard<std::mutex> lock(mutex_);
   weights_ = std::move(next);

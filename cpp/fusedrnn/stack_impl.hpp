@@ -1,10 +1,10 @@
-// The stack driver, generic over the cell: layers in order, both directions of a layer at once
-// (when threads allow), dropout between layers when training.
-// Included only by the per-cell translation units (stack_rnn.cpp, stack_lstm.cpp, stack_gru.cpp).
+// The stack driver, generic over the cell: layers in order; within a layer the two directions run
+// at once on two teams when there are threads for both, else one after the other on one team;
+// dropout between layers when training. Included only by the per-cell translation units
+// (stack_rnn.cpp, stack_lstm.cpp, stack_gru.cpp).
 #pragma once
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "fusedrnn/layer.hpp"
@@ -25,6 +25,42 @@ void init_state(const T* src, Index slot, Index batch, Index width, T* dst) {
     std::fill(dst + slot * count, dst + (slot + 1) * count, T(0));
 }
 
+// How many threads a call should use: enough work per step to pay for a barrier, and no more
+// members than hidden-unit slices per direction.
+inline int wanted_threads(const StackConfig& cfg, Index batch, Index slices) {
+  const Index macs_per_step = batch * cfg.output_size() * cfg.gates() * cfg.hidden_size;
+  if (macs_per_step < (Index(1) << 15)) return 1;
+  return static_cast<int>(std::min<Index>(get_num_threads(), slices * cfg.directions()));
+}
+
+// The teams of a region of `size` threads: two (one per direction) when bidirectional and size >= 2.
+struct Teams {
+  SpinBarrier all;
+  SpinBarrier first;
+  SpinBarrier second;
+  int split;  // ranks [0, split) work on direction 0, [split, size) on direction 1; 0 = one team for both
+  Teams(int size, bool bidirectional)
+      : all(size),
+        first(bidirectional && size >= 2 ? (size + 1) / 2 : size),
+        second(bidirectional && size >= 2 ? size / 2 : 1),
+        split(bidirectional && size >= 2 ? (size + 1) / 2 : 0) {}
+  Team team_of(int rank) {
+    if (split == 0) return Team{rank, all.size(), &all};
+    if (rank < split) return Team{rank, split, &first};
+    return Team{rank - split, all.size() - split, &second};
+  }
+  // The directions a rank works on: [begin, end).
+  void directions_of(int rank, Index D, Index& begin, Index& end) const {
+    if (split == 0) {
+      begin = 0;
+      end = D;
+    } else {
+      begin = rank < split ? 0 : 1;
+      end = begin + 1;
+    }
+  }
+};
+
 }  // namespace detail
 
 template <typename Cell, typename T>
@@ -35,6 +71,10 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
   const bool training = tape != nullptr;
   ScopedFlushDenormals flush;
 
+  // Everything is allocated before the threads start.
+  std::vector<LayerWorkspace<T>> ws(static_cast<std::size_t>(D));
+  for (Index d = 0; d < D; ++d) Layer<Cell, T>::resize_forward(ws[d], weights[d], steps, batch, training);
+  std::vector<T> buffers[2];  // inference: the outputs of inner layers, ping-ponged
   if (training) {
     tape->steps = steps;
     tape->batch = batch;
@@ -43,54 +83,63 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
     tape->dropout_masks.assign(a.dropout_masks.empty() ? 0 : static_cast<std::size_t>(L - 1), {});
     tape->layers.assign(static_cast<std::size_t>(L * D), {});
     tape->layer_inputs[0].assign(a.x, a.x + rows * cfg.input_size);
-  }
-
-  // Between layers: inference ping-pongs two buffers; training keeps each layer's input in the tape.
-  std::vector<T> buffers[2];
-  const T* input = training ? tape->layer_inputs[0].data() : a.x;
-  for (Index layer = 0; layer < L; ++layer) {
-    const bool last = layer == L - 1;
-    T* out;
-    if (last) {
-      out = a.y;
-    } else if (training) {
-      tape->layer_inputs[static_cast<std::size_t>(layer + 1)].resize(static_cast<std::size_t>(rows * width));
-      out = tape->layer_inputs[static_cast<std::size_t>(layer + 1)].data();
-    } else {
-      buffers[layer % 2].resize(static_cast<std::size_t>(rows * width));
-      out = buffers[layer % 2].data();
+    for (Index layer = 1; layer < L; ++layer) tape->layer_inputs[layer].resize(static_cast<std::size_t>(rows * width));
+    for (auto& lt : tape->layers) {
+      lt.gates.resize(static_cast<std::size_t>(rows * Cell::kSavedGates * H));
+      lt.h_prev.resize(static_cast<std::size_t>(rows * H_out));
+      if (Cell::kHasCellState) lt.c_prev.resize(static_cast<std::size_t>(rows * H));
     }
-    auto run_direction = [&, layer, input, out](Index direction) {
-      const Index slot = layer * D + direction;
-      detail::init_state(a.h0, slot, batch, H_out, a.h_n);
-      T* c = nullptr;
-      if (Cell::kHasCellState) {
-        detail::init_state(a.c0, slot, batch, H, a.c_n);
-        c = a.c_n + slot * batch * H;
+    for (std::size_t k = 0; k < tape->dropout_masks.size(); ++k)
+      tape->dropout_masks[k].assign(a.dropout_masks[k], a.dropout_masks[k] + rows * width);
+  } else {
+    for (Index b = 0; b < std::min<Index>(2, L - 1); ++b) buffers[b].resize(static_cast<std::size_t>(rows * width));
+  }
+  auto layer_input = [&](Index layer) -> const T* {
+    if (layer == 0) return training ? tape->layer_inputs[0].data() : a.x;
+    return training ? tape->layer_inputs[layer].data() : buffers[(layer - 1) % 2].data();
+  };
+  auto layer_output = [&](Index layer) -> T* {
+    if (layer == L - 1) return a.y;
+    return training ? tape->layer_inputs[layer + 1].data() : buffers[layer % 2].data();
+  };
+
+  ParallelRegion region(detail::wanted_threads(cfg, batch, weights[0].slices()));
+  detail::Teams teams(region.size(), D == 2);
+  region.run([&](int rank) {
+    const Team team = teams.team_of(rank);
+    const Team everyone{rank, teams.all.size(), &teams.all};
+    Index d0, d1;
+    teams.directions_of(rank, D, d0, d1);
+    for (Index layer = 0; layer < L; ++layer) {
+      const T* input = layer_input(layer);
+      T* out = layer_output(layer);
+      for (Index d = d0; d < d1; ++d) {
+        const Index slot = layer * D + d;
+        if (team.rank == 0) {
+          detail::init_state(a.h0, slot, batch, H_out, a.h_n);
+          if (Cell::kHasCellState) detail::init_state(a.c0, slot, batch, H, a.c_n);
+        }
+        team.sync();
+        T* h = a.h_n + slot * batch * H_out;
+        T* c = Cell::kHasCellState ? a.c_n + slot * batch * H : nullptr;
+        const LayerWeights<T>& w = weights[static_cast<std::size_t>(slot)];
+        if (training)
+          Layer<Cell, T>::template forward<true>(team, w, steps, batch, d == 1, input, a.lengths, h, c, out + d * H_out,
+                                                 width, &tape->layers[static_cast<std::size_t>(slot)], ws[d]);
+        else
+          Layer<Cell, T>::template forward<false>(team, w, steps, batch, d == 1, input, a.lengths, h, c,
+                                                  out + d * H_out, width, nullptr, ws[d]);
       }
-      T* h = a.h_n + slot * batch * H_out;
-      T* y = out + direction * H_out;
-      const LayerWeights<T>& w = weights[static_cast<std::size_t>(slot)];
-      if (training)
-        Layer<Cell, T>::template forward<true>(w, steps, batch, direction == 1, input, a.lengths, h, c, y, width,
-                                               &tape->layers[static_cast<std::size_t>(slot)]);
-      else
-        Layer<Cell, T>::template forward<false>(w, steps, batch, direction == 1, input, a.lengths, h, c, y, width,
-                                                nullptr);
-    };
-    if (D == 2)
-      run_pair(true, [&] { run_direction(0); }, [&] { run_direction(1); });
-    else
-      run_direction(0);
-
-    if (training && !last && !a.dropout_masks.empty()) {
-      const T* mask = a.dropout_masks[static_cast<std::size_t>(layer)];
-      auto& kept = tape->dropout_masks[static_cast<std::size_t>(layer)];
-      kept.assign(mask, mask + rows * width);
-      for (Index k = 0; k < rows * width; ++k) out[k] *= mask[k];
+      everyone.sync();
+      if (training && layer < L - 1 && !tape->dropout_masks.empty()) {
+        const T* mask = tape->dropout_masks[static_cast<std::size_t>(layer)].data();
+        long b, e;
+        everyone.share(rows * width, 64, b, e);
+        for (long k = b; k < e; ++k) out[k] *= mask[k];
+        everyone.sync();
+      }
     }
-    input = out;
-  }
+  });
 }
 
 template <typename Cell, typename T>
@@ -102,54 +151,67 @@ void StackRunner<Cell, T>::backward(const StackConfig& cfg, const StackTape<T>& 
   const std::int64_t* lengths = tape.lengths.empty() ? nullptr : tape.lengths.data();
   ScopedFlushDenormals flush;
 
-  std::vector<T> grad_out_below;  // [T, N, D*H_out] gradient wrt the output of the layer below
-  const T* grad_out = a.grad_y;
-  for (Index layer = L - 1; layer >= 0; --layer) {
-    const Index in_size = cfg.layer_input_size(layer);
-    // Each direction's gradient wrt the layer input goes to its own buffer; they are summed below.
-    std::vector<T> dx_reverse(D == 2 ? static_cast<std::size_t>(rows * in_size) : 0);
-    std::vector<T> dx_below(layer > 0 ? static_cast<std::size_t>(rows * in_size) : 0);
-    T* dx_forward = layer > 0 ? dx_below.data() : a.grad_x;
-    auto run_direction = [&, layer, grad_out](Index direction) {
-      const Index slot = layer * D + direction;
-      detail::init_state(a.grad_h_n, slot, batch, H_out, a.grad_h0);
-      T* dc = nullptr;
-      if (Cell::kHasCellState) {
-        detail::init_state(a.grad_c_n, slot, batch, H, a.grad_c0);
-        dc = a.grad_c0 + slot * batch * H;
-      }
-      T* const* p = a.grad_params.data() + slot * per_slot;
-      LayerGrads<T> g;
-      g.w_ih = p[0];
-      g.w_hh = p[1];
-      if (cfg.bias) {
-        g.b_ih = p[2];
-        g.b_hh = p[3];
-      }
-      if (cfg.proj_size > 0) g.w_hr = p[cfg.bias ? 4 : 2];
-      Layer<Cell, T>::backward(weights[static_cast<std::size_t>(slot)], steps, batch, direction == 1,
-                               tape.layer_inputs[static_cast<std::size_t>(layer)].data(), lengths,
-                               tape.layers[static_cast<std::size_t>(slot)], grad_out + direction * H_out, width,
-                               a.grad_h0 + slot * batch * H_out, dc, direction == 0 ? dx_forward : dx_reverse.data(),
-                               g);
-    };
-    if (D == 2)
-      run_pair(true, [&] { run_direction(0); }, [&] { run_direction(1); });
-    else
-      run_direction(0);
+  Index max_in = cfg.input_size;
+  for (Index layer = 1; layer < L; ++layer) max_in = std::max(max_in, cfg.layer_input_size(layer));
+  std::vector<LayerWorkspace<T>> ws(static_cast<std::size_t>(D));
+  for (Index d = 0; d < D; ++d) Layer<Cell, T>::resize_backward(ws[d], weights[d], steps, batch, max_in);
+  // Gradients wrt layer outputs between layers, and the reverse direction's share of dx.
+  std::vector<T> grad_between[2];
+  for (Index b = 0; b < std::min<Index>(2, L - 1); ++b) grad_between[b].resize(static_cast<std::size_t>(rows * width));
+  std::vector<T> dx_reverse(D == 2 ? static_cast<std::size_t>(rows * max_in) : 0);
+  auto grad_output = [&](Index layer) -> const T* {
+    return layer == L - 1 ? a.grad_y : grad_between[layer % 2].data();
+  };
+  auto grad_input = [&](Index layer) -> T* { return layer == 0 ? a.grad_x : grad_between[(layer - 1) % 2].data(); };
 
-    const Index count = rows * in_size;
-    if (D == 2)
-      for (Index k = 0; k < count; ++k) dx_forward[k] += dx_reverse[static_cast<std::size_t>(k)];
-    if (layer > 0) {
-      if (!tape.dropout_masks.empty()) {
-        const T* mask = tape.dropout_masks[static_cast<std::size_t>(layer - 1)].data();
-        for (Index k = 0; k < count; ++k) dx_below[static_cast<std::size_t>(k)] *= mask[k];
+  ParallelRegion region(detail::wanted_threads(cfg, batch, weights[0].slices()));
+  detail::Teams teams(region.size(), D == 2);
+  region.run([&](int rank) {
+    const Team team = teams.team_of(rank);
+    const Team everyone{rank, teams.all.size(), &teams.all};
+    Index d0, d1;
+    teams.directions_of(rank, D, d0, d1);
+    for (Index layer = L - 1; layer >= 0; --layer) {
+      const Index in_size = cfg.layer_input_size(layer);
+      const T* gy = grad_output(layer);
+      T* gx = grad_input(layer);
+      for (Index d = d0; d < d1; ++d) {
+        const Index slot = layer * D + d;
+        if (team.rank == 0) {
+          detail::init_state(a.grad_h_n, slot, batch, H_out, a.grad_h0);
+          if (Cell::kHasCellState) detail::init_state(a.grad_c_n, slot, batch, H, a.grad_c0);
+        }
+        team.sync();
+        T* const* p = a.grad_params.data() + slot * per_slot;
+        LayerGrads<T> g;
+        g.w_ih = p[0];
+        g.w_hh = p[1];
+        if (cfg.bias) {
+          g.b_ih = p[2];
+          g.b_hh = p[3];
+        }
+        if (cfg.proj_size > 0) g.w_hr = p[cfg.bias ? 4 : 2];
+        Layer<Cell, T>::backward(team, weights[static_cast<std::size_t>(slot)], steps, batch, d == 1,
+                                 tape.layer_inputs[static_cast<std::size_t>(layer)].data(), lengths,
+                                 tape.layers[static_cast<std::size_t>(slot)], gy + d * H_out, width,
+                                 a.grad_h0 + slot * batch * H_out,
+                                 Cell::kHasCellState ? a.grad_c0 + slot * batch * H : nullptr,
+                                 d == 0 ? gx : dx_reverse.data(), g, ws[d]);
       }
-      grad_out_below = std::move(dx_below);
-      grad_out = grad_out_below.data();
+      everyone.sync();
+      // Sum the directions' dx, and undo dropout for the layer below.
+      const T* mask = layer > 0 && !tape.dropout_masks.empty()
+                          ? tape.dropout_masks[static_cast<std::size_t>(layer - 1)].data()
+                          : nullptr;
+      long b, e;
+      everyone.share(rows * in_size, 64, b, e);
+      if (D == 2)
+        for (long k = b; k < e; ++k) gx[k] += dx_reverse[static_cast<std::size_t>(k)];
+      if (mask)
+        for (long k = b; k < e; ++k) gx[k] *= mask[k];
+      everyone.sync();
     }
-  }
+  });
 }
 
 }  // namespace fusedrnn

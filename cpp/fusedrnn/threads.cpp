@@ -1,24 +1,126 @@
 #include "fusedrnn/threads.hpp"
 
-#include <atomic>
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <exception>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
-#if defined(__SSE__) || defined(_M_X64)
-#include <xmmintrin.h>
-#define FUSEDRNN_HAVE_MXCSR 1
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#include <immintrin.h>
+#define FUSEDRNN_X86 1
 #endif
 
 namespace fusedrnn {
 
 namespace {
+
 int default_threads() {
   const unsigned int n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(n);
 }
 std::atomic<int> g_num_threads{default_threads()};
+
+inline void cpu_relax() {
+#ifdef FUSEDRNN_X86
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// Persistent workers. A job is published by bumping `generation_`; workers spin on it for a while
+// after their last job (back-to-back calls then start in microseconds) before sleeping on `wake_`.
+class Pool {
+ public:
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+      generation_.fetch_add(1);
+    }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+  bool try_acquire() { return busy_.try_lock(); }
+  void release() { busy_.unlock(); }
+
+  // Runs work(rank) for rank in [0, n); the caller must hold the pool.
+  void run(int n, const std::function<void(int)>& work) {
+    while (static_cast<int>(workers_.size()) < n - 1) {
+      // A new worker starts from the current generation, so the job published below is its first.
+      const int rank = static_cast<int>(workers_.size()) + 1;
+      const unsigned seen = generation_.load(std::memory_order_acquire);
+      workers_.emplace_back([this, rank, seen] { loop(rank, seen); });
+    }
+    work_ = &work;
+    active_ = n;
+    errors_.assign(static_cast<std::size_t>(n), nullptr);
+    pending_.store(n - 1, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    try {
+      work(0);
+    } catch (...) {
+      errors_[0] = std::current_exception();
+    }
+    while (pending_.load(std::memory_order_acquire) != 0) cpu_relax();
+    work_ = nullptr;
+    for (auto& e : errors_)
+      if (e) std::rethrow_exception(e);
+  }
+
+ private:
+  void loop(int rank, unsigned seen) {
+    for (;;) {
+      // Spin briefly for the next job, then sleep.
+      const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+      while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until)
+        cpu_relax();
+      if (generation_.load(std::memory_order_acquire) == seen) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+      }
+      seen = generation_.load(std::memory_order_acquire);
+      if (stop_) return;
+      if (rank < active_) {
+        try {
+          ScopedFlushDenormals flush;
+          (*work_)(rank);
+        } catch (...) {
+          errors_[static_cast<std::size_t>(rank)] = std::current_exception();
+        }
+        pending_.fetch_sub(1, std::memory_order_acq_rel);
+      }
+    }
+  }
+
+  std::mutex busy_;   // one caller at a time
+  std::mutex mutex_;  // guards sleeping
+  std::condition_variable wake_;
+  std::atomic<unsigned> generation_{0};
+  std::atomic<int> pending_{0};
+  const std::function<void(int)>* work_ = nullptr;
+  int active_ = 0;
+  bool stop_ = false;
+  std::vector<std::exception_ptr> errors_;
+  std::vector<std::thread> workers_;
+};
+
+Pool& pool() {
+  static Pool instance;
+  return instance;
+}
+
 }  // namespace
 
 int get_num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
@@ -28,33 +130,44 @@ void set_num_threads(int n) {
   g_num_threads.store(n, std::memory_order_relaxed);
 }
 
-void run_pair(bool concurrent, const std::function<void()>& a, const std::function<void()>& b) {
-  if (!concurrent || get_num_threads() < 2) {
-    a();
-    b();
-    return;
+void SpinBarrier::wait() {
+  const unsigned phase = phase_.load(std::memory_order_acquire);
+  if (arrived_.fetch_add(1, std::memory_order_acq_rel) == size_ - 1) {
+    arrived_.store(0, std::memory_order_relaxed);
+    phase_.store(phase + 1, std::memory_order_release);
+  } else {
+    while (phase_.load(std::memory_order_acquire) == phase) cpu_relax();
   }
-  std::exception_ptr b_error;
-  std::thread worker([&] {
-    try {
-      ScopedFlushDenormals flush;
-      b();
-    } catch (...) {
-      b_error = std::current_exception();
-    }
-  });
-  std::exception_ptr a_error;
-  try {
-    a();
-  } catch (...) {
-    a_error = std::current_exception();
-  }
-  worker.join();
-  if (a_error) std::rethrow_exception(a_error);
-  if (b_error) std::rethrow_exception(b_error);
 }
 
-#ifdef FUSEDRNN_HAVE_MXCSR
+void Team::share(long count, long grain, long& begin, long& end) const {
+  const long units = (count + grain - 1) / grain;
+  const long per = units / size, extra = units % size;
+  const long first = rank * per + (rank < extra ? rank : extra);
+  const long mine = per + (rank < extra ? 1 : 0);
+  begin = std::min(count, first * grain);
+  end = std::min(count, (first + mine) * grain);
+}
+
+ParallelRegion::ParallelRegion(int wanted) {
+  if (wanted > 1 && pool().try_acquire()) {
+    size_ = wanted;
+    owns_pool_ = true;
+  }
+}
+
+ParallelRegion::~ParallelRegion() {
+  if (owns_pool_) pool().release();
+}
+
+void ParallelRegion::run(const std::function<void(int)>& work) {
+  if (size_ == 1)
+    work(0);
+  else
+    pool().run(size_, work);
+}
+
+#ifdef FUSEDRNN_X86
 ScopedFlushDenormals::ScopedFlushDenormals() : saved_(_mm_getcsr()) {
   _mm_setcsr(saved_ | 0x8040u);  // FTZ (bit 15) | DAZ (bit 6)
 }

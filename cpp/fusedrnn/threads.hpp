@@ -1,6 +1,8 @@
-// Thread count, running independent pieces of work at once, and denormal flushing.
+// Threads: the thread budget, a pool of persistent workers, teams that meet at a spin barrier once
+// or twice per time step, and denormal flushing.
 #pragma once
 
+#include <atomic>
 #include <functional>
 
 namespace fusedrnn {
@@ -9,9 +11,49 @@ namespace fusedrnn {
 int get_num_threads();
 void set_num_threads(int n);
 
-// Runs a and b, on two threads when `concurrent` and the thread budget allows, else one after the
-// other. An exception from either is rethrown here after both have finished.
-void run_pair(bool concurrent, const std::function<void()>& a, const std::function<void()>& b);
+// Threads that meet at every wait(): a counter and a phase flag, spinning (no system call) because
+// the wait between time steps is a few microseconds.
+class SpinBarrier {
+ public:
+  explicit SpinBarrier(int size) : size_(size) {}
+  void wait();
+  int size() const { return size_; }
+
+ private:
+  const int size_;
+  std::atomic<int> arrived_{0};
+  std::atomic<unsigned> phase_{0};
+};
+
+// A team of threads working on one piece of work: member `rank` of `size`, sharing `barrier`.
+struct Team {
+  int rank = 0;
+  int size = 1;
+  SpinBarrier* barrier = nullptr;
+  void sync() const {
+    if (size > 1) barrier->wait();
+  }
+  // The share [begin, end) of `count` items (in units of `grain`) that this member takes.
+  void share(long count, long grain, long& begin, long& end) const;
+};
+
+// A parallel region: takes up to `wanted` threads from the persistent pool (the caller is rank 0),
+// or only the caller when another region holds the pool, so concurrent calls never wait on each
+// other. run(work) calls work(rank) for rank in [0, size()) at once and returns when all are done;
+// work may use spin barriers across the ranks.
+class ParallelRegion {
+ public:
+  explicit ParallelRegion(int wanted);
+  ~ParallelRegion();
+  ParallelRegion(const ParallelRegion&) = delete;
+  ParallelRegion& operator=(const ParallelRegion&) = delete;
+  int size() const { return size_; }
+  void run(const std::function<void(int)>& work);
+
+ private:
+  int size_ = 1;
+  bool owns_pool_ = false;
+};
 
 // Flushes denormals to zero (FTZ and DAZ) for the lifetime of the object, on the current thread;
 // denormal arithmetic is 10x to 30x slower and recurrent nets drift into it while training.
