@@ -27,6 +27,7 @@ struct StackConfig {
   bool bidirectional = false;
   Index proj_size = 0;               // P, LSTM only; 0 = no projection
   bool linear_before_reset = true;   // GRU only: PyTorch's form
+  bool residual = false;             // layers after the first add their input to their output
 
   Index gates() const {
     switch (cell) {

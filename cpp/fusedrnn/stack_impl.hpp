@@ -1,6 +1,7 @@
 // The stack driver, generic over the cell: layers in order; within a layer the two directions run
 // at once on two teams when there are threads for both, else one after the other on one team;
-// dropout between layers when training. Included only by the per-cell translation units
+// residual connections (a layer after the first adds its input to its output) and dropout between
+// layers when training (layer k+1 reads layer k's output times the mask). Included only by the per-cell translation units
 // (stack_rnn.cpp, stack_lstm.cpp, stack_gru.cpp).
 #pragma once
 
@@ -131,6 +132,12 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
                                                   out + d * H_out, width, nullptr, ws[d]);
       }
       everyone.sync();
+      if (cfg.residual && layer > 0) {  // out = layer(input) + input; both are [T*N, D*H_out]
+        long b, e;
+        everyone.share(rows * width, 64, b, e);
+        for (long k = b; k < e; ++k) out[k] += input[k];
+        everyone.sync();
+      }
       if (training && layer < L - 1 && !tape->dropout_masks.empty()) {
         const T* mask = tape->dropout_masks[static_cast<std::size_t>(layer)].data();
         long b, e;
@@ -207,6 +214,8 @@ void StackRunner<Cell, T>::backward(const StackConfig& cfg, const StackTape<T>& 
       everyone.share(rows * in_size, 64, b, e);
       if (D == 2)
         for (long k = b; k < e; ++k) gx[k] += dx_reverse[static_cast<std::size_t>(k)];
+      if (cfg.residual && layer > 0)  // the input also reached the output directly
+        for (long k = b; k < e; ++k) gx[k] += gy[k];
       if (mask)
         for (long k = b; k < e; ++k) gx[k] *= mask[k];
       everyone.sync();
