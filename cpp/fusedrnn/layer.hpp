@@ -28,20 +28,20 @@ namespace fusedrnn {
 // starts, and reused across layers.
 template <typename T>
 struct LayerWorkspace {
-  Matrix<T> xg;      // [T*N, G*H] input projection (packed order)
-  Matrix<T> hg;      // [N, G*H] recurrent product of the step
-  Matrix<T> gates;   // [N, S*H] gate values when not training
-  Matrix<T> h_alt;   // [N, H_out] the second buffer of the double-buffered h (or dh in backward)
-  Matrix<T> m;       // [N, H] LSTM: o ⊙ tanh(c) before projection (backward: its gradient); GRU: r ⊙ h
+  ScratchMatrix<T> xg;      // [T*N, G*H] input projection (packed order)
+  ScratchMatrix<T> hg;      // [N, G*H] recurrent product of the step
+  ScratchMatrix<T> gates;   // [N, S*H] gate values when not training
+  ScratchMatrix<T> h_alt;   // [N, H_out] the second buffer of the double-buffered h (or dh in backward)
+  ScratchMatrix<T> m;       // [N, H] LSTM: o ⊙ tanh(c) before projection (backward: its gradient); GRU: r ⊙ h
   // backward only
-  Matrix<T> dg_in;   // [T*N, G*H] gradient wrt the input projection
-  Matrix<T> dg_hid;  // [T*N, G*H] gradient wrt the recurrent product
-  Matrix<T> dh_out;  // [T*N, P] gradient wrt the projected output
-  Matrix<T> drh;     // [N, H] GRU reset-before: gradient wrt r ⊙ h
-  Matrix<T> direct;  // [N, H] GRU: gradient wrt h entering the step not through W_hh
-  Matrix<T> rows_h;  // [T*N, H] LSTM projection: o ⊙ tanh(c'); GRU reset-before: r ⊙ h_prev
-  Matrix<T> grad_ih; // [G*H, I] packed-order weight gradients before unpacking
-  Matrix<T> grad_hh; // [G*H, H_out]
+  ScratchMatrix<T> dg_in;   // [T*N, G*H] gradient wrt the input projection
+  ScratchMatrix<T> dg_hid;  // [T*N, G*H] gradient wrt the recurrent product
+  ScratchMatrix<T> dh_out;  // [T*N, P] gradient wrt the projected output
+  ScratchMatrix<T> drh;     // [N, H] GRU reset-before: gradient wrt r ⊙ h
+  ScratchMatrix<T> direct;  // [N, H] GRU: gradient wrt h entering the step not through W_hh
+  ScratchMatrix<T> rows_h;  // [T*N, H] LSTM projection: o ⊙ tanh(c'); GRU reset-before: r ⊙ h_prev
+  ScratchMatrix<T> grad_ih; // [G*H, I] packed-order weight gradients before unpacking
+  ScratchMatrix<T> grad_hh; // [G*H, H_out]
 };
 
 template <typename Cell, typename T>
@@ -332,7 +332,7 @@ struct Layer {
         MatrixMap<T>(g.w_hr, P, H).middleRows(p0, p1 - p0).noalias() =
             ws.dh_out.middleCols(p0, p1 - p0).transpose() * ws.rows_h;
     }
-    const Matrix<T>& dg_hid = Cell::kSeparateHiddenGrad ? ws.dg_hid : ws.dg_in;
+    const ScratchMatrix<T>& dg_hid = Cell::kSeparateHiddenGrad ? ws.dg_hid : ws.dg_in;
     for (long k = k0; k < k1; ++k) {
       const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, col0 = G * u0, width = G * Hs;
       auto grad_ih = ws.grad_ih.block(0, 0, GH, w.input_size);

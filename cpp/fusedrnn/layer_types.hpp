@@ -2,8 +2,10 @@
 #pragma once
 
 #include <cstdint>
+#include <new>
 #include <vector>
 
+#include "fusedrnn/buffer.hpp"
 #include "fusedrnn/shapes.hpp"
 
 namespace fusedrnn {
@@ -50,9 +52,33 @@ struct LayerGrads {
 // (G+2)*H values. The layer's input is kept once per layer by the stack.
 template <typename T>
 struct LayerTape {
-  std::vector<T> gates;   // [T, N, S*H]
-  std::vector<T> h_prev;  // [T, N, H_out]
-  std::vector<T> c_prev;  // [T, N, H] (LSTM only)
+  Buffer<T> gates;   // [T, N, S*H]
+  Buffer<T> h_prev;  // [T, N, H_out]
+  Buffer<T> c_prev;  // [T, N, H] (LSTM only)
+};
+
+// A row-major matrix over a cached buffer (see buffer.hpp): the per-call workspaces. resize()
+// leaves the contents unspecified.
+template <typename T>
+class ScratchMatrix : public MatrixMap<T> {
+ public:
+  ScratchMatrix() : MatrixMap<T>(nullptr, 0, 0) {}
+  ScratchMatrix(const ScratchMatrix&) = delete;
+  ScratchMatrix& operator=(const ScratchMatrix&) = delete;
+  using MatrixMap<T>::operator=;
+
+  void resize(Index rows, Index cols) {
+    buffer_.allocate(static_cast<std::size_t>(rows * cols));
+    // Re-seat the map (the way Eigen documents for Map).
+    new (static_cast<MatrixMap<T>*>(this)) MatrixMap<T>(buffer_.data(), rows, cols);
+  }
+  void setZero(Index rows, Index cols) {
+    resize(rows, cols);
+    MatrixMap<T>::setZero();
+  }
+
+ private:
+  Buffer<T> buffer_;
 };
 
 // One row (sequence) of one slice of Hs units, for a cell's fused forward step.

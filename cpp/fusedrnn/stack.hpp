@@ -25,8 +25,8 @@ struct StackTape {
   Index steps = 0;                              // T
   Index batch = 0;                              // N
   std::vector<std::int64_t> lengths;            // [N], empty = every sequence has T steps
-  std::vector<std::vector<T>> layer_inputs;     // [L] each [T, N, I_l]: the layer's input after dropout
-  std::vector<std::vector<T>> dropout_masks;    // [L-1] each [T, N, D*H_out] (scaled), or none
+  std::vector<Buffer<T>> layer_inputs;          // [L] each [T, N, I_l]: the layer's input after dropout
+  std::vector<Buffer<T>> dropout_masks;         // [L-1] each [T, N, D*H_out] (scaled), or none
   std::vector<LayerTape<T>> layers;             // [L*D], index layer*D + direction
 };
 

@@ -75,25 +75,31 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
   // Everything is allocated before the threads start.
   std::vector<LayerWorkspace<T>> ws(static_cast<std::size_t>(D));
   for (Index d = 0; d < D; ++d) Layer<Cell, T>::resize_forward(ws[d], weights[d], steps, batch, training);
-  std::vector<T> buffers[2];  // inference: the outputs of inner layers, ping-ponged
+  Buffer<T> buffers[2];  // inference: the outputs of inner layers, ping-ponged
   if (training) {
     tape->steps = steps;
     tape->batch = batch;
     if (a.lengths) tape->lengths.assign(a.lengths, a.lengths + batch);
-    tape->layer_inputs.assign(static_cast<std::size_t>(L), {});
-    tape->dropout_masks.assign(a.dropout_masks.empty() ? 0 : static_cast<std::size_t>(L - 1), {});
-    tape->layers.assign(static_cast<std::size_t>(L * D), {});
-    tape->layer_inputs[0].assign(a.x, a.x + rows * cfg.input_size);
-    for (Index layer = 1; layer < L; ++layer) tape->layer_inputs[layer].resize(static_cast<std::size_t>(rows * width));
+    tape->layer_inputs.clear();
+    tape->layer_inputs.resize(static_cast<std::size_t>(L));
+    tape->dropout_masks.clear();
+    tape->dropout_masks.resize(a.dropout_masks.empty() ? 0 : static_cast<std::size_t>(L - 1));
+    tape->layers.clear();
+    tape->layers.resize(static_cast<std::size_t>(L * D));
+    tape->layer_inputs[0].allocate(static_cast<std::size_t>(rows * cfg.input_size));
+    std::copy(a.x, a.x + rows * cfg.input_size, tape->layer_inputs[0].data());
+    for (Index layer = 1; layer < L; ++layer) tape->layer_inputs[layer].allocate(static_cast<std::size_t>(rows * width));
     for (auto& lt : tape->layers) {
-      lt.gates.resize(static_cast<std::size_t>(rows * Cell::kSavedGates * H));
-      lt.h_prev.resize(static_cast<std::size_t>(rows * H_out));
-      if (Cell::kHasCellState) lt.c_prev.resize(static_cast<std::size_t>(rows * H));
+      lt.gates.allocate(static_cast<std::size_t>(rows * Cell::kSavedGates * H));
+      lt.h_prev.allocate(static_cast<std::size_t>(rows * H_out));
+      if (Cell::kHasCellState) lt.c_prev.allocate(static_cast<std::size_t>(rows * H));
     }
-    for (std::size_t k = 0; k < tape->dropout_masks.size(); ++k)
-      tape->dropout_masks[k].assign(a.dropout_masks[k], a.dropout_masks[k] + rows * width);
+    for (std::size_t k = 0; k < tape->dropout_masks.size(); ++k) {
+      tape->dropout_masks[k].allocate(static_cast<std::size_t>(rows * width));
+      std::copy(a.dropout_masks[k], a.dropout_masks[k] + rows * width, tape->dropout_masks[k].data());
+    }
   } else {
-    for (Index b = 0; b < std::min<Index>(2, L - 1); ++b) buffers[b].resize(static_cast<std::size_t>(rows * width));
+    for (Index b = 0; b < std::min<Index>(2, L - 1); ++b) buffers[b].allocate(static_cast<std::size_t>(rows * width));
   }
   auto layer_input = [&](Index layer) -> const T* {
     if (layer == 0) return training ? tape->layer_inputs[0].data() : a.x;
@@ -163,9 +169,9 @@ void StackRunner<Cell, T>::backward(const StackConfig& cfg, const StackTape<T>& 
   std::vector<LayerWorkspace<T>> ws(static_cast<std::size_t>(D));
   for (Index d = 0; d < D; ++d) Layer<Cell, T>::resize_backward(ws[d], weights[d], steps, batch, max_in);
   // Gradients wrt layer outputs between layers, and the reverse direction's share of dx.
-  std::vector<T> grad_between[2];
-  for (Index b = 0; b < std::min<Index>(2, L - 1); ++b) grad_between[b].resize(static_cast<std::size_t>(rows * width));
-  std::vector<T> dx_reverse(D == 2 ? static_cast<std::size_t>(rows * max_in) : 0);
+  Buffer<T> grad_between[2];
+  for (Index b = 0; b < std::min<Index>(2, L - 1); ++b) grad_between[b].allocate(static_cast<std::size_t>(rows * width));
+  Buffer<T> dx_reverse(D == 2 ? static_cast<std::size_t>(rows * max_in) : 0);
   auto grad_output = [&](Index layer) -> const T* {
     return layer == L - 1 ? a.grad_y : grad_between[layer % 2].data();
   };
@@ -213,7 +219,7 @@ void StackRunner<Cell, T>::backward(const StackConfig& cfg, const StackTape<T>& 
       long b, e;
       everyone.share(rows * in_size, 64, b, e);
       if (D == 2)
-        for (long k = b; k < e; ++k) gx[k] += dx_reverse[static_cast<std::size_t>(k)];
+        for (long k = b; k < e; ++k) gx[k] += dx_reverse.data()[k];
       if (cfg.residual && layer > 0)  // the input also reached the output directly
         for (long k = b; k < e; ++k) gx[k] += gy[k];
       if (mask)

@@ -1,0 +1,80 @@
+#include "fusedrnn/buffer.hpp"
+
+#include <cstdlib>
+#include <mutex>
+#include <new>
+#include <vector>
+
+namespace fusedrnn {
+namespace detail {
+
+namespace {
+
+constexpr std::size_t kAlignment = 64;
+constexpr std::size_t kMaxBlocks = 16;
+constexpr std::size_t kMaxCachedBytes = std::size_t(256) << 20;  // 256 MiB
+constexpr std::size_t kMinCachedBytes = std::size_t(64) << 10;   // smaller blocks are cheap to get anew
+
+struct Block {
+  void* data;
+  std::size_t bytes;  // the block's real capacity
+};
+
+struct Cache {
+  std::mutex mutex;
+  std::vector<Block> blocks;
+  std::size_t total = 0;
+};
+
+Cache& cache() {
+  static Cache* instance = new Cache;  // never destroyed: buffers may outlive static destruction
+  return *instance;
+}
+
+std::size_t round_up(std::size_t bytes) { return (bytes + kAlignment - 1) / kAlignment * kAlignment; }
+
+}  // namespace
+
+void* cache_take(std::size_t bytes) {
+  bytes = round_up(bytes);
+  if (bytes >= kMinCachedBytes) {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    // The smallest cached block that fits without wasting more than half of it.
+    std::size_t best = c.blocks.size();
+    for (std::size_t k = 0; k < c.blocks.size(); ++k)
+      if (c.blocks[k].bytes >= bytes && c.blocks[k].bytes <= 2 * bytes &&
+          (best == c.blocks.size() || c.blocks[k].bytes < c.blocks[best].bytes))
+        best = k;
+    if (best != c.blocks.size()) {
+      void* data = c.blocks[best].data;
+      c.total -= c.blocks[best].bytes;
+      c.blocks.erase(c.blocks.begin() + static_cast<std::ptrdiff_t>(best));
+      return data;
+    }
+  }
+  void* data = std::aligned_alloc(kAlignment, bytes);
+  if (!data) throw std::bad_alloc();
+  return data;
+}
+
+void cache_give(void* block, std::size_t bytes) {
+  bytes = round_up(bytes);
+  if (bytes >= kMinCachedBytes && bytes <= kMaxCachedBytes) {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    // Make room by dropping the oldest blocks.
+    while (!c.blocks.empty() && (c.blocks.size() >= kMaxBlocks || c.total + bytes > kMaxCachedBytes)) {
+      std::free(c.blocks.front().data);
+      c.total -= c.blocks.front().bytes;
+      c.blocks.erase(c.blocks.begin());
+    }
+    c.blocks.push_back({block, bytes});
+    c.total += bytes;
+    return;
+  }
+  std::free(block);
+}
+
+}  // namespace detail
+}  // namespace fusedrnn
