@@ -341,11 +341,15 @@ struct Layer {
       if constexpr (Cell::kTwoPhase)
         ws.grad_hh.middleRows(col0 + 2 * Hs, Hs).noalias() =
             ws.dg_in.middleCols(col0 + 2 * Hs, Hs).transpose() * ws.rows_h;
-      // Back to PyTorch's row order. Column sums go through an Eigen-owned row so the summation
-      // order, and so the last bit, does not depend on where the caller's buffer sits.
-      RowVector<T> sum_in = ws.dg_in.middleCols(col0, width).colwise().sum();
-      // Reset-before: b_hn sits outside r ⊙ (...), so every b_hh block sees the input side's gradient.
-      RowVector<T> sum_hid = Cell::kTwoPhase ? sum_in : RowVector<T>(dg_hid.middleCols(col0, width).colwise().sum());
+      // Back to PyTorch's row order. The bias gradients are column sums, taken row after row (the
+      // rows are contiguous) into an Eigen-owned row, so the summation order, and the last bit,
+      // never depends on where a buffer sits.
+      RowVector<T> sum_in = RowVector<T>::Zero(width), sum_hid = RowVector<T>::Zero(width);
+      for (Index r = 0; r < rows; ++r) sum_in += ws.dg_in.row(r).segment(col0, width);
+      if (Cell::kSeparateHiddenGrad && !Cell::kTwoPhase)
+        for (Index r = 0; r < rows; ++r) sum_hid += dg_hid.row(r).segment(col0, width);
+      else  // reset-before: b_hn sits outside r ⊙ (...), so every b_hh block sees the input side's gradient
+        sum_hid = sum_in;
       for (Index p = col0; p < col0 + width; ++p) {
         const Index dst = w.perm[static_cast<std::size_t>(p)];
         std::copy(ws.grad_ih.row(p).data(), ws.grad_ih.row(p).data() + w.input_size, g.w_ih + dst * w.input_size);
