@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "fusedrnn/gemv.hpp"
 #include "fusedrnn/layer_types.hpp"
 #include "fusedrnn/threads.hpp"
 
@@ -120,7 +121,11 @@ struct Layer {
       for (long k = k0; k < k1; ++k) {
         const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, col0 = G * u0;
         const Index product_cols = Cell::kTwoPhase ? 2 * Hs : G * Hs;
-        ws.hg.middleCols(col0, product_cols).noalias() = h_mat * w.w_hh_t.middleCols(col0, product_cols);
+        const bool vector_done = batch == 1 && !Cell::kTwoPhase &&
+                                 panel_gemv(h_cur, H_out, w.hh_panels.data() + w.panel_begin[k], product_cols,
+                                            ws.hg.data() + col0);
+        if (!vector_done)
+          ws.hg.middleCols(col0, product_cols).noalias() = h_mat * w.w_hh_t.middleCols(col0, product_cols);
         for (Index n = 0; n < batch; ++n) {
           T* gates = kTraining ? tape->gates.data() + (trow + n) * SH + S * u0 : ws.gates.data() + n * SH + S * u0;
           T* y_row = y + (trow + n) * y_stride;

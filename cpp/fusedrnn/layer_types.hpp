@@ -32,6 +32,9 @@ struct LayerWeights {
   RowVector<T> bias_x;    // [G*H] bias added to the input projection (packed order)
   RowVector<T> bias_h;    // [G*H] bias kept inside the step (GRU linear-before-reset: b_hn), packed order
   Matrix<T> w_hr_t;       // [H, P] W_hrᵀ (LSTM with P > 0)
+  // Batch 1: each slice's columns of w_hh_t in column panels (gemv.hpp), slice k at panel_begin[k].
+  std::vector<T> hh_panels;
+  std::vector<Index> panel_begin;  // [K]
 
   Index slices() const { return static_cast<Index>(unit_begin.size()) - 1; }
 };

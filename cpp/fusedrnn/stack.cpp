@@ -7,6 +7,7 @@
 #include "fusedrnn/cells/gru.hpp"
 #include "fusedrnn/cells/lstm.hpp"
 #include "fusedrnn/cells/rnn.hpp"
+#include "fusedrnn/gemv.hpp"
 
 namespace fusedrnn {
 
@@ -116,6 +117,13 @@ void Stack<T>::set_weights(const std::vector<const T*>& params) {
     }
     if (config_.proj_size > 0)
       w.w_hr_t = ConstMatrixMap<T>(p[config_.bias ? 4 : 2], config_.proj_size, H).transpose();
+    w.hh_panels.clear();
+    w.panel_begin.clear();
+    for (Index k = 0; k < w.slices(); ++k) {
+      const Index u0 = w.unit_begin[k], u1 = w.unit_begin[k + 1];
+      w.panel_begin.push_back(static_cast<Index>(w.hh_panels.size()));
+      pack_panels(w.w_hh_t.data(), w.output_size, GH, w.gates * u0, w.gates * (u1 - u0), w.hh_panels);
+    }
   }
   std::lock_guard<std::mutex> lock(mutex_);
   weights_ = std::move(next);
