@@ -6,6 +6,8 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "fusedrnn/layer.hpp"
@@ -34,7 +36,23 @@ inline int wanted_threads(const StackConfig& cfg, Index batch, Index slices) {
   return static_cast<int>(std::min<Index>(get_num_threads(), slices * cfg.directions()));
 }
 
-// The teams of a region of `size` threads: two (one per direction) when bidirectional and size >= 2.
+// Whether a bidirectional layer runs its directions at once (a team each) rather than one after
+// the other on the whole team. At batch 1 a step streams the recurrent weights; when one
+// direction's weights outgrow a core's L2, splitting each direction over all cores (each keeps its
+// part in its own L2) beats running the directions side by side from L3. FUSEDRNN_DIRECTIONS
+// ("concurrent" or "sequential") overrides the choice, for measuring.
+inline bool directions_concurrently(const StackConfig& cfg, Index batch) {
+  if (const char* env = std::getenv("FUSEDRNN_DIRECTIONS")) {
+    if (std::strcmp(env, "concurrent") == 0) return true;
+    if (std::strcmp(env, "sequential") == 0) return false;
+  }
+  constexpr Index kL2Bytes = Index(512) << 10;
+  const Index weight_bytes = cfg.gates() * cfg.hidden_size * cfg.output_size() * Index(sizeof(float));
+  return batch > 1 || weight_bytes <= kL2Bytes / 2;
+}
+
+// The teams of a region of `size` threads: two (one per direction) when directions run at once
+// and size >= 2.
 struct Teams {
   SpinBarrier all;
   SpinBarrier first;
@@ -111,7 +129,7 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
   };
 
   ParallelRegion region(detail::wanted_threads(cfg, batch, weights[0].slices()));
-  detail::Teams teams(region.size(), D == 2);
+  detail::Teams teams(region.size(), D == 2 && detail::directions_concurrently(cfg, batch));
   region.run([&](int rank) {
     const Team team = teams.team_of(rank);
     const Team everyone{rank, teams.all.size(), &teams.all};
@@ -178,7 +196,7 @@ void StackRunner<Cell, T>::backward(const StackConfig& cfg, const StackTape<T>& 
   auto grad_input = [&](Index layer) -> T* { return layer == 0 ? a.grad_x : grad_between[(layer - 1) % 2].data(); };
 
   ParallelRegion region(detail::wanted_threads(cfg, batch, weights[0].slices()));
-  detail::Teams teams(region.size(), D == 2);
+  detail::Teams teams(region.size(), D == 2 && detail::directions_concurrently(cfg, batch));
   region.run([&](int rank) {
     const Team team = teams.team_of(rank);
     const Team everyone{rank, teams.all.size(), &teams.all};

@@ -136,7 +136,14 @@ void SpinBarrier::wait() {
     arrived_.store(0, std::memory_order_relaxed);
     phase_.store(phase + 1, std::memory_order_release);
   } else {
-    while (phase_.load(std::memory_order_acquire) == phase) cpu_relax();
+    // Spin (the wait is usually a few microseconds), then yield the core, which keeps a busy or
+    // oversubscribed machine from stalling on a partner that has been descheduled.
+    for (int spins = 0; phase_.load(std::memory_order_acquire) == phase; ++spins) {
+      if (spins < 4096)
+        cpu_relax();
+      else
+        std::this_thread::yield();
+    }
   }
 }
 
