@@ -11,6 +11,14 @@
 #include <thread>
 #include <vector>
 
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
+#endif
+
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #include <immintrin.h>
 #define FUSEDRNN_X86 1
@@ -130,21 +138,43 @@ void set_num_threads(int n) {
   g_num_threads.store(n, std::memory_order_relaxed);
 }
 
+namespace {
+// Sleeping on the phase word: a futex on Linux, else yielding.
+void wait_while_equal(std::atomic<unsigned>& word, unsigned value) {
+#ifdef __linux__
+  syscall(SYS_futex, reinterpret_cast<unsigned*>(&word), FUTEX_WAIT_PRIVATE, value, nullptr, nullptr, 0);
+#else
+  (void)word, (void)value;
+  std::this_thread::yield();
+#endif
+}
+void wake_all(std::atomic<unsigned>& word) {
+#ifdef __linux__
+  syscall(SYS_futex, reinterpret_cast<unsigned*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+#else
+  (void)word;
+#endif
+}
+}  // namespace
+
 void SpinBarrier::wait() {
   const unsigned phase = phase_.load(std::memory_order_acquire);
   if (arrived_.fetch_add(1, std::memory_order_acq_rel) == size_ - 1) {
     arrived_.store(0, std::memory_order_relaxed);
-    phase_.store(phase + 1, std::memory_order_release);
-  } else {
-    // Spin (the wait is usually a few microseconds), then yield the core, which keeps a busy or
-    // oversubscribed machine from stalling on a partner that has been descheduled.
-    for (int spins = 0; phase_.load(std::memory_order_acquire) == phase; ++spins) {
-      if (spins < 4096)
-        cpu_relax();
-      else
-        std::this_thread::yield();
-    }
+    phase_.store(phase + 1, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) wake_all(phase_);
+    return;
   }
+  // Spin first (the wait is usually a few microseconds), then sleep: on a busy machine (other
+  // libraries' threads spinning too) the partner may be descheduled, and spinning on would only
+  // keep it off the core.
+  for (int spins = 0; spins < 2000; ++spins) {
+    if (phase_.load(std::memory_order_acquire) != phase) return;
+    cpu_relax();
+  }
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  while (phase_.load(std::memory_order_seq_cst) == phase) wait_while_equal(phase_, phase);
+  sleepers_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void Team::share(long count, long grain, long& begin, long& end) const {

@@ -11,8 +11,8 @@ namespace fusedrnn {
 int get_num_threads();
 void set_num_threads(int n);
 
-// Threads that meet at every wait(): a counter and a phase flag, spinning (no system call) because
-// the wait between time steps is a few microseconds.
+// Threads that meet at every wait(): a counter and a phase word. Waiters spin briefly (the wait
+// between time steps is a few microseconds), then sleep on the phase word.
 class SpinBarrier {
  public:
   explicit SpinBarrier(int size) : size_(size) {}
@@ -23,6 +23,7 @@ class SpinBarrier {
   const int size_;
   std::atomic<int> arrived_{0};
   std::atomic<unsigned> phase_{0};
+  std::atomic<int> sleepers_{0};
 };
 
 // A team of threads working on one piece of work: member `rank` of `size`, sharing `barrier`.
