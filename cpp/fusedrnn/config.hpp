@@ -28,6 +28,11 @@ struct StackConfig {
   Index proj_size = 0;               // P, LSTM only; 0 = no projection
   bool linear_before_reset = true;   // GRU only: PyTorch's form
   bool residual = false;             // layers after the first add their input to their output
+  // LSTM options beyond PyTorch (ONNX's): peepholes, clipping of the activations' inputs to
+  // [-clip, clip] (0 = none), and a forget gate coupled to the input gate (f = 1 - i).
+  bool peephole = false;
+  double clip = 0.0;
+  bool input_forget = false;
 
   Index gates() const {
     switch (cell) {
@@ -41,7 +46,10 @@ struct StackConfig {
   bool has_cell_state() const { return cell == CellKind::kLstm; }
   Index layer_input_size(Index layer) const { return layer == 0 ? input_size : directions() * output_size(); }
   // Parameters per layer-direction, in PyTorch's order: w_ih, w_hh, [b_ih, b_hh], [w_hr].
-  Index params_per_layer_direction() const { return 2 + (bias ? 2 : 0) + (proj_size > 0 ? 1 : 0); }
+  // Parameters per layer-direction, in order: w_ih, w_hh, [b_ih, b_hh], [w_hr], [peephole].
+  Index params_per_layer_direction() const {
+    return 2 + (bias ? 2 : 0) + (proj_size > 0 ? 1 : 0) + (peephole ? 1 : 0);
+  }
 
   void validate() const {
     auto fail = [](const std::string& m) { throw std::invalid_argument(m); };
@@ -50,6 +58,9 @@ struct StackConfig {
     if (num_layers < 1) fail("num_layers: expected >= 1, got " + std::to_string(num_layers));
     if (proj_size < 0 || (proj_size > 0 && (cell != CellKind::kLstm || proj_size >= hidden_size)))
       fail("proj_size: expected 0, or 0 < proj_size < hidden_size on an LSTM, got " + std::to_string(proj_size));
+    if ((peephole || clip != 0.0 || input_forget) && cell != CellKind::kLstm)
+      fail("peephole, clip, input_forget: LSTM options, given for another cell");
+    if (!(clip >= 0.0)) fail("clip: expected >= 0 (0 = none), got " + std::to_string(clip));
   }
 };
 

@@ -43,15 +43,15 @@ struct LayerWorkspace {
   ScratchMatrix<T> rows_h;  // [T*N, H] LSTM projection: o ⊙ tanh(c'); GRU reset-before: r ⊙ h_prev
   ScratchMatrix<T> grad_ih; // [G*H, I] packed-order weight gradients before unpacking
   ScratchMatrix<T> grad_hh; // [G*H, H_out]
+  ScratchMatrix<T> peephole_grad;  // [1, 3*H] LSTM peepholes, packed order
 };
 
 template <typename Cell, typename T>
 struct Layer {
   static constexpr Index G = Cell::kGates;
-  static constexpr Index S = Cell::kSavedGates;
 
   static void resize_forward(LayerWorkspace<T>& ws, const LayerWeights<T>& w, Index steps, Index batch, bool training) {
-    const Index H = w.hidden_size;
+    const Index H = w.hidden_size, S = Cell::saved_gates(w);
     ws.xg.resize(steps * batch, G * H);
     ws.hg.resize(batch, G * H);
     if (!training) ws.gates.resize(batch, S * H);
@@ -73,6 +73,7 @@ struct Layer {
     ws.rows_h.resize(w.proj_size > 0 || Cell::kTwoPhase ? rows : 0, H);
     ws.grad_ih.resize(G * H, max_input);
     ws.grad_hh.resize(G * H, w.output_size);
+    ws.peephole_grad.setZero(1, w.peephole ? 3 * H : 0);
   }
 
   // Called by every member of the team with the same arguments.
@@ -83,7 +84,8 @@ struct Layer {
   static void forward(const Team& team, const LayerWeights<T>& w, Index steps, Index batch, bool reverse, const T* x,
                       const std::int64_t* lengths, T* h, T* c, T* y, Index y_stride, LayerTape<T>* tape,
                       LayerWorkspace<T>& ws) {
-    const Index H = w.hidden_size, H_out = w.output_size, GH = G * H, SH = S * H, rows = steps * batch;
+    const Index H = w.hidden_size, H_out = w.output_size, GH = G * H, S = Cell::saved_gates(w), SH = S * H;
+    const Index rows = steps * batch;
     const bool project = w.proj_size > 0;
 
     long r0, r1;
@@ -102,6 +104,7 @@ struct Layer {
     T* h_cur = h;
     T* h_next = ws.h_alt.data();
     CellRow<T> row;
+    row.w = &w;
     for (Index s = 0; s < steps; ++s) {
       const Index t = reverse ? steps - 1 - s : s;
       if (lengths)
@@ -146,6 +149,7 @@ struct Layer {
           row.gates = gates;
           row.h = project ? ws.m.data() + n * H + u0 : h_next + n * H_out + u0;
           row.rh = ws.m.data() + n * H + u0;
+          row.peephole = w.peephole ? w.peep.data() + 3 * u0 : nullptr;
           if constexpr (Cell::kTwoPhase) {
             Cell::forward_row_first(row);
           } else {
@@ -204,18 +208,22 @@ struct Layer {
   static void backward(const Team& team, const LayerWeights<T>& w, Index steps, Index batch, bool reverse,
                        const T* x, const std::int64_t* lengths, const LayerTape<T>& tape, const T* dy,
                        Index dy_stride, T* dh, T* dc, T* dx, const LayerGrads<T>& g, LayerWorkspace<T>& ws) {
-    const Index H = w.hidden_size, H_out = w.output_size, P = w.proj_size, GH = G * H, SH = S * H;
-    const Index rows = steps * batch;
+    const Index H = w.hidden_size, H_out = w.output_size, P = w.proj_size, GH = G * H;
+    const Index S = Cell::saved_gates(w), SH = S * H, rows = steps * batch;
     const bool project = P > 0;
     T* const dg_hid_base = Cell::kSeparateHiddenGrad ? ws.dg_hid.data() : ws.dg_in.data();
 
     long k0, k1, q0, q1;
     team.share(w.slices(), 1, k0, k1);
     team.share(H_out, 16, q0, q1);
+    if (w.peephole)  // the workspace serves every layer: start this one's sums from zero
+      for (long k = k0; k < k1; ++k)
+        std::fill(ws.peephole_grad.data() + 3 * w.unit_begin[k], ws.peephole_grad.data() + 3 * w.unit_begin[k + 1], T(0));
     std::vector<std::uint8_t> active(lengths ? batch : 0);
     T* dh_cur = dh;
     T* dh_next = ws.h_alt.data();
     CellGradRow<T> row;
+    row.w = &w;
     auto fill_row = [&](Index trow, Index n, Index u0, Index Hs) {
       const Index col0 = G * u0;
       row.units = Hs;
@@ -228,6 +236,8 @@ struct Layer {
       row.dg_in = ws.dg_in.data() + (trow + n) * GH + col0;
       row.dg_hid = dg_hid_base + (trow + n) * GH + col0;
       row.dh_direct = Cell::kDirectHiddenGrad ? ws.direct.data() + n * H + u0 : nullptr;
+      row.peephole = w.peephole ? w.peep.data() + 3 * u0 : nullptr;
+      row.peephole_grad = w.peephole ? ws.peephole_grad.data() + 3 * u0 : nullptr;
     };
     for (Index s = steps - 1; s >= 0; --s) {
       const Index t = reverse ? steps - 1 - s : s;
@@ -362,6 +372,9 @@ struct Layer {
         if (g.b_ih) g.b_ih[dst] = sum_in[p - col0];
         if (g.b_hh) g.b_hh[dst] = sum_hid[p - col0];
       }
+      if (g.peephole)  // slice k's p_i, p_f, p_o at 3*u0 -> PyTorch-style [p_i; p_f; p_o]
+        for (Index j = 0; j < 3; ++j)
+          for (Index u = 0; u < Hs; ++u) g.peephole[j * H + u0 + u] = ws.peephole_grad(0, 3 * u0 + j * Hs + u);
     }
     team.sync();
   }

@@ -32,6 +32,11 @@ struct LayerWeights {
   RowVector<T> bias_x;    // [G*H] bias added to the input projection (packed order)
   RowVector<T> bias_h;    // [G*H] bias kept inside the step (GRU linear-before-reset: b_hn), packed order
   Matrix<T> w_hr_t;       // [H, P] W_hrᵀ (LSTM with P > 0)
+  // LSTM options. Peepholes [3*H] in packed order: slice k's p_i, p_f, p_o for its units at 3*u0.
+  bool peephole = false;
+  bool input_forget = false;
+  T clip = 0;             // 0 = none
+  RowVector<T> peep;
   // Batch 1: each slice's columns of w_hh_t in column panels (gemv.hpp), slice k at panel_begin[k].
   std::vector<T> hh_panels;
   std::vector<Index> panel_begin;  // [K]
@@ -47,10 +52,11 @@ struct LayerGrads {
   T* b_ih = nullptr;  // [G*H] or nullptr (no bias)
   T* b_hh = nullptr;  // [G*H] or nullptr
   T* w_hr = nullptr;  // [P, H] or nullptr
+  T* peephole = nullptr;  // [3*H] (i, f, o) or nullptr
 };
 
 // What training forward keeps for backward, for one layer-direction, indexed by time t. Per step
-// and sequence: the gates after activation (S*H values, S = Cell::kSavedGates, packed order), the
+// and sequence: the gates after activation (S*H values, S = Cell::saved_gates(w), packed order), the
 // hidden state entering the step (H_out) and, for LSTM, the cell state entering it (H): at most
 // (G+2)*H values. The layer's input is kept once per layer by the stack.
 template <typename T>
@@ -96,6 +102,8 @@ struct CellRow {
   T* gates = nullptr;       // [S*Hs] out: the gates after activation
   T* h = nullptr;           // [Hs] out: the new hidden state (LSTM: o ⊙ tanh(c), before projection)
   T* rh = nullptr;          // [Hs] out (GRU reset-before, first phase): r ⊙ h_prev
+  const LayerWeights<T>* w = nullptr;  // the layer's options (LSTM)
+  const T* peephole = nullptr;         // [3*Hs] this slice's p_i, p_f, p_o, or nullptr
 };
 
 // One row of one slice, for a cell's gate-gradient pass.
@@ -111,6 +119,9 @@ struct CellGradRow {
   T* dg_in = nullptr;         // [G*Hs] out: gradient wrt the input-side pre-activations
   T* dg_hid = nullptr;        // [G*Hs] out: gradient wrt the recurrent product (may alias dg_in)
   T* dh_direct = nullptr;     // [Hs] out: gradient wrt h entering the step not through W_hh (GRU)
+  const LayerWeights<T>* w = nullptr;  // the layer's options (LSTM)
+  const T* peephole = nullptr;         // [3*Hs] this slice's peepholes, or nullptr
+  T* peephole_grad = nullptr;          // [3*Hs] accumulated gradient of the peepholes
 };
 
 }  // namespace fusedrnn

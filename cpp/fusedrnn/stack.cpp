@@ -67,6 +67,10 @@ Stack<T>::Stack(const StackConfig& config) : config_(config) {
       w.bias_x.setZero(G * H);
       w.bias_h.setZero(G * H);
       if (config_.proj_size > 0) w.w_hr_t.setZero(H, config_.proj_size);
+      w.peephole = config_.peephole;
+      w.input_forget = config_.input_forget;
+      w.clip = static_cast<T>(config_.clip);
+      w.peep.setZero(config_.peephole ? 3 * H : 0);
     }
   weights_ = std::move(weights);
 }
@@ -84,6 +88,7 @@ std::vector<std::vector<Index>> Stack<T>::param_shapes() const {
         shapes.push_back({GH});
       }
       if (config_.proj_size > 0) shapes.push_back({config_.proj_size, config_.hidden_size});
+      if (config_.peephole) shapes.push_back({3 * config_.hidden_size});
     }
   return shapes;
 }
@@ -115,8 +120,16 @@ void Stack<T>::set_weights(const std::vector<const T*>& params) {
       w.bias_x[q] = bias_x[src];
       w.bias_h[q] = bias_h[src];
     }
-    if (config_.proj_size > 0)
-      w.w_hr_t = ConstMatrixMap<T>(p[config_.bias ? 4 : 2], config_.proj_size, H).transpose();
+    Index next = config_.bias ? 4 : 2;
+    if (config_.proj_size > 0) w.w_hr_t = ConstMatrixMap<T>(p[next++], config_.proj_size, H).transpose();
+    if (config_.peephole) {  // [p_i; p_f; p_o] -> slice k's three blocks at 3*u0
+      const T* peep = p[next++];
+      for (Index k = 0; k < w.slices(); ++k) {
+        const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0;
+        for (Index j = 0; j < 3; ++j)
+          for (Index u = 0; u < Hs; ++u) w.peep[3 * u0 + j * Hs + u] = peep[j * H + u0 + u];
+      }
+    }
     w.hh_panels.clear();
     w.panel_begin.clear();
     for (Index k = 0; k < w.slices(); ++k) {

@@ -108,7 +108,7 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
     std::copy(a.x, a.x + rows * cfg.input_size, tape->layer_inputs[0].data());
     for (Index layer = 1; layer < L; ++layer) tape->layer_inputs[layer].allocate(static_cast<std::size_t>(rows * width));
     for (auto& lt : tape->layers) {
-      lt.gates.allocate(static_cast<std::size_t>(rows * Cell::kSavedGates * H));
+      lt.gates.allocate(static_cast<std::size_t>(rows * Cell::saved_gates(weights[0]) * H));
       lt.h_prev.allocate(static_cast<std::size_t>(rows * H_out));
       if (Cell::kHasCellState) lt.c_prev.allocate(static_cast<std::size_t>(rows * H));
     }
@@ -221,7 +221,9 @@ void StackRunner<Cell, T>::backward(const StackConfig& cfg, const StackTape<T>& 
           g.b_ih = p[2];
           g.b_hh = p[3];
         }
-        if (cfg.proj_size > 0) g.w_hr = p[cfg.bias ? 4 : 2];
+        Index next = cfg.bias ? 4 : 2;
+        if (cfg.proj_size > 0) g.w_hr = p[next++];
+        if (cfg.peephole) g.peephole = p[next++];
         Layer<Cell, T>::backward(team, weights[static_cast<std::size_t>(slot)], steps, batch, d == 1,
                                  tape.layer_inputs[static_cast<std::size_t>(layer)].data(), lengths,
                                  tape.layers[static_cast<std::size_t>(slot)], gy + d * H_out, width,

@@ -23,6 +23,8 @@ struct GruCell {
   static constexpr bool kSeparateHiddenGrad = true;
   static constexpr bool kDirectHiddenGrad = true;  // z ⊙ h
 
+  static Index saved_gates(const LayerWeights<T>&) { return kSavedGates; }
+
   static void split_bias(const RowVector<T>& b_ih, const RowVector<T>& b_hh, Index H, RowVector<T>& bias_x,
                          RowVector<T>& bias_h) {
     bias_x = b_ih + b_hh;

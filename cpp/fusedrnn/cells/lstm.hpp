@@ -13,11 +13,14 @@ namespace fusedrnn {
 template <typename T>
 struct LstmCell {
   static constexpr Index kGates = 4;
-  static constexpr Index kSavedGates = 4;  // i, f, g, o
+  static constexpr Index kSavedGates = 4;  // i, f, g, o (and their clipped inputs when clipping)
   static constexpr bool kHasCellState = true;
   static constexpr bool kTwoPhase = false;
   static constexpr bool kSeparateHiddenGrad = false;
   static constexpr bool kDirectHiddenGrad = false;
+
+  // With clip, forward also saves the activations' inputs before clipping (backward's mask).
+  static Index saved_gates(const LayerWeights<T>& w) { return w.clip > 0 ? 8 : 4; }
 
   static void split_bias(const RowVector<T>& b_ih, const RowVector<T>& b_hh, Index, RowVector<T>& bias_x,
                          RowVector<T>& bias_h) {
@@ -25,31 +28,80 @@ struct LstmCell {
     bias_h.setZero(b_ih.size());
   }
 
+  // Options (ONNX's LSTM): peepholes p_i, p_f on c and p_o on c'; clip bounds every gate's
+  // activation input to [-clip, clip]; input_forget couples f = 1 - i.
   static void forward_row(const CellRow<T>& r) {
     const Index H = r.units;
+    const LayerWeights<T>& w = *r.w;
     Vec<T> pre(r.gates, 4 * H);
     pre = ConstVec<T>(r.xg, 4 * H) + ConstVec<T>(r.hg, 4 * H);
     Vec<T> i_f(r.gates, 2 * H), i(r.gates, H), f(r.gates + H, H), g(r.gates + 2 * H, H), o(r.gates + 3 * H, H);
+    Vec<T> c(r.c, H);
+    if (w.peephole || w.clip > 0 || w.input_forget) {
+      if (w.peephole) {
+        i += ConstVec<T>(r.peephole, H) * c;
+        f += ConstVec<T>(r.peephole + H, H) * c;
+      }
+      if (w.clip > 0) {
+        Vec<T>(r.gates + 4 * H, 3 * H) = pre.head(3 * H);
+        pre.head(3 * H) = pre.head(3 * H).max(-w.clip).min(w.clip);
+      }
+      sigmoid_into(i, i);
+      if (w.input_forget)
+        f = T(1) - i;
+      else
+        sigmoid_into(f, f);
+      tanh_into(g, g);
+      c = f * c + i * g;
+      if (w.peephole) o += ConstVec<T>(r.peephole + 2 * H, H) * c;
+      if (w.clip > 0) {
+        Vec<T>(r.gates + 7 * H, H) = o;
+        o = o.max(-w.clip).min(w.clip);
+      }
+      sigmoid_into(o, o);
+      Vec<T>(r.h, H) = o * c.tanh();
+      return;
+    }
     sigmoid_into(i_f, i_f);
     tanh_into(g, g);
     sigmoid_into(o, o);
-    Vec<T> c(r.c, H);
     c = f * c + i * g;
     Vec<T>(r.h, H) = o * c.tanh();
   }
 
   static void backward_row(const CellGradRow<T>& r) {
     const Index H = r.units;
+    const LayerWeights<T>& w = *r.w;
     ConstVec<T> i(r.gates, H), f(r.gates + H, H), g(r.gates + 2 * H, H), o(r.gates + 3 * H, H);
     ConstVec<T> c_prev(r.c_prev, H), dm(r.dh, H);
-    const Eigen::Array<T, Eigen::Dynamic, 1> tanh_c = (f * c_prev + i * g).tanh();
+    const Eigen::Array<T, Eigen::Dynamic, 1> c_new = f * c_prev + i * g;
+    const Eigen::Array<T, Eigen::Dynamic, 1> tanh_c = c_new.tanh();
     Vec<T> dc(r.dc, H);
+    Vec<T> di(r.dg_in, H), df(r.dg_in + H, H), dg(r.dg_in + 2 * H, H), d_o(r.dg_in + 3 * H, H);
+    d_o = dm * tanh_c * sigmoid_grad(o);
+    if (w.clip > 0) d_o *= (ConstVec<T>(r.gates + 7 * H, H).abs() < w.clip).template cast<T>();
     dc += dm * o * tanh_grad(tanh_c);  // now the total gradient wrt c'
-    Vec<T>(r.dg_in, H) = dc * g * sigmoid_grad(i);
-    Vec<T>(r.dg_in + H, H) = dc * c_prev * sigmoid_grad(f);
-    Vec<T>(r.dg_in + 2 * H, H) = dc * i * tanh_grad(g);
-    Vec<T>(r.dg_in + 3 * H, H) = dm * tanh_c * sigmoid_grad(o);
+    if (w.peephole) dc += d_o * ConstVec<T>(r.peephole + 2 * H, H);
+    di = dc * g;
+    dg = dc * i * tanh_grad(g);
+    if (w.input_forget) {
+      di -= dc * c_prev;  // f = 1 - i
+      df.setZero();
+    } else {
+      df = dc * c_prev * sigmoid_grad(f);
+    }
+    di *= sigmoid_grad(i);
+    if (w.clip > 0) {
+      ConstVec<T> pre(r.gates + 4 * H, 3 * H);
+      Vec<T>(r.dg_in, 3 * H) *= (pre.abs() < w.clip).template cast<T>();
+    }
     dc *= f;  // gradient wrt c entering the step
+    if (w.peephole) {
+      dc += di * ConstVec<T>(r.peephole, H) + df * ConstVec<T>(r.peephole + H, H);
+      Vec<T>(r.peephole_grad, H) += di * c_prev;
+      Vec<T>(r.peephole_grad + H, H) += df * c_prev;
+      Vec<T>(r.peephole_grad + 2 * H, H) += d_o * c_new;
+    }
   }
 };
 

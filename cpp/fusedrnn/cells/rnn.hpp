@@ -18,6 +18,8 @@ struct RnnCell {
   static constexpr bool kSeparateHiddenGrad = false;
   static constexpr bool kDirectHiddenGrad = false;
 
+  static Index saved_gates(const LayerWeights<T>&) { return kSavedGates; }
+
   static void split_bias(const RowVector<T>& b_ih, const RowVector<T>& b_hh, Index, RowVector<T>& bias_x,
                          RowVector<T>& bias_h) {
     bias_x = b_ih + b_hh;
