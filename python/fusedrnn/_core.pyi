@@ -42,6 +42,10 @@ class Stack:
         proj_size: int,
         linear_before_reset: bool,
         double: bool,
+        residual: bool = False,
+        peephole: bool = False,
+        clip: float = 0.0,
+        input_forget: bool = False,
     ) -> None: ...
     @property
     def is_double(self) -> bool: ...
