@@ -30,6 +30,10 @@ class StackConfig:
     bidirectional: bool = False
     proj_size: int = 0
     linear_before_reset: bool = True
+    residual: bool = False
+    peephole: bool = False
+    clip: float = 0.0
+    input_forget: bool = False
 
     @property
     def gates(self) -> int:
@@ -52,7 +56,8 @@ class StackConfig:
         return self.input_size if layer == 0 else self.num_directions * self.output_size
 
     def param_names(self) -> list[str]:
-        """All parameter names in PyTorch's order: per layer, per direction: w_ih, w_hh, b_ih, b_hh, w_hr."""
+        """All parameter names in PyTorch's order: per layer, per direction: w_ih, w_hh, b_ih, b_hh, w_hr
+        (then the LSTM peepholes w_ph)."""
         return [name for name, _ in self.param_shapes()]
 
     def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
@@ -68,6 +73,8 @@ class StackConfig:
                     out.append((f"bias_hh{sfx}", (gh,)))
                 if self.proj_size > 0:
                     out.append((f"weight_hr{sfx}", (self.proj_size, self.hidden_size)))
+                if self.peephole:
+                    out.append((f"weight_ph{sfx}", (3 * self.hidden_size,)))
         return out
 
     def layer_param_names(self, layer: int, direction: int) -> dict[str, str]:
@@ -79,4 +86,6 @@ class StackConfig:
             roles += ["bias_ih", "bias_hh"]
         if self.proj_size > 0:
             roles.append("weight_hr")
+        if self.peephole:
+            roles.append("weight_ph")
         return {role: role + sfx for role in roles}

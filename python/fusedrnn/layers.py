@@ -147,6 +147,10 @@ class _Recurrent:
             c.proj_size,
             c.linear_before_reset,
             self._dtype == np.float64,
+            residual=c.residual,
+            peephole=c.peephole,
+            clip=c.clip,
+            input_forget=c.input_forget,
         )
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -326,6 +330,10 @@ class RNNBase(_Recurrent):
         proj_size: int = 0,
         *,
         linear_before_reset: bool = True,
+        residual: bool = False,
+        peephole: bool = False,
+        clip: float = 0.0,
+        input_forget: bool = False,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -350,6 +358,16 @@ class RNNBase(_Recurrent):
                 f"got {self.proj_size}"
             )
         lbr = v.check_bool("linear_before_reset", linear_before_reset)
+        self.residual = v.check_bool("residual", residual)
+        peephole = v.check_bool("peephole", peephole)
+        input_forget = v.check_bool("input_forget", input_forget)
+        if isinstance(clip, bool) or not isinstance(clip, (int, float, np.integer, np.floating)):
+            raise TypeError(f"clip: expected a number >= 0 (0 for none), got {type(clip).__name__}")
+        clip = float(clip)
+        if not clip >= 0 or math.isinf(clip):
+            raise ValueError(f"clip: expected a finite number >= 0 (0 for none), got {clip}")
+        if mode != "LSTM" and (peephole or input_forget or clip):
+            raise ValueError(f"peephole, clip, input_forget: LSTM options, got them for {mode}")
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(
                 "dropout applies between recurrent layers, never after the last one, so dropout="
@@ -366,6 +384,10 @@ class RNNBase(_Recurrent):
             self.bidirectional,
             self.proj_size,
             lbr,
+            self.residual,
+            peephole,
+            clip,
+            input_forget,
         )
         self._init_parameters(config, config.param_names(), dtype, seed)
 
@@ -395,6 +417,11 @@ class RNNBase(_Recurrent):
             args.append(f"proj_size={self.proj_size}")
         if self.mode == "GRU" and not self._config.linear_before_reset:
             args.append("linear_before_reset=False")
+        for option in ("residual", "peephole", "input_forget"):
+            if getattr(self._config, option):
+                args.append(f"{option}=True")
+        if self._config.clip:
+            args.append(f"clip={self._config.clip}")
         if self._dtype != np.float32:
             args.append(f"dtype={self._dtype}")
         return f"{type(self).__name__}({', '.join(args)})"
@@ -589,6 +616,7 @@ class RNN(RNNBase):
         dropout: float = 0.0,
         bidirectional: bool = False,
         *,
+        residual: bool = False,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -603,6 +631,7 @@ class RNN(RNNBase):
             batch_first,
             dropout,
             bidirectional,
+            residual=residual,
             dtype=dtype,
             seed=seed,
         )
@@ -617,6 +646,10 @@ class LSTM(RNNBase):
     """Long short-term memory, optionally with a projection (``proj_size``, PyTorch's form).
 
     ``lstm(x, state=None, lengths=None) -> (y, (h_n, c_n))``; state is ``(h0, c0)`` or None.
+    Beyond PyTorch (ONNX's LSTM): ``peephole=True`` adds ``weight_ph_l{k}`` (3H: p_i, p_f, p_o) with
+    ``i = σ(... + p_i c_prev)``, ``f = σ(... + p_f c_prev)``, ``o = σ(... + p_o c_t)``; ``clip`` > 0 bounds
+    every gate's activation input to [-clip, clip]; ``input_forget=True`` couples ``f = 1 - i``.
+    ``residual=True``: each layer after the first adds its input to its output.
     """
 
     def __init__(
@@ -630,6 +663,10 @@ class LSTM(RNNBase):
         bidirectional: bool = False,
         proj_size: int = 0,
         *,
+        residual: bool = False,
+        peephole: bool = False,
+        clip: float = 0.0,
+        input_forget: bool = False,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -643,6 +680,10 @@ class LSTM(RNNBase):
             dropout,
             bidirectional,
             proj_size,
+            residual=residual,
+            peephole=peephole,
+            clip=clip,
+            input_forget=input_forget,
             dtype=dtype,
             seed=seed,
         )
@@ -673,6 +714,7 @@ class GRU(RNNBase):
         bidirectional: bool = False,
         *,
         linear_before_reset: bool = True,
+        residual: bool = False,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -686,6 +728,7 @@ class GRU(RNNBase):
             dropout,
             bidirectional,
             linear_before_reset=linear_before_reset,
+            residual=residual,
             dtype=dtype,
             seed=seed,
         )

@@ -104,64 +104,99 @@ class LSTMStepCache(NamedTuple):
     h_prev: np.ndarray  # (n, H_out)
     c_prev: np.ndarray  # (n, H)
     i: np.ndarray       # (n, H)  input gate (after sigmoid)
-    f: np.ndarray       # (n, H)  forget gate (after sigmoid)
+    f: np.ndarray       # (n, H)  forget gate (after sigmoid; 1 - i when coupled)
     g: np.ndarray       # (n, H)  cell candidate (after tanh)
     o: np.ndarray       # (n, H)  output gate (after sigmoid)
-    tanh_c: np.ndarray  # (n, H)  tanh(c), c the new cell state
+    c: np.ndarray       # (n, H)  the new cell state
+    tanh_c: np.ndarray  # (n, H)  tanh(c)
     m: np.ndarray       # (n, H)  o * tanh(c), the input of the projection (same as h without projection)
+    pre: np.ndarray     # (n, 4H) the activations' inputs before clipping (peephole terms included)
 
 
-def lstm_step(p, x, h_prev, c_prev):
+def _clip(a: np.ndarray, clip: float) -> np.ndarray:
+    return np.clip(a, -clip, clip) if clip > 0 else a
+
+
+def _clip_grad(a: np.ndarray, clip: float) -> np.ndarray | float:
+    """Derivative of the clip: 1 strictly inside [-clip, clip], else 0."""
+    return (np.abs(a) < clip).astype(a.dtype) if clip > 0 else 1.0
+
+
+def lstm_step(p, x, h_prev, c_prev, *, clip=0.0, input_forget=False):
     """LSTM step, gate order i, f, g, o (row blocks of the weights)::
 
-        i = sigmoid(W_i x + b_ii + U_i h_prev + b_hi)
-        f = sigmoid(W_f x + b_if + U_f h_prev + b_hf)
+        i = sigmoid(W_i x + b_ii + U_i h_prev + b_hi [+ p_i * c_prev])
+        f = sigmoid(W_f x + b_if + U_f h_prev + b_hf [+ p_f * c_prev])      f = 1 - i   (input_forget)
         g = tanh   (W_g x + b_ig + U_g h_prev + b_hg)
-        o = sigmoid(W_o x + b_io + U_o h_prev + b_ho)
         c = f * c_prev + i * g
+        o = sigmoid(W_o x + b_io + U_o h_prev + b_ho [+ p_o * c])
         m = o * tanh(c)
         h = m                  (no projection)       h = m @ weight_hr.T     (proj_size P > 0)
 
+    The bracketed peephole terms come with ``weight_ph`` = [p_i; p_f; p_o]; with clip > 0 every
+    activation's input is clipped to [-clip, clip] first (ONNX's LSTM).
     x: (n, I), h_prev: (n, H_out), c_prev: (n, H) -> h: (n, H_out), c: (n, H)."""
     hs = c_prev.shape[1]
     a = _affine(x, p["weight_ih"], p.get("bias_ih")) + _affine(h_prev, p["weight_hh"], p.get("bias_hh"))
-    i = sigmoid(a[:, 0:hs])
-    f = sigmoid(a[:, hs:2 * hs])
-    g = np.tanh(a[:, 2 * hs:3 * hs])
-    o = sigmoid(a[:, 3 * hs:4 * hs])
+    ph = p.get("weight_ph")
+    if ph is not None:
+        a[:, 0:hs] += ph[0:hs] * c_prev
+        a[:, hs:2 * hs] += ph[hs:2 * hs] * c_prev
+    i = sigmoid(_clip(a[:, 0:hs], clip))
+    f = 1 - i if input_forget else sigmoid(_clip(a[:, hs:2 * hs], clip))
+    g = np.tanh(_clip(a[:, 2 * hs:3 * hs], clip))
     c = f * c_prev + i * g
+    if ph is not None:
+        a[:, 3 * hs:] += ph[2 * hs:] * c
+    o = sigmoid(_clip(a[:, 3 * hs:4 * hs], clip))
     tanh_c = np.tanh(c)
     m = o * tanh_c
     h = m @ p["weight_hr"].T if "weight_hr" in p else m
-    return h, c, LSTMStepCache(x, h_prev, c_prev, i, f, g, o, tanh_c, m)
+    return h, c, LSTMStepCache(x, h_prev, c_prev, i, f, g, o, c, tanh_c, m, a)
 
 
-def lstm_step_backward(p, cache: LSTMStepCache, dh, dc, grads):
+def lstm_step_backward(p, cache: LSTMStepCache, dh, dc, grads, *, clip=0.0, input_forget=False):
     """Backward of :func:`lstm_step`; dh: (n, H_out), dc: (n, H) are the gradients of the new state::
 
         dm = dh @ weight_hr, dW_hr += dh^T m     (projection; else dm = dh)
-        do = dm * tanh(c);  dc_tot = dc + dm * o * (1 - tanh(c)^2)
-        di = dc_tot * g;  df = dc_tot * c_prev;  dg = dc_tot * i;  dc_prev = dc_tot * f
-        da = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]   (pre-activation gradients, (n, 4H))
+        da_o = dm * tanh(c) * o(1-o) * clip'(a_o)
+        dc_tot = dc + dm * o * (1 - tanh(c)^2) [+ da_o * p_o]
+        di = dc_tot * (g [- c_prev when coupled]);  df = dc_tot * c_prev;  dg = dc_tot * i
+        da = [di i(1-i), df f(1-f) (0 when coupled), dg (1-g^2), da_o] * clip'(a)   (n, 4H)
+        dc_prev = dc_tot * f [+ da_i * p_i + da_f * p_f]
+        dp += [sum da_i c_prev, sum da_f c_prev, sum da_o c]
         dx = da W, dh_prev = da U, dW += da^T x, dU += da^T h_prev, db_ih = db_hh += sum_n da
     """
+    hs = cache.c.shape[1]
+    ph = p.get("weight_ph")
     if "weight_hr" in p:
         grads["weight_hr"] += dh.T @ cache.m
         dm = dh @ p["weight_hr"]
     else:
         dm = dh
-    do = dm * cache.tanh_c
+    pre = cache.pre
+    da_o = dm * cache.tanh_c * cache.o * (1 - cache.o) * _clip_grad(pre[:, 3 * hs:], clip)
     dc_tot = dc + dm * cache.o * (1 - cache.tanh_c * cache.tanh_c)
+    if ph is not None:
+        dc_tot = dc_tot + da_o * ph[2 * hs:]
     di = dc_tot * cache.g
-    df = dc_tot * cache.c_prev
     dg = dc_tot * cache.i
+    if input_forget:
+        di = di - dc_tot * cache.c_prev
+        da_f = np.zeros_like(di)
+    else:
+        da_f = dc_tot * cache.c_prev * cache.f * (1 - cache.f) * _clip_grad(pre[:, hs:2 * hs], clip)
+    da_i = di * cache.i * (1 - cache.i) * _clip_grad(pre[:, 0:hs], clip)
+    da_g = dg * (1 - cache.g * cache.g) * _clip_grad(pre[:, 2 * hs:3 * hs], clip)
     dc_prev = dc_tot * cache.f
-    da = np.concatenate([
-        di * cache.i * (1 - cache.i),
-        df * cache.f * (1 - cache.f),
-        dg * (1 - cache.g * cache.g),
-        do * cache.o * (1 - cache.o),
-    ], axis=1)
+    if ph is not None:
+        dc_prev = dc_prev + da_i * ph[0:hs] + da_f * ph[hs:2 * hs]
+        grads["weight_ph"] += np.concatenate([
+            (da_i * cache.c_prev).sum(axis=0),
+            (da_f * cache.c_prev).sum(axis=0),
+            (da_o * cache.c).sum(axis=0),
+        ])
+    da = np.concatenate([da_i, da_f, da_g, da_o], axis=1)
     g4 = da.shape[1]
     _accumulate_affine(grads, "weight_ih", "bias_ih", da, cache.x, 0, g4)
     _accumulate_affine(grads, "weight_hh", "bias_hh", da, cache.h_prev, 0, g4)
@@ -283,7 +318,8 @@ def cell_functions(config: StackConfig) -> tuple[StepFn, StepFn]:
         relu = config.cell == "rnn_relu"
         return partial(rnn_step, relu=relu), partial(rnn_step_backward, relu=relu)
     if config.cell == "lstm":
-        return lstm_step, lstm_step_backward
+        options = {"clip": config.clip, "input_forget": config.input_forget}
+        return partial(lstm_step, **options), partial(lstm_step_backward, **options)
     if config.cell == "gru":
         if config.linear_before_reset:
             return gru_step, gru_step_backward
@@ -480,7 +516,10 @@ def forward(config: StackConfig, params: dict[str, np.ndarray], x: np.ndarray,
             if c_n is not None:
                 c_n[k] = c_last
         steps.append(records)
-        layer_input = np.concatenate(outputs, axis=2)
+        layer_output = np.concatenate(outputs, axis=2)
+        if config.residual and layer > 0:  # y_k = layer_k(in_k) + in_k
+            layer_output = layer_output + layer_input
+        layer_input = layer_output
 
     cache = ForwardCache(config, dtype, p_all, lengths, dropout_masks, inputs, steps)
     return layer_input, h_n, c_n, cache
@@ -532,6 +571,8 @@ def backward(cache: ForwardCache, grad_y: np.ndarray, grad_h_n: np.ndarray | Non
                 grad_c0[k] = dc0_d
             for role, name in config.layer_param_names(layer, direction).items():
                 grad_params[name] = grads[role]
+        if config.residual and layer > 0:  # the input also reached the output directly
+            d_in = d_in + d_out
         if layer > 0 and cache.dropout_masks is not None:
             d_in = d_in * cache.dropout_masks[layer - 1]
         d_out = d_in

@@ -1,0 +1,203 @@
+"""Options beyond PyTorch's layers: residual stacks (every cell) and the LSTM's peepholes, clip and
+coupled input-forget gate. The reference against central differences, the public layers (kernels)
+against the reference, forward and backward, and their argument checks."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import fusedrnn as fr
+from fusedrnn import reference
+from fusedrnn._config import StackConfig
+
+LSTM_OPTIONS = [
+    dict(peephole=p, clip=c, input_forget=f)
+    for p, c, f in itertools.product([False, True], [0.0, 0.6], [False, True])
+    if p or c or f
+]
+
+
+def option_id(options):
+    return "-".join(f"{k}{'' if v is True else v}" for k, v in options.items() if v) or "plain"
+
+
+def random_inputs(config, steps=4, batch=3, seed=0, scale=0.6):
+    rng = np.random.default_rng(seed)
+    params = {name: rng.uniform(-scale, scale, shape) for name, shape in config.param_shapes()}
+    x = rng.standard_normal((steps, batch, config.input_size))
+    d, layers = config.num_directions, config.num_layers
+    h0 = rng.standard_normal((d * layers, batch, config.output_size)) * 0.5
+    c0 = rng.standard_normal((d * layers, batch, config.hidden_size)) * 0.5 if config.has_cell_state else None
+    return rng, params, x, h0, c0
+
+
+CASES = [
+    pytest.param(StackConfig("lstm", 3, 3, 2, True, True, **o), id="lstm-" + option_id(o))
+    for o in LSTM_OPTIONS
+]
+CASES += [
+    pytest.param(
+        StackConfig(cell, 3, 3, 3, True, bidir, residual=True, proj_size=proj), id=f"{cell}-residual-{tag}"
+    )
+    for cell, bidir, proj, tag in [
+        ("rnn_tanh", False, 0, "L3"),
+        ("lstm", True, 0, "L3-bidir"),
+        ("lstm", False, 2, "L3-proj"),
+        ("gru", True, 0, "L3-bidir"),
+    ]
+]
+CASES.append(
+    pytest.param(
+        StackConfig("gru", 3, 3, 3, True, False, linear_before_reset=False, residual=True),
+        id="gru-lbr0-residual",
+    )
+)
+CASES.append(
+    pytest.param(
+        StackConfig("lstm", 3, 3, 3, True, True, residual=True, peephole=True, clip=0.6, input_forget=True),
+        id="lstm-everything",
+    )
+)
+
+
+@pytest.mark.parametrize("config", CASES)
+def test_reference_matches_finite_differences(config):
+    rng, params, x, h0, c0 = random_inputs(config)
+    lengths = np.array([4, 1, 3])
+    masks = [
+        rng.choice([0.0, 2.0], size=(4, 3, config.num_directions * config.output_size))
+        for _ in range(config.num_layers - 1)
+    ]
+    y, h_n, c_n, cache = reference.forward(config, params, x, h0, c0, lengths, masks)
+    gy, gh = rng.standard_normal(y.shape), rng.standard_normal(h_n.shape)
+    gc = rng.standard_normal(c_n.shape) if c_n is not None else None
+    gx, gh0, gc0, gp = reference.backward(cache, gy, gh, gc)
+
+    def loss(x_, h0_, c0_, params_):
+        y_, h_, c_, _ = reference.forward(config, params_, x_, h0_, c0_, lengths, masks)
+        total = (y_ * gy).sum() + (h_ * gh).sum()
+        return total + ((c_ * gc).sum() if c_ is not None else 0.0)
+
+    eps = 1e-6
+
+    def numeric(value, rebuild):
+        out = np.zeros_like(value)
+        for index in np.ndindex(value.shape):
+            plus, minus = value.copy(), value.copy()
+            plus[index] += eps
+            minus[index] -= eps
+            out[index] = (loss(*rebuild(plus)) - loss(*rebuild(minus))) / (2 * eps)
+        return out
+
+    np.testing.assert_allclose(gx, numeric(x, lambda a: (a, h0, c0, params)), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gh0, numeric(h0, lambda a: (x, a, c0, params)), rtol=1e-6, atol=1e-8)
+    if c0 is not None:
+        np.testing.assert_allclose(gc0, numeric(c0, lambda a: (x, h0, a, params)), rtol=1e-6, atol=1e-8)
+    for name in params:
+        expected = numeric(params[name], lambda a, name=name: (x, h0, c0, {**params, name: a}))
+        np.testing.assert_allclose(gp[name], expected, rtol=1e-6, atol=1e-8, err_msg=name)
+
+
+def make_layer(config, dtype, batch_first=False, dropout=0.0):
+    kwargs = dict(
+        num_layers=config.num_layers,
+        bias=config.bias,
+        batch_first=batch_first,
+        dropout=dropout,
+        bidirectional=config.bidirectional,
+        residual=config.residual,
+        dtype=dtype,
+        seed=1,
+    )
+    if config.cell == "lstm":
+        layer = fr.LSTM(
+            config.input_size,
+            config.hidden_size,
+            proj_size=config.proj_size,
+            peephole=config.peephole,
+            clip=config.clip,
+            input_forget=config.input_forget,
+            **kwargs,
+        )
+    elif config.cell == "gru":
+        layer = fr.GRU(
+            config.input_size, config.hidden_size, linear_before_reset=config.linear_before_reset, **kwargs
+        )
+    else:
+        layer = fr.RNN(config.input_size, config.hidden_size, nonlinearity=config.cell[4:], **kwargs)
+    return layer
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("hidden", [9, 33, 130], ids=["H9", "H33", "H130"])
+@pytest.mark.parametrize("config", CASES)
+def test_layer_matches_reference(config, hidden, dtype):
+    config = StackConfig(
+        **{**config.__dict__, "hidden_size": hidden, "proj_size": min(config.proj_size, hidden - 1)}
+    )
+    layer = make_layer(config, dtype, dropout=0.3 if config.num_layers > 1 else 0.0)
+    rng, params, x, h0, c0 = random_inputs(config, steps=5, batch=3, seed=hidden, scale=0.3)
+    layer.load_state_dict({k: v.astype(dtype) for k, v in params.items()})
+    state = (h0.astype(dtype), c0.astype(dtype)) if c0 is not None else h0.astype(dtype)
+    lengths = [5, 2, 4]
+    tape = layer.record(x.astype(dtype), state, lengths=lengths)
+    y, h_n, c_n, cache = reference.forward(
+        config,
+        {k: v.astype(dtype).astype(np.float64) for k, v in params.items()},
+        x.astype(dtype).astype(np.float64),
+        h0.astype(dtype).astype(np.float64),
+        None if c0 is None else c0.astype(dtype).astype(np.float64),
+        np.array(lengths),
+        tape.dropout_masks,
+    )
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(tape.output, y, **tol)
+    out_state = tape.state if c0 is None else tape.state[0]
+    np.testing.assert_allclose(out_state, h_n, **tol)
+    gy = rng.standard_normal(y.shape)
+    grads = tape.backward(gy.astype(dtype))
+    gx, _, _, gp = reference.backward(cache, gy)
+    scale = max(1.0, np.abs(gx).max())
+    np.testing.assert_allclose(grads.input, gx, rtol=tol["rtol"], atol=tol["atol"] * scale)
+    for name, g in gp.items():
+        np.testing.assert_allclose(
+            grads.params[name],
+            g,
+            rtol=tol["rtol"],
+            atol=tol["atol"] * max(1.0, np.abs(g).max()),
+            err_msg=name,
+        )
+    # inference matches recording without dropout
+    if config.num_layers == 1 or layer.dropout == 0:
+        np.testing.assert_allclose(layer(x.astype(dtype), state, lengths=lengths)[0], tape.output, **tol)
+
+
+def test_peephole_parameters_are_named_and_shaped():
+    lstm = fr.LSTM(4, 6, num_layers=2, bidirectional=True, peephole=True)
+    shapes = {k: v.shape for k, v in lstm.state_dict().items()}
+    assert shapes["weight_ph_l0"] == (18,)
+    assert shapes["weight_ph_l1_reverse"] == (18,)
+    assert "clip=" not in repr(lstm) and "peephole=True" in repr(lstm)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: fr.GRU(3, 4, peephole=True), "peephole"),
+        (lambda: fr.RNN(3, 4, input_forget=True), "input_forget"),
+        (lambda: fr.LSTM(3, 4, clip=-1.0), "clip"),
+        (lambda: fr.LSTM(3, 4, clip=float("inf")), "clip"),
+    ],
+    ids=["peephole-on-gru", "input-forget-on-rnn", "negative-clip", "infinite-clip"],
+)
+def test_option_errors(make, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make()
+
+
+def test_clip_type_error():
+    with pytest.raises(TypeError, match="clip"):
+        fr.LSTM(3, 4, clip="1")
