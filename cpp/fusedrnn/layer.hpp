@@ -46,6 +46,19 @@ struct LayerWorkspace {
   ScratchMatrix<T> peephole_grad;  // [1, 3*H] LSTM peepholes, packed order
 };
 
+// Calls f(begin, size) for this member's share of fixed-size chunks of [0, count). The chunks depend
+// only on count and chunk, so each product is computed the same way (same blocking, same sums) with
+// any team size: results are bit-identical at any thread count.
+template <typename F>
+void for_my_chunks(const Team& team, Index count, Index chunk, F&& f) {
+  long c0, c1;
+  team.share((count + chunk - 1) / chunk, 1, c0, c1);
+  for (long c = c0; c < c1; ++c) f(c * chunk, std::min(chunk, count - c * chunk));
+}
+
+constexpr Index kRowChunk = 256;     // rows of the big products over all steps
+constexpr Index kColumnChunk = 64;   // columns of the per-step products split across a team
+
 template <typename Cell, typename T>
 struct Layer {
   static constexpr Index G = Cell::kGates;
@@ -88,18 +101,16 @@ struct Layer {
     const Index rows = steps * batch;
     const bool project = w.proj_size > 0;
 
-    long r0, r1;
-    team.share(rows, 4, r0, r1);
-    if (r1 > r0) {
-      auto block = ws.xg.middleRows(r0, r1 - r0);
-      block.noalias() = ConstMatrixMap<T>(x, rows, w.input_size).middleRows(r0, r1 - r0) * w.w_ih.transpose();
+    for_my_chunks(team, rows, kRowChunk, [&](Index r0, Index count) {
+      auto block = ws.xg.middleRows(r0, count);
+      block.noalias() = ConstMatrixMap<T>(x, rows, w.input_size).middleRows(r0, count) * w.w_ih.transpose();
       block.rowwise() += w.bias_x;
-    }
+    });
     team.sync();
 
     long k0, k1, q0, q1;
     team.share(w.slices(), 1, k0, k1);     // my hidden-unit slices
-    team.share(H_out, 16, q0, q1);         // my columns of h (copies, projection)
+    team.share(H_out, kColumnChunk, q0, q1);  // my columns of h (copies, projection)
     std::vector<std::uint8_t> active(lengths ? batch : 0);
     T* h_cur = h;
     T* h_next = ws.h_alt.data();
@@ -179,9 +190,11 @@ struct Layer {
       }
       if (project) {
         team.sync();  // every unit's o ⊙ tanh(c) is in ws.m
+        MatrixMap<T> h_next_mat(h_next, batch, H_out);
+        for_my_chunks(team, H_out, kColumnChunk, [&](Index c0, Index width) {
+          h_next_mat.middleCols(c0, width).noalias() = ws.m * w.w_hr_t.middleCols(c0, width);
+        });
         if (q1 > q0) {
-          MatrixMap<T> h_next_mat(h_next, batch, H_out);
-          h_next_mat.middleCols(q0, q1 - q0).noalias() = ws.m * w.w_hr_t.middleCols(q0, q1 - q0);
           for (Index n = 0; n < batch; ++n) {
             T* y_row = y + (trow + n) * y_stride;
             if (is_active(n)) {
@@ -215,7 +228,7 @@ struct Layer {
 
     long k0, k1, q0, q1;
     team.share(w.slices(), 1, k0, k1);
-    team.share(H_out, 16, q0, q1);
+    team.share(H_out, kColumnChunk, q0, q1);
     if (w.peephole)  // the workspace serves every layer: start this one's sums from zero
       for (long k = k0; k < k1; ++k)
         std::fill(ws.peephole_grad.data() + 3 * w.unit_begin[k], ws.peephole_grad.data() + 3 * w.unit_begin[k + 1], T(0));
@@ -279,16 +292,16 @@ struct Layer {
       }
       if constexpr (Cell::kTwoPhase) {
         team.sync();  // every unit's dn is in dg_in
-        if (q1 > q0) {
-          // d(r ⊙ h)[:, q] = Σ_k dn_k · U_n,k[:, q], U_n,k = (columns n of slice k of w_hh_t)ᵀ
-          auto drh = ws.drh.middleCols(q0, q1 - q0);
+        // d(r ⊙ h)[:, q] = Σ_k dn_k · U_n,k[:, q], U_n,k = (columns n of slice k of w_hh_t)ᵀ
+        const ConstMatrixMap<T> dg_t(ws.dg_in.data() + trow * GH, batch, GH);
+        for_my_chunks(team, H, kColumnChunk, [&](Index c0, Index width) {
+          auto drh = ws.drh.middleCols(c0, width);
           drh.setZero();
-          const ConstMatrixMap<T> dg_t(ws.dg_in.data() + trow * GH, batch, GH);
           for (Index k = 0; k < w.slices(); ++k) {
             const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, ncol = G * u0 + 2 * Hs;
-            drh.noalias() += dg_t.middleCols(ncol, Hs) * w.w_hh_t.block(q0, ncol, q1 - q0, Hs).transpose();
+            drh.noalias() += dg_t.middleCols(ncol, Hs) * w.w_hh_t.block(c0, ncol, width, Hs).transpose();
           }
-        }
+        });
         team.sync();
         for (long k = k0; k < k1; ++k) {
           const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0;
@@ -300,15 +313,16 @@ struct Layer {
         }
       }
       team.sync();  // the whole step's dg is known
-      if (q1 > q0) {
-        MatrixMap<T> dh_next_mat(dh_next, batch, H_out);
-        auto cols = dh_next_mat.middleCols(q0, q1 - q0);
+      MatrixMap<T> dh_next_mat(dh_next, batch, H_out);
+      for_my_chunks(team, H_out, kColumnChunk, [&](Index c0, Index width) {
+        auto cols = dh_next_mat.middleCols(c0, width);
         cols.noalias() = ConstMatrixMap<T>(dg_hid_base + trow * GH, batch, GH) *
-                         w.w_hh_t.middleRows(q0, q1 - q0).transpose();
-        if (Cell::kDirectHiddenGrad) cols += ws.direct.middleCols(q0, q1 - q0);
+                         w.w_hh_t.middleRows(c0, width).transpose();
+        if (Cell::kDirectHiddenGrad) cols += ws.direct.middleCols(c0, width);
         for (Index n = 0; n < batch; ++n)
-          if (!is_active(n)) std::copy(dh_cur + n * H_out + q0, dh_cur + n * H_out + q1, dh_next + n * H_out + q0);
-      }
+          if (!is_active(n))
+            std::copy(dh_cur + n * H_out + c0, dh_cur + n * H_out + c0 + width, dh_next + n * H_out + c0);
+      });
       team.sync();
       std::swap(dh_cur, dh_next);
     }
@@ -320,9 +334,10 @@ struct Layer {
     team.share(rows, 4, r0, r1);
     const ConstMatrixMap<T> x_all(x, rows, w.input_size);
     const ConstMatrixMap<T> h_prev_all(tape.h_prev.data(), rows, H_out);
+    for_my_chunks(team, rows, kRowChunk, [&](Index c0, Index count) {
+      MatrixMap<T>(dx, rows, w.input_size).middleRows(c0, count).noalias() = ws.dg_in.middleRows(c0, count) * w.w_ih;
+    });
     if (r1 > r0) {
-      MatrixMap<T>(dx, rows, w.input_size).middleRows(r0, r1 - r0).noalias() =
-          ws.dg_in.middleRows(r0, r1 - r0) * w.w_ih;
       // Per-row inputs of the weight gradients that mix units of several slices.
       for (long r = r0; r < r1 && (project || Cell::kTwoPhase); ++r) {
         const T* gates = tape.gates.data() + r * SH;
@@ -340,13 +355,11 @@ struct Layer {
       }
     }
     team.sync();
-    if (project) {
-      long p0, p1;
-      team.share(P, 8, p0, p1);
-      if (p1 > p0)
-        MatrixMap<T>(g.w_hr, P, H).middleRows(p0, p1 - p0).noalias() =
-            ws.dh_out.middleCols(p0, p1 - p0).transpose() * ws.rows_h;
-    }
+    if (project)
+      for_my_chunks(team, P, kColumnChunk, [&](Index p0, Index count) {
+        MatrixMap<T>(g.w_hr, P, H).middleRows(p0, count).noalias() =
+            ws.dh_out.middleCols(p0, count).transpose() * ws.rows_h;
+      });
     const ScratchMatrix<T>& dg_hid = Cell::kSeparateHiddenGrad ? ws.dg_hid : ws.dg_in;
     for (long k = k0; k < k1; ++k) {
       const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, col0 = G * u0, width = G * Hs;
