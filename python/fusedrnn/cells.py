@@ -138,8 +138,35 @@ class _CellBase(_Recurrent):
 
     # -- running -----------------------------------------------------------------------------------
 
+    def _fast_arrays(self, x: Any, state: Any) -> tuple[Any, ...] | None:
+        """The kernels' arrays without conversion when the call is already in their terms (batched x
+        and state arrays of this cell's dtype and shapes, C-contiguous); None sends it to ``_prepare``."""
+        dt = self._dtype
+        if type(x) is not np.ndarray or x.dtype != dt or x.ndim != 2 or not x.flags.c_contiguous:
+            return None
+        batch, width = x.shape
+        if width != self.input_size or batch < 1:
+            return None
+        shape = (batch, self.hidden_size)
+        if state is None:
+            parts: tuple[Any, ...] = ()
+        elif self._has_cell_state:
+            if type(state) is not tuple or len(state) != 2:
+                return None
+            parts = state
+        else:
+            parts = (state,)
+        for a in parts:
+            if type(a) is not np.ndarray or a.dtype != dt or a.shape != shape or not a.flags.c_contiguous:
+                return None
+        core = (1, batch, self.hidden_size)
+        h0 = parts[0].reshape(core) if parts else None
+        c0 = parts[1].reshape(core) if len(parts) == 2 else None
+        return x.reshape(1, batch, width), h0, c0, _CellLayout(False, batch, x.shape)
+
     def _step(self, x: Any, state: Any, state_name: str) -> Any:
-        x_core, h0, c0, layout = self._prepare(x, state, state_name)
+        fast = self._fast_arrays(x, state)
+        x_core, h0, c0, layout = fast if fast is not None else self._prepare(x, state, state_name)
         self._begin_call()
         try:
             _, h, c = self._stack.forward(x_core, h0, c0, None)

@@ -25,13 +25,16 @@ import math
 import threading
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import _core
 from . import _validation as v
 from ._config import StackConfig
+
+if TYPE_CHECKING:
+    from .stream import Stream
 
 __all__ = ["RNNBase", "RNN", "LSTM", "GRU", "Tape", "Gradients"]
 
@@ -194,6 +197,29 @@ class _Recurrent:
     def num_parameters(self) -> int:
         """The number of scalar parameters."""
         return sum(int(a.size) for a in self._params.values())
+
+    def summary(self) -> str:
+        """A table of every parameter's name, shape and number of values, then the total, e.g.::
+
+            LSTM(32, 64)
+            parameter       shape       count
+            weight_ih_l0    (256, 32)   8,192
+            ...
+            total                       25,088
+
+        Per layer and direction a cell with G gates (RNN 1, GRU 3, LSTM 4) has
+        ``G*H*(I_k + H_out) + 2*G*H`` values (``I_k`` the layer's input size; biases only with bias=True),
+        plus ``P*H`` with an LSTM projection and ``3*H`` with peepholes: an LSTM holds 4 times as many as
+        a vanilla RNN of the same sizes and a GRU 3 times.
+        """
+        rows = [(name, str(tuple(arr.shape)), f"{arr.size:,}") for name, arr in self._params.items()]
+        rows.append(("total", "", f"{self.num_parameters():,}"))
+        header = ("parameter", "shape", "count")
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+        lines = [repr(self)]
+        for r in [header, *rows]:
+            lines.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}".rstrip())
+        return "\n".join(lines)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of the parameters, with PyTorch's names, shapes and order."""
@@ -422,6 +448,8 @@ class RNNBase(_Recurrent):
                 args.append(f"{option}=True")
         if self._config.clip:
             args.append(f"clip={self._config.clip}")
+        if getattr(self, "forget_bias", 0.0):
+            args.append(f"forget_bias={self.forget_bias}")
         if self._dtype != np.float32:
             args.append(f"dtype={self._dtype}")
         return f"{type(self).__name__}({', '.join(args)})"
@@ -555,6 +583,19 @@ class RNNBase(_Recurrent):
             self._end_call()
         return Tape(self, saved, version, layout.seq_out(y), self._public_state(h, c, layout), masks, layout)
 
+    def stream(self, batch_size: int | None = None, state: Any = None) -> Stream:
+        """A stateful stream that runs this layer one time step at a time (``fusedrnn.stream.Stream``).
+
+        ``y_t = s.step(x_t)`` with x_t (batch_size, I), or (I,) when batch_size is None, gives y_t
+        (batch_size, H_out) / (H_out,): step t of what one call over the whole sequence gives, the state
+        carried from step to step (``s.state``, in the layout of the call's, zeros or ``state`` at first
+        and after ``s.reset()``). Inference only (no dropout). A bidirectional layer cannot stream: its
+        reverse direction starts at the end of the sequence.
+        """
+        from .stream import Stream
+
+        return Stream(self, batch_size, state)
+
     def _tape_backward(self, tape: Tape, grad_output: Any, grad_state: Any) -> Gradients:
         self._check_tape(tape)
         layout: _Layout = tape._layout
@@ -650,6 +691,12 @@ class LSTM(RNNBase):
     ``i = σ(... + p_i c_prev)``, ``f = σ(... + p_f c_prev)``, ``o = σ(... + p_o c_t)``; ``clip`` > 0 bounds
     every gate's activation input to [-clip, clip]; ``input_forget=True`` couples ``f = 1 - i``.
     ``residual=True``: each layer after the first adds its input to its output.
+
+    ``forget_bias=b`` (initialization only, as Keras' ``unit_forget_bias``): b is added to the forget
+    gate's block of every ``bias_ih_l{k}[_reverse]`` (rows H:2H) after the default initialization, so the
+    forget gate's total bias ``b_if + b_hf`` starts near b and f = σ(b + ...) near 1 for b = 1 or 2: the
+    cell state, and the gradient through it, then decays slowly over time. ``bias_hh`` is left alone
+    (a PyTorch model has two biases; only their sum matters). Needs bias=True and not input_forget.
     """
 
     def __init__(
@@ -667,9 +714,17 @@ class LSTM(RNNBase):
         peephole: bool = False,
         clip: float = 0.0,
         input_forget: bool = False,
+        forget_bias: float = 0.0,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
+        number = (int, float, np.integer, np.floating)
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, number):
+            raise TypeError(f"forget_bias must be a number, got {v.describe(forget_bias)}")
+        forget_bias = float(forget_bias)
+        if not math.isfinite(forget_bias):
+            raise ValueError(f"forget_bias must be a finite number, got {forget_bias}")
+        self.forget_bias = forget_bias
         super().__init__(
             "LSTM",
             input_size,
@@ -687,6 +742,21 @@ class LSTM(RNNBase):
             dtype=dtype,
             seed=seed,
         )
+        if forget_bias and not self.bias:
+            raise ValueError(
+                f"forget_bias={forget_bias} needs bias=True (it initializes the forget gate's bias)"
+            )
+        if forget_bias and self._config.input_forget:
+            raise ValueError(
+                f"forget_bias={forget_bias} has no effect with input_forget=True (the forget gate is 1 - i)"
+            )
+        if forget_bias:
+            c, h = self._config, self.hidden_size
+            for layer in range(c.num_layers):
+                for direction in range(c.num_directions):
+                    name = c.layer_param_names(layer, direction)["bias_ih"]
+                    self._params[name][h : 2 * h] += self._dtype.type(forget_bias)
+            self._mark_weights_changed()
 
     def __call__(
         self, x: Any, state: Any = None, lengths: Any = None

@@ -1,0 +1,321 @@
+"""Optimizers that update parameters in place from gradients: ``SGD``, ``Adam`` and ``clip_grad_norm``.
+
+An optimizer is given its parameters once, as any number of *sources*: a fusedrnn layer or cell (its
+weights, updated in place, after which the layer refreshes whatever it derived from them), or a dict
+name -> NumPy array (for example the weights of a NumPy output head, updated in place too). Each step
+takes the gradients in the same order, one dict per source, keyed like that source: for a layer, the
+``.params`` of ``tape.backward(...)``::
+
+    lstm = fr.LSTM(8, 32)
+    head = {"W": np.zeros((32, 5), np.float32), "b": np.zeros(5, np.float32)}
+    opt = fr.optim.Adam(lstm, head, lr=1e-3)
+    for x, target in batches:
+        tape = lstm.record(x)
+        grad_y, head_grads = ...                  # the head's forward and backward, in NumPy
+        grads = [tape.backward(grad_y).params, head_grads]
+        fr.optim.clip_grad_norm(grads, 1.0)        # optional
+        opt.step(grads)
+
+A source's gradient dict may leave parameters out (they are not updated: a frozen parameter) but may not
+name a parameter the source does not have, and each gradient must have its parameter's shape. With a
+single source, ``step`` also accepts its dict alone. Updates run in each parameter's dtype, with
+PyTorch's update rules (``torch.optim.SGD`` with dampening 0, ``torch.optim.Adam`` without amsgrad), so
+they give PyTorch's numbers for the same gradients.
+
+Do not call a layer from another thread while a step updates its weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _validation as v
+
+__all__ = ["Optimizer", "SGD", "Adam", "clip_grad_norm"]
+
+
+def _is_model(obj: Any) -> bool:
+    return hasattr(obj, "_parameter_arrays") and hasattr(obj, "_mark_weights_changed")
+
+
+class _Source:
+    """One group of parameters: a fusedrnn model's, or a dict of NumPy arrays."""
+
+    __slots__ = ("obj", "params", "label")
+
+    def __init__(self, obj: Any, index: int) -> None:
+        self.obj = obj if _is_model(obj) else None
+        if self.obj is not None:
+            self.params: dict[str, np.ndarray] = dict(obj._parameter_arrays())
+            self.label = f"source {index} ({type(obj).__name__})"
+            return
+        if not isinstance(obj, Mapping):
+            raise TypeError(
+                f"parameters: source {index} must be a fusedrnn layer or cell, or a dict of name -> NumPy "
+                f"array, got {v.describe(obj)}"
+            )
+        self.label = f"source {index} (dict)"
+        self.params = {}
+        for name, arr in obj.items():
+            if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
+                raise TypeError(
+                    f"parameters: {self.label}[{name!r}] must be a floating-point NumPy array (it is "
+                    f"updated in place), got {v.describe(arr)}"
+                )
+            if not arr.flags.writeable:
+                raise ValueError(f"parameters: {self.label}[{name!r}] is read-only; it is updated in place")
+            self.params[str(name)] = arr
+
+    def changed(self) -> None:
+        if self.obj is not None:
+            self.obj._mark_weights_changed()
+
+
+def _sources_of(params: tuple[Any, ...]) -> list[Any]:
+    """The sources given to an optimizer: separate arguments, or one list/tuple of them."""
+    if len(params) == 1 and isinstance(params[0], (list, tuple)):
+        params = tuple(params[0])
+    if not params:
+        raise ValueError("parameters: expected at least one fusedrnn layer or dict of arrays, got none")
+    return list(params)
+
+
+def _grad_dicts(grads: Any, count: int) -> list[Mapping[str, Any] | None]:
+    """One gradient mapping (or None: nothing to update) per source."""
+    if isinstance(grads, Mapping):
+        if count != 1:
+            raise TypeError(
+                f"grads: this optimizer has {count} parameter sources, so it expects a list of {count} "
+                "gradient dicts (one per source, in order), got a single dict"
+            )
+        return [grads]
+    if not isinstance(grads, Sequence) or isinstance(grads, (str, bytes)):
+        raise TypeError(f"grads: expected a list of {count} gradient dicts, got {v.describe(grads)}")
+    if len(grads) != count:
+        raise ValueError(
+            f"grads: expected {count} gradient dicts (one per parameter source, in order), got {len(grads)}"
+        )
+    for k, g in enumerate(grads):
+        if g is not None and not isinstance(g, Mapping):
+            raise TypeError(f"grads[{k}]: expected a dict of name -> array or None, got {v.describe(g)}")
+    return list(grads)
+
+
+class Optimizer:
+    """Base class: holds the sources and per-parameter state, validates gradients, applies ``_update``.
+
+    params: fusedrnn layers/cells and dicts of NumPy arrays, as separate arguments or one list.
+    """
+
+    def __init__(self, *params: Any, lr: float) -> None:
+        self._sources = [_Source(obj, k) for k, obj in enumerate(_sources_of(params))]
+        self.lr = _check_number("lr", lr, minimum=0.0)
+        self._state: dict[tuple[int, str], dict[str, Any]] = {}
+        self.steps = 0
+
+    @property
+    def param_count(self) -> int:
+        """The number of scalar values the optimizer updates."""
+        return sum(int(a.size) for s in self._sources for a in s.params.values())
+
+    def _checked(self, grads: Any) -> list[list[tuple[str, np.ndarray, np.ndarray]]]:
+        """Per source, (name, parameter, gradient in the parameter's dtype) for every given gradient."""
+        out = []
+        for k, (source, g) in enumerate(zip(self._sources, _grad_dicts(grads, len(self._sources)))):
+            items: list[tuple[str, np.ndarray, np.ndarray]] = []
+            out.append(items)
+            if g is None:
+                continue
+            for name, value in g.items():
+                param = source.params.get(name)
+                if param is None:
+                    raise ValueError(
+                        f"grads[{k}]: {name!r} is not a parameter of {source.label}; its parameters are "
+                        f"{', '.join(source.params)}"
+                    )
+                arr = v.as_real_array(f"grads[{k}][{name!r}]", value)
+                v.check_shape(f"grads[{k}][{name!r}]", arr, param.shape, f"(the shape of {name!r})")
+                items.append((name, param, v.convert(arr, param.dtype)))
+        return out
+
+    def step(self, grads: Any) -> None:
+        """Update every parameter that has a gradient in ``grads`` (one dict per source, in the order
+        the sources were given; a single dict when there is one source)."""
+        checked = self._checked(grads)  # everything is validated before anything changes
+        self.steps += 1
+        for k, (source, items) in enumerate(zip(self._sources, checked)):
+            for name, param, grad in items:
+                state = self._state.get((k, name))
+                if state is None:
+                    state = self._state[(k, name)] = {"step": 0}
+                state["step"] += 1
+                self._update(param, grad, state)
+            if items:
+                source.changed()
+
+    def _update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({len(self._sources)} sources, {self.param_count:,} values, lr={self.lr})"
+        )
+
+
+def _check_number(name: str, value: Any, minimum: float | None = None, below: float | None = None) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {v.describe(value)}")
+    x = float(value)
+    if not math.isfinite(x) or (minimum is not None and x < minimum) or (below is not None and x >= below):
+        bounds = []
+        if minimum is not None:
+            bounds.append(f">= {minimum}")
+        if below is not None:
+            bounds.append(f"< {below}")
+        raise ValueError(
+            f"{name} must be a finite number{' ' + ' and '.join(bounds) if bounds else ''}, got {value!r}"
+        )
+    return x
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum and L2 weight decay (PyTorch's form)::
+
+        g = grad + weight_decay * p
+        b = momentum * b + g                 (b starts at 0; without momentum b = g)
+        p = p - lr * (g + momentum * b)      nesterov=True
+        p = p - lr * b                       otherwise
+
+    ``SGD(*params, lr, momentum=0.0, weight_decay=0.0, nesterov=False)``.
+    """
+
+    def __init__(
+        self,
+        *params: Any,
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
+        super().__init__(*params, lr=lr)
+        self.momentum = _check_number("momentum", momentum, minimum=0.0)
+        self.weight_decay = _check_number("weight_decay", weight_decay, minimum=0.0)
+        self.nesterov = v.check_bool("nesterov", nesterov)
+        if self.nesterov and self.momentum == 0.0:
+            raise ValueError("nesterov=True needs momentum > 0")
+
+    def _update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, Any]) -> None:
+        dt = param.dtype.type
+        if self.weight_decay:
+            grad = grad + dt(self.weight_decay) * param
+        if self.momentum:
+            buf = state.get("momentum")
+            if buf is None:
+                buf = state["momentum"] = np.zeros_like(param)
+            buf *= dt(self.momentum)
+            buf += grad
+            grad = grad + dt(self.momentum) * buf if self.nesterov else buf
+        param -= dt(self.lr) * grad
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), PyTorch's form; with ``weight_decay`` > 0 the L2 penalty is added to the
+    gradient (``decoupled=True``: AdamW's decay of the weights themselves, ``p -= lr * weight_decay * p``
+    before the update). Step t = 1, 2, ...::
+
+        g = grad + weight_decay * p          (not decoupled)
+        m = beta1 * m + (1 - beta1) * g      (m, v start at 0)
+        v = beta2 * v + (1 - beta2) * g²
+        p = p - lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps)
+
+    ``Adam(*params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False)``.
+    """
+
+    def __init__(
+        self,
+        *params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled: bool = False,
+    ) -> None:
+        super().__init__(*params, lr=lr)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {v.describe(betas)}")
+        self.betas = (
+            _check_number("betas[0]", betas[0], minimum=0.0, below=1.0),
+            _check_number("betas[1]", betas[1], minimum=0.0, below=1.0),
+        )
+        self.eps = _check_number("eps", eps, minimum=0.0)
+        self.weight_decay = _check_number("weight_decay", weight_decay, minimum=0.0)
+        self.decoupled = v.check_bool("decoupled", decoupled)
+
+    def _update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, Any]) -> None:
+        dt = param.dtype.type
+        beta1, beta2 = self.betas
+        t = state["step"]
+        if self.weight_decay:
+            if self.decoupled:
+                param *= dt(1.0 - self.lr * self.weight_decay)
+            else:
+                grad = grad + dt(self.weight_decay) * param
+        m = state.get("m")
+        if m is None:
+            m = state["m"] = np.zeros_like(param)
+            state["v"] = np.zeros_like(param)
+            state["tmp"] = np.empty_like(param)
+        sq, tmp = state["v"], state["tmp"]
+        m *= dt(beta1)
+        m += dt(1.0 - beta1) * grad
+        np.multiply(grad, grad, out=tmp)
+        tmp *= dt(1.0 - beta2)
+        sq *= dt(beta2)
+        sq += tmp
+        # denominator sqrt(v) / sqrt(1 - beta2^t) + eps; step size lr / (1 - beta1^t)
+        np.sqrt(sq, out=tmp)
+        tmp /= dt(math.sqrt(1.0 - beta2**t))
+        tmp += dt(self.eps)
+        np.divide(m, tmp, out=tmp)
+        tmp *= dt(self.lr / (1.0 - beta1**t))
+        param -= tmp
+
+
+def clip_grad_norm(grads: Any, max_norm: float) -> float:
+    """Scale gradients in place so that their global L2 norm is at most ``max_norm``; return the norm
+    they had before (as ``torch.nn.utils.clip_grad_norm_``)::
+
+        total = sqrt(sum over every array of sum(g²))
+        g = g * min(1, max_norm / (total + 1e-6))
+
+    grads: a dict name -> array, or a list of such dicts (None entries are skipped), e.g. what
+    ``Optimizer.step`` takes. A non-finite total leaves the gradients unchanged and is returned as is.
+    """
+    max_norm = _check_number("max_norm", max_norm, minimum=0.0)
+    arrays: list[np.ndarray] = []
+    groups: Iterable[Any] = [grads] if isinstance(grads, Mapping) else grads
+    if not isinstance(groups, Iterable):
+        raise TypeError(f"grads: expected a dict of arrays or a list of them, got {v.describe(grads)}")
+    for k, group in enumerate(groups):
+        if group is None:
+            continue
+        if not isinstance(group, Mapping):
+            raise TypeError(f"grads[{k}]: expected a dict of name -> array or None, got {v.describe(group)}")
+        for name, arr in group.items():
+            if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
+                raise TypeError(
+                    f"grads[{k}][{name!r}]: expected a floating-point NumPy array (scaled in place), "
+                    f"got {v.describe(arr)}"
+                )
+            arrays.append(arr)
+    total = math.sqrt(sum(float(np.square(a, dtype=np.float64).sum()) for a in arrays))
+    if math.isfinite(total):
+        scale = max_norm / (total + 1e-6)
+        if scale < 1.0:
+            for a in arrays:
+                a *= a.dtype.type(scale)
+    return total

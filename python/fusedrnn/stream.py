@@ -1,0 +1,157 @@
+"""Running a recurrent layer one time step at a time: ``s = layer.stream(batch_size)``.
+
+A stream holds the state of every layer between steps, so that ``y_t = s.step(x_t)`` for t = 0, 1, ...
+gives, step after step, what one call of the layer over the whole sequence gives (to the last rounding of
+the input projection, which a long call computes as one matrix product over all steps)::
+
+    lstm = fr.LSTM(16, 64, num_layers=2)
+    s = lstm.stream(batch_size=4)         # state: zeros (or stream(4, state=(h0, c0)))
+    for x_t in xs:                        # x_t (4, 16)
+        y_t = s.step(x_t)                 # (4, 64): the top layer's output at this step
+    h_n, c_n = s.state                    # as lstm(xs) returns it: (L, 4, 64) each
+    s.reset()                             # back to zeros (or s.reset(state))
+
+With ``batch_size=None`` the stream runs one unbatched sequence: x_t (I,), y_t (H_out,), state (L, H_out).
+Uses: autoregressive generation (feed the sample drawn from y_t back as x_{t+1}), and real-time input.
+A bidirectional layer cannot stream (its reverse direction starts at the end of the sequence), and a
+stream never applies dropout (it is inference, like a call).
+
+Cost: a step is one call of the compiled kernels with T = 1. The Python side checks ``x_t`` by its type,
+dtype and shape only (other inputs take a slower path that converts and explains errors), and picks up
+weights changed by an optimizer or ``load_state_dict`` between steps.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _validation as v
+
+if TYPE_CHECKING:
+    from .layers import RNNBase
+
+__all__ = ["Stream"]
+
+
+class Stream:
+    """A layer's state carried from one time step to the next (made by ``layer.stream``).
+
+    step(x_t) -> y_t: advance every layer by one step. x_t (N, I), or (I,) for an unbatched stream;
+        y_t (N, H_out) / (H_out,), the last layer's output.
+    state: the current state, a copy, in the layout a call of the layer returns: ``(h, c)`` for an LSTM,
+        ``h`` otherwise; h (L, N, H_out), c (L, N, H); unbatched without the N axis.
+    reset(state=None): start again from zeros, or from ``state`` (the layout above).
+    steps: the number of steps taken since the last reset.
+
+    Not thread-safe: one stream belongs to one thread (several streams may run the same layer at once).
+    """
+
+    __slots__ = (
+        "_layer",
+        "_dtype",
+        "_unbatched",
+        "_batch",
+        "_x_shape",
+        "_core_x_shape",
+        "_h",
+        "_c",
+        "_has_c",
+        "steps",
+    )
+
+    def __init__(self, layer: RNNBase, batch_size: int | None, state: Any = None) -> None:
+        if layer.bidirectional:
+            raise ValueError(
+                f"{type(layer).__name__}(bidirectional=True) cannot stream: its reverse direction reads "
+                "the sequence from its last step backwards, so no output exists before the whole sequence "
+                "is known; call the layer on the whole sequence instead"
+            )
+        self._layer = layer
+        self._dtype = layer.dtype
+        self._unbatched = batch_size is None
+        self._batch = 1 if batch_size is None else v.check_int("batch_size", batch_size, 1)
+        self._x_shape = (layer.input_size,) if self._unbatched else (self._batch, layer.input_size)
+        self._core_x_shape = (1, self._batch, layer.input_size)
+        self._has_c = layer._has_cell_state
+        self.reset(state)
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    @property
+    def batch_size(self) -> int | None:
+        return None if self._unbatched else self._batch
+
+    @property
+    def layer(self) -> RNNBase:
+        return self._layer
+
+    def reset(self, state: Any = None) -> None:
+        """Start again: zeros, or ``state`` (``(h0, c0)`` for an LSTM, either may be None; ``h0``
+        otherwise), shaped as the layer's call accepts it for this batch size."""
+        from .layers import _Layout
+
+        layer = self._layer
+        c = layer.config
+        lead = c.num_layers
+        h = np.zeros((lead, self._batch, c.output_size), self._dtype)
+        cs = np.zeros((lead, self._batch, c.hidden_size), self._dtype) if self._has_c else None
+        if state is not None:
+            layout = _Layout(False, self._unbatched, 1, self._batch)
+            if self._has_c:
+                if not isinstance(state, (tuple, list)) or len(state) != 2:
+                    raise TypeError(
+                        f"state must be a tuple (h0, c0) for an LSTM (or None), got {v.describe(state)}"
+                    )
+                h_in = layer._state_array("state[0] (h0)", state[0], layout, layer._h_shape(layout))
+                c_in = layer._state_array("state[1] (c0)", state[1], layout, layer._c_shape(layout))
+                if c_in is not None:
+                    cs = np.array(c_in, dtype=self._dtype, order="C")
+            else:
+                if isinstance(state, tuple):
+                    raise TypeError(
+                        f"state must be one array h0 for {type(layer).__name__} (not a tuple), "
+                        f"got {v.describe(state)}"
+                    )
+                h_in = layer._state_array("state", state, layout, layer._h_shape(layout))
+            if h_in is not None:
+                h = np.array(h_in, dtype=self._dtype, order="C")
+        self._h = h
+        self._c = cs
+        self.steps = 0
+
+    @property
+    def state(self) -> Any:
+        h = self._h[:, 0] if self._unbatched else self._h
+        if self._has_c:
+            c = self._c[:, 0] if self._unbatched else self._c
+            return h.copy(), c.copy()
+        return h.copy()
+
+    # -- stepping ------------------------------------------------------------------------------------
+
+    def step(self, x_t: Any) -> np.ndarray:
+        """Advance by one step: x_t (N, I) or, unbatched, (I,) -> y_t (N, H_out) / (H_out,)."""
+        if type(x_t) is np.ndarray and x_t.dtype == self._dtype and x_t.shape == self._x_shape:
+            x = x_t.reshape(self._core_x_shape)
+        else:
+            x = self._convert(x_t)
+        layer = self._layer
+        if layer._dirty:  # weights changed since the last upload: upload them now
+            layer._begin_call()
+            layer._end_call()
+        # The compiled stack works on an immutable snapshot of the weights, so it needs no lock here.
+        y, self._h, self._c = layer._stack.forward(x, self._h, self._c, None)
+        self.steps += 1
+        return y[0, 0] if self._unbatched else y[0]
+
+    def _convert(self, x_t: Any) -> np.ndarray:
+        arr = v.as_real_array("x_t", x_t)
+        if arr.shape != self._x_shape:
+            what = "(input_size,) for an unbatched stream" if self._unbatched else "(batch_size, input_size)"
+            raise ValueError(f"x_t must have shape {self._x_shape} {what}, got shape {tuple(arr.shape)}")
+        return v.convert(arr, self._dtype).reshape(self._core_x_shape)
+
+    def __repr__(self) -> str:
+        return f"Stream({self._layer!r}, batch_size={self.batch_size}, steps={self.steps})"

@@ -1,0 +1,59 @@
+"""The examples in ``examples/``, each run in a shortened form that must still reach its quality bar."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load(name: str):
+    path = EXAMPLES / f"{name}.py"
+    if not path.exists():
+        pytest.skip(f"{path} is not in this checkout")
+    spec = importlib.util.spec_from_file_location(f"fusedrnn_example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_char_lm_reaches_its_loss_and_samples_text():
+    char_lm = load("char_lm")
+    result = char_lm.main(["--steps", "120", "--sample-length", "80", "--quiet"])
+    assert result["loss"] < 1.5  # nats per character over the whole text
+    text = char_lm.zen_of_python()
+    assert result["sample"].startswith("Beautiful") and len(result["sample"]) == len("Beautiful") + 80
+    assert set(result["sample"]) <= set(text)
+
+
+def test_classify_gru_reaches_95_percent_and_the_rnn_does_not():
+    classify = load("classify")
+    result = classify.main(["--steps", "300", "--train-size", "4000", "--test-size", "1000", "--quiet"])
+    assert result["gru"] >= 0.95
+    assert result["rnn"] <= result["gru"] - 0.15
+
+
+def test_tagging_reaches_95_percent_per_word():
+    tagging = load("tagging")
+    result = tagging.main(["--steps", "150", "--train-size", "3000", "--test-size", "1000", "--quiet"])
+    assert result["accuracy"] >= 0.95
+    assert result["accuracy"] > result["baseline"] + 0.05  # it uses the context
+
+
+def test_examples_run_as_scripts_with_help():
+    import subprocess
+
+    for name in ("char_lm", "classify", "tagging"):
+        out = subprocess.run(
+            [sys.executable, str(EXAMPLES / f"{name}.py"), "--help"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "--steps" in out.stdout
