@@ -21,8 +21,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "core) rather than importing it from the source directory, and check that the build succeeded."
     ) from exc
 
-from . import _validation, reference
+from . import _validation, analysis, optim, reference
 from .cells import GRUCell, LSTMCell, RNNCell
+from .interop import from_keras, from_onnx, from_torch, load, save, to_onnx, to_torch
 from .layers import GRU, LSTM, RNN, Gradients, RNNBase, Tape
 
 __all__ = [
@@ -38,6 +39,15 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "reference",
+    "from_torch",
+    "to_torch",
+    "from_onnx",
+    "to_onnx",
+    "from_keras",
+    "save",
+    "load",
+    "optim",
+    "analysis",
     "__version__",
 ]
 

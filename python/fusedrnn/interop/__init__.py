@@ -1,0 +1,40 @@
+"""Models from and to other frameworks, and fusedrnn's own model files.
+
+- ``from_torch(module)`` / ``to_torch(layer)``: torch.nn's RNN, LSTM, GRU and cells (``torch_convert``);
+  ``fusedrnn.torch`` holds drop-in torch.nn modules running fusedrnn's kernels.
+- ``from_onnx(model)`` / ``to_onnx(layer, path)`` / ``call_as_onnx``: ONNX's LSTM, GRU and RNN nodes
+  (``onnx_io``).
+- ``from_keras(layer)`` / ``call_as_keras``: Keras 3's LSTM, GRU, SimpleRNN and Bidirectional
+  (``keras_io``).
+- ``save(layer, path)`` / ``load(path)``: one versioned file, no pickle (``model_file``).
+- ``Reverse``, ``SumDirections``, ``WithDefaults``: wrappers for conventions a layer alone lacks
+  (``wrappers``).
+
+Layouts are converted here and only here; the frameworks are imported only when a function needs them.
+"""
+
+from __future__ import annotations
+
+from .keras_io import call_as_keras, from_keras
+from .model_file import FORMAT_VERSION, ModelFileError, load, save
+from .onnx_io import call_as_onnx, from_onnx, to_onnx
+from .torch_convert import from_torch, to_torch
+from .wrappers import Reverse, SumDirections, WithDefaults, unwrap
+
+__all__ = [
+    "from_torch",
+    "to_torch",
+    "from_onnx",
+    "to_onnx",
+    "call_as_onnx",
+    "from_keras",
+    "call_as_keras",
+    "save",
+    "load",
+    "ModelFileError",
+    "FORMAT_VERSION",
+    "Reverse",
+    "SumDirections",
+    "WithDefaults",
+    "unwrap",
+]

@@ -1,0 +1,551 @@
+"""fusedrnn's model file: ``save(layer, path)`` and ``load(path)``.
+
+One file holds a versioned JSON description of the model and its weights as raw little-endian arrays;
+nothing in it is ever executed (no pickle), and every field is checked before it is used.
+
+Layout (all integers little-endian)::
+
+    magic           12 bytes   b"FUSEDRNN\\r\\n\\x1a\\n"
+    format version   4 bytes   uint32 (this version writes and reads 1)
+    header length    8 bytes   uint64
+    header                     UTF-8 JSON: {"format_version", "fusedrnn_version", "model", "tensors"}
+    padding                    zeros up to a multiple of 64 bytes
+    data                       the tensors, each at a 64-byte aligned offset (from the data's start)
+    checksum        32 bytes   SHA-256 of everything before it
+
+``model`` describes what to build -- ``{"kind": "LSTM", "dtype": "float32", "options": {...}}`` for a
+layer or cell (its constructor's arguments), or a wrapper (``Reverse``, ``SumDirections``,
+``WithDefaults``) around one (``"layer": {...}``). ``tensors`` lists each array as
+``{"name", "dtype" ("<f4", "<f8" or "<i8"), "shape", "offset", "nbytes"}``: the parameters as
+``params/<state_dict name>``, a ``WithDefaults``' values as ``defaults/<depth>/{h0,c0,lengths}``.
+
+A truncated, corrupted, hostile or foreign file raises ``ModelFileError`` (a ValueError) that says which;
+a file from a newer format version says so. Loading allocates nothing before the sizes it implies have
+been checked against the file's own size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import struct
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from .. import _validation as v
+from .._config import StackConfig
+from ..cells import GRUCell, LSTMCell, RNNCell
+from ..layers import GRU, LSTM, RNN, RNNBase
+from .wrappers import Reverse, SumDirections, WithDefaults
+
+__all__ = ["save", "load", "ModelFileError", "FORMAT_VERSION"]
+
+MAGIC = b"FUSEDRNN\r\n\x1a\n"
+FORMAT_VERSION = 1
+_ALIGN = 64
+_PREFIX = struct.Struct("<12sIQ")
+_DIGEST = 32
+_MAX_HEADER = 1 << 24  # 16 MiB of JSON is far beyond any real model's description
+_MAX_NESTING = 8
+_DTYPES = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8"), "<i8": np.dtype("<i8")}
+
+_LAYERS = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN}
+_CELLS = {"LSTMCell": LSTMCell, "GRUCell": GRUCell, "RNNCell": RNNCell}
+# Constructor options per kind: name -> type ("int", "bool", "float", or a tuple of allowed strings).
+_COMMON_LAYER = {
+    "input_size": "int",
+    "hidden_size": "int",
+    "num_layers": "int",
+    "bias": "bool",
+    "batch_first": "bool",
+    "dropout": "float",
+    "bidirectional": "bool",
+    "residual": "bool",
+}
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "LSTM": {
+        **_COMMON_LAYER,
+        "proj_size": "int",
+        "peephole": "bool",
+        "clip": "float",
+        "input_forget": "bool",
+        "forget_bias": "float",
+    },
+    "GRU": {**_COMMON_LAYER, "linear_before_reset": "bool"},
+    "RNN": {**_COMMON_LAYER, "nonlinearity": ("tanh", "relu")},
+    "LSTMCell": {"input_size": "int", "hidden_size": "int", "bias": "bool"},
+    "GRUCell": {"input_size": "int", "hidden_size": "int", "bias": "bool", "linear_before_reset": "bool"},
+    "RNNCell": {"input_size": "int", "hidden_size": "int", "bias": "bool", "nonlinearity": ("tanh", "relu")},
+}
+_OPTIONAL = {"LSTM": {"forget_bias"}}
+# StackConfig fields written from a layer (anything else the config gains must be added here first,
+# so that a layer using it is never saved without it).
+_CONFIG_FIELDS = {
+    "cell",
+    "input_size",
+    "hidden_size",
+    "num_layers",
+    "bias",
+    "bidirectional",
+    "proj_size",
+    "linear_before_reset",
+    "residual",
+    "peephole",
+    "clip",
+    "input_forget",
+}
+
+
+class ModelFileError(ValueError):
+    """A file that is not a readable fusedrnn model file: not one at all, truncated, corrupted, hostile,
+    or written by a newer fusedrnn."""
+
+
+# -- save -----------------------------------------------------------------------------------------------
+
+
+def _describe(obj: Any, tensors: dict[str, np.ndarray], depth: int) -> dict[str, Any]:
+    if isinstance(obj, Reverse):
+        return {"kind": "Reverse", "order": obj.order, "layer": _describe(obj.layer, tensors, depth + 1)}
+    if isinstance(obj, SumDirections):
+        return {"kind": "SumDirections", "layer": _describe(obj.layer, tensors, depth + 1)}
+    if isinstance(obj, WithDefaults):
+        spec: dict[str, Any] = {"kind": "WithDefaults", "layer": _describe(obj.layer, tensors, depth + 1)}
+        dtype = np.dtype(obj.dtype)
+        state = obj.state
+        parts: list[str] = []
+        if state is not None:
+            values = state if isinstance(state, (tuple, list)) else (state,)
+            for name, value in zip(("h0", "c0"), values):
+                if value is not None:
+                    tensors[f"defaults/{depth}/{name}"] = v.as_array(f"{name}", value, dtype)
+                    parts.append(name)
+        spec["state"] = parts
+        spec["state_is_tuple"] = isinstance(state, (tuple, list))
+        if obj.lengths is not None:
+            tensors[f"defaults/{depth}/lengths"] = np.asarray(obj.lengths, np.int64)
+        spec["lengths"] = obj.lengths is not None
+        return spec
+    if isinstance(obj, (RNNBase, LSTMCell, GRUCell, RNNCell)):
+        dtype = str(np.dtype(obj.dtype))
+    if isinstance(obj, RNNBase):
+        c: StackConfig = obj.config
+        unknown = [
+            f.name
+            for f in dataclasses.fields(c)
+            if f.name not in _CONFIG_FIELDS and getattr(c, f.name) != f.default
+        ]
+        if unknown:
+            raise ValueError(f"save: this file format does not know the option(s) {unknown} the layer uses")
+        kind = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}[c.cell]
+        options: dict[str, Any] = {
+            "input_size": c.input_size,
+            "hidden_size": c.hidden_size,
+            "num_layers": c.num_layers,
+            "bias": c.bias,
+            "batch_first": bool(obj.batch_first),
+            "dropout": float(obj.dropout),
+            "bidirectional": c.bidirectional,
+            "residual": c.residual,
+        }
+        if kind == "LSTM":
+            options.update(
+                proj_size=c.proj_size, peephole=c.peephole, clip=c.clip, input_forget=c.input_forget
+            )
+            if getattr(obj, "forget_bias", 0.0):  # initialization only, kept so that the model reads the same
+                options["forget_bias"] = float(obj.forget_bias)
+        elif kind == "GRU":
+            options["linear_before_reset"] = c.linear_before_reset
+        else:
+            options["nonlinearity"] = "relu" if c.cell == "rnn_relu" else "tanh"
+    elif isinstance(obj, (LSTMCell, GRUCell, RNNCell)):
+        kind = (
+            type(obj).__name__
+            if type(obj) in _CELLS.values()
+            else next(k for k, cls in _CELLS.items() if isinstance(obj, cls))
+        )
+        options = {"input_size": obj.input_size, "hidden_size": obj.hidden_size, "bias": obj.bias}
+        if isinstance(obj, GRUCell):
+            options["linear_before_reset"] = obj.linear_before_reset
+        if isinstance(obj, RNNCell):
+            options["nonlinearity"] = obj.nonlinearity
+    else:
+        raise TypeError(f"save expects a fusedrnn layer, cell or wrapper, got {v.describe(obj)}")
+    for name, arr in obj.state_dict().items():
+        tensors[f"params/{name}"] = arr
+    return {"kind": kind, "dtype": dtype, "options": options}
+
+
+def _encode(obj: Any) -> bytes:
+    from .. import __version__
+
+    tensors: dict[str, np.ndarray] = {}
+    model = _describe(obj, tensors, 0)
+    entries = []
+    offset = 0
+    for name, arr in tensors.items():
+        arr = np.ascontiguousarray(arr)
+        dtype = arr.dtype.newbyteorder("<")
+        code = dtype.str
+        if code not in _DTYPES:
+            raise TypeError(f"save: tensor {name} has unsupported dtype {arr.dtype}")
+        offset = -(-offset // _ALIGN) * _ALIGN
+        entries.append(
+            {
+                "name": name,
+                "dtype": code,
+                "shape": list(arr.shape),
+                "offset": offset,
+                "nbytes": int(arr.nbytes),
+            }
+        )
+        offset += arr.nbytes
+    header = json.dumps(
+        {
+            "format_version": FORMAT_VERSION,
+            "fusedrnn_version": __version__,
+            "model": model,
+            "tensors": entries,
+        },
+        allow_nan=False,
+        separators=(",", ":"),
+    ).encode()
+    out = io.BytesIO()
+    out.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)))
+    out.write(header)
+    out.write(b"\0" * (-out.tell() % _ALIGN))
+    data_start = out.tell()
+    for entry, arr in zip(entries, tensors.values()):
+        out.write(b"\0" * (data_start + entry["offset"] - out.tell()))
+        out.write(np.ascontiguousarray(arr, dtype=_DTYPES[entry["dtype"]]).tobytes())
+    body = out.getvalue()
+    return body + hashlib.sha256(body).digest()
+
+
+def save(layer: Any, path: Any) -> None:
+    """Write ``layer`` (a fusedrnn layer or cell, or one in ``Reverse``/``SumDirections``/``WithDefaults``)
+    with its configuration, dtype and weights to ``path`` (a path; or a binary file object). The file
+    is written whole to a temporary name beside ``path`` and then renamed, so that a crash never leaves
+    half a file under the final name."""
+    data = _encode(layer)
+    if hasattr(path, "write"):
+        path.write(data)
+        return
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fusedrnn-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# -- load -----------------------------------------------------------------------------------------------
+
+
+def _fail(source: str, message: str) -> ModelFileError:
+    return ModelFileError(f"{source}: {message}")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name} in JSON")
+
+
+def _check_value(source: str, where: str, value: Any, kind: Any) -> Any:
+    if kind == "int":
+        if type(value) is not int or value < 0:
+            raise _fail(source, f"{where} must be a non-negative integer, got {value!r}")
+    elif kind == "bool":
+        if type(value) is not bool:
+            raise _fail(source, f"{where} must be true or false, got {value!r}")
+    elif kind == "float":
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise _fail(source, f"{where} must be a finite number, got {value!r}")
+        value = float(value)
+    elif isinstance(kind, tuple):
+        if value not in kind:
+            raise _fail(source, f"{where} must be one of {list(kind)}, got {value!r}")
+    return value
+
+
+def _expect_keys(
+    source: str, where: str, obj: Any, required: set[str], optional: set[str] = frozenset()
+) -> None:
+    if not isinstance(obj, dict):
+        raise _fail(source, f"{where} must be a JSON object, got {type(obj).__name__}")
+    missing = required - set(obj)
+    extra = set(obj) - required - optional
+    if missing:
+        raise _fail(source, f"{where} lacks {sorted(missing)}")
+    if extra:
+        raise _fail(source, f"{where} has unknown entries {sorted(extra)}")
+
+
+def _stack_config(kind: str, options: dict[str, Any]) -> StackConfig:
+    if kind in _CELLS:
+        cell = {"LSTMCell": "lstm", "GRUCell": "gru"}.get(kind, "rnn_" + options.get("nonlinearity", "tanh"))
+        return StackConfig(
+            cell,
+            options["input_size"],
+            options["hidden_size"],
+            1,
+            options["bias"],
+            False,
+            0,
+            options.get("linear_before_reset", True),
+        )
+    cell = {"LSTM": "lstm", "GRU": "gru"}.get(kind, "rnn_" + options.get("nonlinearity", "tanh"))
+    return StackConfig(
+        cell,
+        options["input_size"],
+        options["hidden_size"],
+        options["num_layers"],
+        options["bias"],
+        options["bidirectional"],
+        options.get("proj_size", 0),
+        options.get("linear_before_reset", True),
+        options["residual"],
+        options.get("peephole", False),
+        options.get("clip", 0.0),
+        options.get("input_forget", False),
+    )
+
+
+class _Reader:
+    def __init__(self, source: str, data: memoryview, data_start: int, tensors: dict[str, dict[str, Any]]):
+        self.source = source
+        self.data = data
+        self.data_start = data_start
+        self.tensors = tensors
+        self.used: set[str] = set()
+
+    def array(self, name: str) -> np.ndarray:
+        entry = self.tensors[name]
+        self.used.add(name)
+        start = self.data_start + entry["offset"]
+        arr = np.frombuffer(
+            self.data, dtype=_DTYPES[entry["dtype"]], count=math.prod(entry["shape"]), offset=start
+        )
+        return arr.reshape(entry["shape"]).astype(_DTYPES[entry["dtype"]].newbyteorder("="))
+
+    def build(self, spec: Any, depth: int) -> Any:
+        source = self.source
+        where = "model" + ".layer" * depth
+        if depth > _MAX_NESTING:
+            raise _fail(source, f"{where}: wrappers nested more than {_MAX_NESTING} deep")
+        if not isinstance(spec, dict) or "kind" not in spec:
+            raise _fail(source, f"{where} must be an object with a 'kind'")
+        kind = spec["kind"]
+        if kind == "Reverse":
+            _expect_keys(source, where, spec, {"kind", "order", "layer"})
+            order = _check_value(source, f"{where}.order", spec["order"], ("original", "processing"))
+            return self._wrap(lambda: Reverse(self.build(spec["layer"], depth + 1), order), where)
+        if kind == "SumDirections":
+            _expect_keys(source, where, spec, {"kind", "layer"})
+            return self._wrap(lambda: SumDirections(self.build(spec["layer"], depth + 1)), where)
+        if kind == "WithDefaults":
+            _expect_keys(source, where, spec, {"kind", "layer", "state", "state_is_tuple", "lengths"})
+            inner = self.build(spec["layer"], depth + 1)
+            parts = spec["state"]
+            if not isinstance(parts, list) or not set(parts) <= {"h0", "c0"} or len(set(parts)) != len(parts):
+                raise _fail(source, f"{where}.state must list some of 'h0', 'c0', got {parts!r}")
+            is_tuple = _check_value(source, f"{where}.state_is_tuple", spec["state_is_tuple"], "bool")
+            has_lengths = _check_value(source, f"{where}.lengths", spec["lengths"], "bool")
+            names = [f"defaults/{depth}/{p}" for p in parts]
+            if has_lengths:
+                names.append(f"defaults/{depth}/lengths")
+            for name in names:
+                if name not in self.tensors:
+                    raise _fail(source, f"{where}: tensor {name!r} is missing")
+            values = {p: self.array(f"defaults/{depth}/{p}") for p in parts}
+            state: Any = None
+            if is_tuple:
+                state = (values.get("h0"), values.get("c0"))
+            elif values:
+                state = values.get("h0")
+            lengths = self.array(f"defaults/{depth}/lengths") if has_lengths else None
+            return self._wrap(lambda: WithDefaults(inner, state=state, lengths=lengths), where)
+        if kind not in _OPTIONS:
+            raise _fail(
+                source,
+                f"{where}.kind {kind!r} is not a model this fusedrnn knows "
+                f"({', '.join([*_OPTIONS, 'Reverse', 'SumDirections', 'WithDefaults'])})",
+            )
+        _expect_keys(source, where, spec, {"kind", "dtype", "options"})
+        dtype = _check_value(source, f"{where}.dtype", spec["dtype"], ("float32", "float64"))
+        schema = _OPTIONS[kind]
+        options = spec["options"]
+        optional = _OPTIONAL.get(kind, set())
+        _expect_keys(source, f"{where}.options", options, set(schema) - optional, optional)
+        options = {
+            k: _check_value(source, f"{where}.options.{k}", options[k], t)
+            for k, t in schema.items()
+            if k in options
+        }
+        # Size the model from its options before building anything, against the tensors the file holds.
+        directions = 2 if options.get("bidirectional") else 1
+        per_layer = 2 + 2 * int(options["bias"])
+        if options.get("num_layers", 1) * directions * per_layer > len(self.tensors):
+            raise _fail(
+                source,
+                f"{where}: the options imply at least "
+                f"{options.get('num_layers', 1) * directions * per_layer} parameter tensors, "
+                f"the file holds {len(self.tensors)}",
+            )
+        try:
+            config = _stack_config(kind, options)
+            shapes = config.param_shapes()
+        except (ValueError, TypeError, KeyError) as exc:
+            raise _fail(source, f"{where}.options are invalid: {exc}") from None
+        if kind in _CELLS:
+            shapes = [(name[: -len("_l0")], shape) for name, shape in shapes]
+        for name, shape in shapes:
+            entry = self.tensors.get(f"params/{name}")
+            if entry is None:
+                raise _fail(source, f"{where}: parameter {name} is missing")
+            if tuple(entry["shape"]) != tuple(shape):
+                raise _fail(
+                    source,
+                    f"{where}: parameter {name} has shape {tuple(entry['shape'])}, the options "
+                    f"imply {tuple(shape)}",
+                )
+            if entry["dtype"] == "<i8":
+                raise _fail(source, f"{where}: parameter {name} is stored as integers")
+        cls = _LAYERS.get(kind) or _CELLS[kind]
+        kwargs = dict(options)
+        if kind in _LAYERS and kwargs["dropout"] and kwargs["num_layers"] == 1:
+            raise _fail(source, f"{where}: dropout={kwargs['dropout']} with num_layers=1")
+        for key, default in (
+            ("proj_size", 0),
+            ("peephole", False),
+            ("clip", 0.0),
+            ("input_forget", False),
+            ("residual", False),
+        ):
+            if kwargs.get(key, default) == default:
+                kwargs.pop(key, None)
+        layer = self._wrap(lambda: cls(**kwargs, dtype=np.dtype(dtype)), where)
+        layer.load_state_dict({name: self.array(f"params/{name}") for name, _ in shapes})
+        return layer
+
+    def _wrap(self, make: Any, where: str) -> Any:
+        try:
+            return make()
+        except ModelFileError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise _fail(self.source, f"{where} cannot be built: {exc}") from None
+
+
+def _decode(data: bytes, source: str) -> Any:
+    view = memoryview(data)
+    size = len(data)
+    if size < _PREFIX.size or data[: len(MAGIC)] != MAGIC:
+        if size >= 8 and data[:8] == MAGIC[:8]:
+            raise _fail(
+                source,
+                "damaged fusedrnn model file (its signature was altered, e.g. by a text-mode "
+                "transfer that rewrote line endings)",
+            )
+        if size < _PREFIX.size and MAGIC.startswith(data[: len(MAGIC)]):
+            raise _fail(source, f"truncated fusedrnn model file ({size} bytes)")
+        raise _fail(source, "not a fusedrnn model file (it does not start with fusedrnn's signature)")
+    _, version, header_len = _PREFIX.unpack_from(data)
+    if version > FORMAT_VERSION:
+        raise _fail(
+            source,
+            f"written by a newer fusedrnn: file format version {version}, this fusedrnn "
+            f"reads version {FORMAT_VERSION} and older; upgrade fusedrnn to load it",
+        )
+    if version < 1:
+        raise _fail(source, f"invalid file format version {version}")
+    if header_len > _MAX_HEADER:
+        raise _fail(source, f"corrupted header length ({header_len} bytes)")
+    header_end = _PREFIX.size + header_len
+    if header_end > size:
+        raise _fail(source, f"truncated: the header needs {header_end} bytes, the file has {size}")
+    try:
+        header = json.loads(
+            bytes(view[_PREFIX.size : header_end]).decode("utf-8"), parse_constant=_reject_constant
+        )
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise _fail(source, f"corrupted header (not valid JSON: {str(exc)[:200]})") from None
+    _expect_keys(source, "header", header, {"format_version", "fusedrnn_version", "model", "tensors"})
+    if header["format_version"] != version:
+        raise _fail(source, "corrupted header (format versions disagree)")
+    entries = header["tensors"]
+    if not isinstance(entries, list):
+        raise _fail(source, "header.tensors must be a list")
+    data_start = -(-header_end // _ALIGN) * _ALIGN
+    tensors: dict[str, dict[str, Any]] = {}
+    data_end = 0
+    for k, entry in enumerate(entries):
+        where = f"header.tensors[{k}]"
+        _expect_keys(source, where, entry, {"name", "dtype", "shape", "offset", "nbytes"})
+        name = entry["name"]
+        if not isinstance(name, str) or name in tensors:
+            raise _fail(source, f"{where}.name must be a unique string, got {name!r}")
+        if entry["dtype"] not in _DTYPES:
+            raise _fail(source, f"{where}.dtype must be one of {list(_DTYPES)}, got {entry['dtype']!r}")
+        shape = entry["shape"]
+        if not isinstance(shape, list) or len(shape) > 4 or any(type(d) is not int or d < 0 for d in shape):
+            raise _fail(
+                source, f"{where}.shape must be a list of at most 4 non-negative integers, got {shape!r}"
+            )
+        for key in ("offset", "nbytes"):
+            if type(entry[key]) is not int or entry[key] < 0:
+                raise _fail(source, f"{where}.{key} must be a non-negative integer")
+        if entry["nbytes"] != math.prod(shape) * _DTYPES[entry["dtype"]].itemsize:
+            raise _fail(source, f"{where}: nbytes {entry['nbytes']} does not match shape {shape}")
+        if entry["offset"] < data_end or entry["offset"] % _ALIGN:
+            raise _fail(
+                source, f"{where}: offset {entry['offset']} overlaps the previous tensor or is unaligned"
+            )
+        data_end = entry["offset"] + entry["nbytes"]
+        tensors[name] = entry
+    expected_size = data_start + data_end + _DIGEST
+    if size < expected_size:
+        raise _fail(source, f"truncated: the file has {size} bytes, its header describes {expected_size}")
+    if size > expected_size:
+        raise _fail(source, f"corrupted: {size - expected_size} unexpected bytes after the data")
+    if hashlib.sha256(view[: size - _DIGEST]).digest() != data[size - _DIGEST :]:
+        raise _fail(source, "corrupted: the checksum does not match the contents")
+    reader = _Reader(source, view, data_start, tensors)
+    model = reader.build(header["model"], 0)
+    unused = set(tensors) - reader.used
+    if unused:
+        raise _fail(source, f"the file holds tensors the model does not use: {sorted(unused)[:5]}")
+    return model
+
+
+def load(path: Any) -> Any:
+    """Read a model written by ``save``: a fusedrnn layer, cell or wrapped layer with the saved
+    configuration, dtype and weights. ``path``: a path, or a binary file object. Raises ModelFileError
+    (a ValueError) for anything that is not an intact fusedrnn model file of a version this fusedrnn
+    reads, FileNotFoundError for a missing path."""
+    if hasattr(path, "read"):
+        data = path.read()
+        source = getattr(path, "name", "<file object>")
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(
+                f"load: the file object must be opened in binary mode, it gave {type(data).__name__}"
+            )
+    else:
+        source = os.fspath(path)
+        with open(source, "rb") as f:
+            data = f.read()
+    return _decode(bytes(data), str(source))

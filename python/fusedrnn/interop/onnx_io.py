@@ -1,0 +1,733 @@
+"""ONNX <-> fusedrnn: ``from_onnx`` imports the LSTM, GRU and RNN nodes of a model as fusedrnn layers,
+``to_onnx`` exports a layer as standard ONNX nodes, and ``call_as_onnx`` runs a layer with an ONNX node's
+inputs and outputs. The ``onnx`` package is imported only when these functions are called.
+
+ONNX's recurrent operators (opset 7 to 22) against fusedrnn's layers:
+
+=====================  ============================================================================
+ONNX                   fusedrnn
+=====================  ============================================================================
+W [D, G*H, I]          ``weight_ih_l0[_reverse]`` (G*H, I), gate blocks reordered: LSTM i,o,f,c ->
+R [D, G*H, H]          i,f,g,o; GRU z,r,h -> r,z,n; ``weight_hh_l0[_reverse]`` likewise
+B [D, 2*G*H]           ``bias_ih`` = first half, ``bias_hh`` = second half (reordered); absent: bias=False
+P [D, 3*H] (LSTM)      ``weight_ph_l0[_reverse]`` with peephole=True; ONNX order i,o,f -> fusedrnn i,f,o
+direction              "forward", "bidirectional": the layer; "reverse": ``Reverse(layer)``
+layout 0 / 1           batch_first=False / True (states: ONNX (N, D, H) with layout 1, see call_as_onnx)
+linear_before_reset    GRU(linear_before_reset=bool(value))
+clip (LSTM)            LSTM(clip=value)
+input_forget (LSTM)    LSTM(input_forget=bool(value))
+activations            the defaults only (LSTM Sigmoid,Tanh,Tanh; GRU Sigmoid,Tanh; RNN Tanh or Relu)
+sequence_lens          ``lengths=``; a constant one: ``WithDefaults(layer, lengths=...)``
+initial_h, initial_c   ``state=``; nonzero constants: ``WithDefaults(layer, state=...)``
+=====================  ============================================================================
+
+Semantics: outputs past a sequence's length are zeros and Y_h/Y_c hold the state at its last valid step
+(ONNX Runtime's behaviour, PyTorch's too); the reverse direction starts at each sequence's own last valid
+step. A sequence of length 0 (ONNX allows it, fusedrnn's layers do not) gives zeros everywhere in
+``call_as_onnx``, as in ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .. import _validation as v
+from ..cells import GRUCell, LSTMCell, RNNCell
+from ..layers import GRU, LSTM, RNN, RNNBase
+from .wrappers import Reverse, SumDirections, WithDefaults, unwrap
+
+__all__ = ["from_onnx", "to_onnx", "call_as_onnx"]
+
+_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+# fusedrnn's (PyTorch's) gate block k is ONNX's block _TO_FUSED[op][k]; and the inverse.
+_TO_FUSED = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2], "RNN": [0]}
+_TO_ONNX = {"LSTM": [0, 3, 1, 2], "GRU": [1, 0, 2], "RNN": [0]}
+_DEFAULT_ACTIVATIONS = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh"), "RNN": ("tanh",)}
+# Attributes this converter understands, per operator. An option the layers gain is one entry here and
+# one line in _layer_options.
+_KNOWN_ATTRIBUTES = {
+    "LSTM": {
+        "activation_alpha",
+        "activation_beta",
+        "activations",
+        "clip",
+        "direction",
+        "hidden_size",
+        "input_forget",
+        "layout",
+    },
+    "GRU": {
+        "activation_alpha",
+        "activation_beta",
+        "activations",
+        "clip",
+        "direction",
+        "hidden_size",
+        "linear_before_reset",
+        "layout",
+    },
+    "RNN": {
+        "activation_alpha",
+        "activation_beta",
+        "activations",
+        "clip",
+        "direction",
+        "hidden_size",
+        "layout",
+    },
+}
+_OPSET = 14  # the first with the layout attribute; every attribute used here exists there
+
+
+def _import_onnx() -> Any:
+    try:
+        import onnx
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "fusedrnn's ONNX import and export need the onnx package: pip install onnx"
+        ) from exc
+    return onnx
+
+
+def _reorder(a: np.ndarray, perm: list[int], hidden: int) -> np.ndarray:
+    """Gate blocks (rows of ``hidden``) of ``a`` in the order ``perm`` (block k of the result is block
+    perm[k] of ``a``)."""
+    return np.concatenate([a[k * hidden : (k + 1) * hidden] for k in perm], axis=0)
+
+
+# -- import ---------------------------------------------------------------------------------------------
+
+
+def _load_model(model: Any) -> Any:
+    onnx = _import_onnx()
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, (bytes, bytearray)):
+        try:
+            return onnx.load_from_string(bytes(model))
+        except Exception as exc:
+            raise ValueError(f"from_onnx: the bytes given are not an ONNX model: {exc}") from None
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"from_onnx: no such file: {path!r}")
+        try:
+            return onnx.load(path)
+        except Exception as exc:
+            raise ValueError(f"from_onnx: {path!r} is not a readable ONNX model: {exc}") from None
+    raise TypeError(f"from_onnx expects a path, bytes or an onnx.ModelProto, got {v.describe(model)}")
+
+
+def _constants(graph: Any) -> dict[str, Any]:
+    """name -> TensorProto for the graph's initializers and Constant nodes' tensor values."""
+    onnx = _import_onnx()
+    out = {init.name: init for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1:
+            for attr in node.attribute:
+                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                    out[node.output[0]] = attr.t
+    return out
+
+
+def _array(tensor: Any, what: str) -> np.ndarray:
+    onnx = _import_onnx()
+    from onnx import numpy_helper
+
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        raise ValueError(
+            f"{what} is stored outside the model file and was not loaded: pass the model's path to "
+            "from_onnx (or load it with onnx.load(path), which reads external data)"
+        )
+    try:
+        return numpy_helper.to_array(tensor)
+    except Exception as exc:
+        raise ValueError(f"{what} cannot be read: {exc}") from None
+
+
+def _attributes(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    out = {}
+    for attr in node.attribute:
+        value = helper.get_attribute_value(attr)
+        if isinstance(value, bytes):
+            value = value.decode()
+        elif isinstance(value, list):
+            value = [x.decode() if isinstance(x, bytes) else x for x in value]
+        out[attr.name] = value
+    return out
+
+
+def _float_dtype(arr: np.ndarray, what: str) -> Any:
+    if arr.dtype == np.float64:
+        return np.float64
+    if arr.dtype in (np.float32, np.float16):
+        return np.float32
+    raise TypeError(f"{what} has dtype {arr.dtype}: fusedrnn computes in float32 or float64")
+
+
+def _check_activations(op: str, label: str, attrs: dict[str, Any], directions: int) -> str:
+    """The RNN nonlinearity ('tanh'/'relu'), or '' for LSTM/GRU, after checking the activations are
+    ones the kernels compute."""
+    default = _DEFAULT_ACTIVATIONS[op]
+    acts = attrs.get("activations")
+    if acts is None:
+        return "tanh" if op == "RNN" else ""
+    names = [str(a).lower() for a in acts]
+    if len(names) != len(default) * directions:
+        raise ValueError(
+            f"{label}: activations={list(acts)} must list {len(default)} per direction "
+            f"({len(default) * directions} for {directions} direction(s))"
+        )
+    per_direction = [tuple(names[k * len(default) : (k + 1) * len(default)]) for k in range(directions)]
+    if op == "RNN":
+        if per_direction[0][0] in ("tanh", "relu") and all(d == per_direction[0] for d in per_direction):
+            return per_direction[0][0]
+        raise NotImplementedError(
+            f"{label}: activations={list(acts)}: fusedrnn's RNN computes Tanh or Relu, the same in both "
+            "directions"
+        )
+    if any(d != default for d in per_direction):
+        raise NotImplementedError(
+            f"{label}: activations={list(acts)}: fusedrnn's {op} kernels compute only the default "
+            f"activations {[a.capitalize() for a in default]}"
+        )
+    return ""
+
+
+def _layer_options(op: str, label: str, attrs: dict[str, Any]) -> dict[str, Any]:
+    """Constructor keywords for the node's options beyond the weights' shapes."""
+    options: dict[str, Any] = {}
+    clip = attrs.get("clip")
+    if clip is not None:
+        if op != "LSTM":
+            raise NotImplementedError(f"{label}: clip={clip}: fusedrnn's {op} has no clip (its LSTM has)")
+        if not float(clip) > 0:
+            raise ValueError(f"{label}: clip={clip} must be a positive number")
+        options["clip"] = float(clip)
+    if op == "LSTM" and int(attrs.get("input_forget", 0)):
+        options["input_forget"] = True
+    if op == "GRU":
+        options["linear_before_reset"] = bool(int(attrs.get("linear_before_reset", 0)))
+    return options
+
+
+def _convert_node(node: Any, constants: dict[str, Any], label: str) -> Any:
+    op = node.op_type
+    gates = _GATES[op]
+    attrs = _attributes(node)
+    unknown = sorted(set(attrs) - _KNOWN_ATTRIBUTES[op])
+    if unknown:
+        raise NotImplementedError(f"{label}: attribute {', '.join(unknown)} is not supported")
+    inputs = list(node.input) + [""] * (8 - len(node.input))
+    x_name, w_name, r_name, b_name, lens_name, h_name, c_name, p_name = inputs[:8]
+    if op != "LSTM" and (c_name or p_name):
+        raise ValueError(f"{label}: a {op} node has no initial_c or P input")
+
+    def const(name: str, what: str) -> np.ndarray | None:
+        if not name:
+            return None
+        if name not in constants:
+            return None
+        return _array(constants[name], f"{label}: {what} ({name!r})")
+
+    w = const(w_name, "W")
+    r = const(r_name, "R")
+    if w is None or r is None:
+        raise LookupError(f"{label}: W and R must be initializers or Constant outputs to be imported")
+    b = const(b_name, "B")
+    p = const(p_name, "P")
+    if b_name and b is None or p_name and p is None:
+        raise LookupError(f"{label}: B and P must be initializers or Constant outputs to be imported")
+    dtype = _float_dtype(w, f"{label}: W")
+
+    direction = attrs.get("direction", "forward")
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise ValueError(f"{label}: direction={direction!r} must be forward, reverse or bidirectional")
+    layout = int(attrs.get("layout", 0))
+    if layout not in (0, 1):
+        raise ValueError(f"{label}: layout={layout} must be 0 or 1")
+    directions = 2 if direction == "bidirectional" else 1
+    if w.ndim != 3 or w.shape[0] != directions or w.shape[1] % gates:
+        raise ValueError(
+            f"{label}: W has shape {w.shape}, expected ({directions}, {gates}*hidden_size, input_size)"
+        )
+    hidden = w.shape[1] // gates
+    if "hidden_size" in attrs and int(attrs["hidden_size"]) != hidden:
+        raise ValueError(f"{label}: hidden_size={attrs['hidden_size']} but W has shape {w.shape}")
+    input_size = w.shape[2]
+    expected = {
+        "R": (r, (directions, gates * hidden, hidden)),
+        "B": (b, (directions, 2 * gates * hidden)),
+        "P": (p, (directions, 3 * hidden)),
+    }
+    for what, (arr, shape) in expected.items():
+        if arr is not None and arr.shape != shape:
+            raise ValueError(f"{label}: {what} has shape {arr.shape}, expected {shape}")
+    nonlinearity = _check_activations(op, label, attrs, directions)
+    options = _layer_options(op, label, attrs)
+
+    common = dict(batch_first=layout == 1, bidirectional=directions == 2, bias=b is not None, dtype=dtype)
+    if op == "LSTM":
+        layer: Any = LSTM(input_size, hidden, peephole=p is not None, **options, **common)
+    elif op == "GRU":
+        layer = GRU(input_size, hidden, **options, **common)
+    else:
+        layer = RNN(input_size, hidden, nonlinearity=nonlinearity, **options, **common)
+    perm = _TO_FUSED[op]
+    state: dict[str, np.ndarray] = {}
+    for d in range(directions):
+        sfx = "_l0" + ("_reverse" if d == 1 else "")
+        state["weight_ih" + sfx] = _reorder(w[d], perm, hidden)
+        state["weight_hh" + sfx] = _reorder(r[d], perm, hidden)
+        if b is not None:
+            state["bias_ih" + sfx] = _reorder(b[d, : gates * hidden], perm, hidden)
+            state["bias_hh" + sfx] = _reorder(b[d, gates * hidden :], perm, hidden)
+        if p is not None:  # ONNX p_i, p_o, p_f -> fusedrnn p_i, p_f, p_o
+            state["weight_ph" + sfx] = np.concatenate(
+                [p[d, :hidden], p[d, 2 * hidden :], p[d, hidden : 2 * hidden]]
+            )
+    layer.load_state_dict(state)
+
+    result: Any = Reverse(layer) if direction == "reverse" else layer
+    # Constant initial states and lengths become defaults; all-zero states are what None means already.
+    h0 = const(h_name, "initial_h")
+    c0 = const(c_name, "initial_c")
+    lens = const(lens_name, "sequence_lens")
+    default_state: Any = None
+    if h0 is not None or c0 is not None:
+
+        def to_layer(s: np.ndarray | None) -> np.ndarray | None:
+            if s is None:
+                return None
+            s = np.asarray(s, dtype)
+            return np.ascontiguousarray(s.transpose(1, 0, 2)) if layout == 1 else s
+
+        h0, c0 = to_layer(h0), to_layer(c0)
+        if (h0 is not None and h0.any()) or (c0 is not None and c0.any()):
+            default_state = (h0, c0) if op == "LSTM" else h0
+    if lens is not None and (lens < 1).any():
+        raise NotImplementedError(f"{label}: a constant sequence_lens with zero lengths is not supported")
+    if default_state is not None or lens is not None:
+        result = WithDefaults(result, state=default_state, lengths=lens)
+    return result
+
+
+def from_onnx(model: Any) -> dict[str, Any]:
+    """Import every LSTM, GRU and RNN node of an ONNX model whose weights (W, R, and B, P when present)
+    are initializers (or Constant outputs), as ``{node name, or its first output's name: layer}``.
+
+    ``model``: a path, the serialized bytes, or an ``onnx.ModelProto``. Each value is a fusedrnn layer
+    configured to reproduce the node (see the module docstring for the mapping), wrapped in ``Reverse``
+    for ``direction="reverse"`` and in ``WithDefaults`` when initial states or lengths are nonzero
+    constants. ``call_as_onnx(layer, X, ...)`` runs it with the node's own input and output layouts.
+    Options the kernels do not compute (activations other than the defaults; clip on GRU and RNN) raise
+    NotImplementedError naming the attribute. Nodes whose weights are graph inputs are skipped with a
+    warning; a model with no importable node raises ValueError.
+    """
+    onnx_model = _load_model(model)
+    graph = onnx_model.graph
+    constants = _constants(graph)
+    layers: dict[str, Any] = {}
+    skipped = []
+    seen_ops = []
+    for index, node in enumerate(graph.node):
+        if node.domain not in ("", "ai.onnx") or node.op_type not in _GATES:
+            continue
+        seen_ops.append(node.op_type)
+        outputs = [o for o in node.output if o]
+        key = node.name or (outputs[0] if outputs else f"{node.op_type}_{index}")
+        label = f"{node.op_type} node {key!r}"
+        try:
+            layer = _convert_node(node, constants, label)
+        except LookupError as exc:
+            skipped.append(str(exc))
+            continue
+        if key in layers:
+            raise ValueError(f"from_onnx: two recurrent nodes are both called {key!r}")
+        layers[key] = layer
+    if skipped and layers:
+        warnings.warn("from_onnx skipped: " + "; ".join(skipped), UserWarning, stacklevel=2)
+    if not layers:
+        if skipped:
+            raise ValueError("from_onnx: no importable LSTM, GRU or RNN node: " + "; ".join(skipped))
+        raise ValueError("from_onnx: the model's graph has no LSTM, GRU or RNN node")
+    return layers
+
+
+# -- running with ONNX's layouts ----------------------------------------------------------------------
+
+
+def call_as_onnx(
+    layer: Any,
+    X: Any,
+    sequence_lens: Any = None,
+    initial_h: Any = None,
+    initial_c: Any = None,
+) -> tuple[np.ndarray, ...]:
+    """Run a one-layer fusedrnn layer (as ``from_onnx`` returns it) with an ONNX node's inputs and
+    outputs: X (T, N, I), or (N, T, I) when the layer is batch_first (the node's layout=1);
+    initial_h/initial_c (D, N, H), or (N, D, H) for layout=1. Returns (Y, Y_h) or (Y, Y_h, Y_c) for an
+    LSTM: Y (T, D, N, H) / layout 1 (N, T, D, H), Y_h and Y_c like initial_h. sequence_lens may hold
+    zeros: those sequences give zeros, as in ONNX Runtime."""
+    inner = unwrap(layer)
+    if not isinstance(inner, RNNBase) or inner.num_layers != 1:
+        raise TypeError(f"call_as_onnx runs a one-layer fusedrnn layer, got {v.describe(layer)}")
+    if isinstance(layer, SumDirections) or (isinstance(layer, Reverse) and layer.order != "original"):
+        raise TypeError(
+            "call_as_onnx: the layer's outputs are not an ONNX node's (SumDirections / processing order)"
+        )
+    lstm = inner.mode == "LSTM"
+    layout = 1 if inner.batch_first else 0
+    x = v.as_real_array("X", X)
+    if x.ndim != 3:
+        raise ValueError(f"X must be 3-D ({'(N, T, I)' if layout else '(T, N, I)'}), got shape {x.shape}")
+    steps, batch = (x.shape[1], x.shape[0]) if layout else (x.shape[0], x.shape[1])
+
+    def state_in(s: Any, name: str) -> np.ndarray | None:
+        if s is None:
+            return None
+        arr = v.as_real_array(name, s)
+        if arr.ndim != 3:
+            raise ValueError(f"{name} must be 3-D, got shape {arr.shape}")
+        return np.ascontiguousarray(arr.transpose(1, 0, 2)) if layout else arr
+
+    h0 = state_in(initial_h, "initial_h")
+    c0 = state_in(initial_c, "initial_c")
+    zero = None
+    lens = None
+    if sequence_lens is not None:
+        lens = np.asarray(v.to_numpy(sequence_lens))
+        if lens.shape != (batch,) or lens.dtype.kind not in "iu":
+            raise ValueError(
+                f"sequence_lens must be an integer array of shape ({batch},), got {v.describe(lens)}"
+            )
+        if (lens < 0).any() or (lens > steps).any():
+            raise ValueError(f"sequence_lens must be between 0 and T={steps}, got {lens.tolist()}")
+        zero = lens == 0
+        lens = np.where(zero, 1, lens).astype(np.int64)
+        if not zero.any():
+            zero = None
+    if lstm:
+        state = None if h0 is None and c0 is None else (h0, c0)
+    else:
+        state = h0
+    y, new_state = layer(x, state, lens)
+    h_n, c_n = new_state if lstm else (new_state, None)
+    directions = 2 if inner.bidirectional else 1
+    hidden = inner.config.output_size
+    if layout:
+        y4 = y.reshape(batch, steps, directions, hidden)
+    else:
+        y4 = y.reshape(steps, batch, directions, hidden).transpose(0, 2, 1, 3)
+    y4 = np.ascontiguousarray(y4)
+    outs = [y4, h_n] + ([c_n] if lstm else [])
+    if zero is not None:
+        if layout:
+            outs[0][zero] = 0
+        else:
+            outs[0][:, :, zero] = 0
+        for s in outs[1:]:
+            s[:, zero] = 0
+    if layout:
+        outs[1:] = [np.ascontiguousarray(s.transpose(1, 0, 2)) for s in outs[1:]]
+    return tuple(outs)
+
+
+# -- export ---------------------------------------------------------------------------------------------
+
+
+class _GraphBuilder:
+    def __init__(self, elem_type: int, np_dtype: Any) -> None:
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self.elem_type = elem_type
+        self.np_dtype = np_dtype
+        self._count = 0
+
+    def name(self, base: str) -> str:
+        self._count += 1
+        return f"{base}_{self._count}"
+
+    def const(self, base: str, arr: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = self.name(base)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        return name
+
+    def node(
+        self, op: str, inputs: list[str], n_outputs: int = 1, base: str | None = None, **attrs: Any
+    ) -> Any:
+        from onnx import helper
+
+        outputs = [self.name(base or op.lower()) for _ in range(n_outputs)]
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=self.name(op), **attrs))
+        return outputs if n_outputs > 1 else outputs[0]
+
+
+def _recurrent_nodes(
+    g: _GraphBuilder,
+    inner: RNNBase,
+    x: str,
+    lengths: str,
+    h0: str,
+    c0: str,
+    reverse: bool,
+) -> tuple[str, list[str], list[str]]:
+    """One ONNX node per layer over time-major x; returns (y (T, N, D*H), [Y_h per layer], [Y_c])."""
+    c = inner.config
+    op = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}[c.cell]
+    if c.proj_size:
+        raise ValueError("to_onnx: ONNX's LSTM has no projection (proj_size); this layer cannot be exported")
+    hidden, directions = c.hidden_size, c.num_directions
+    params = inner.state_dict()
+    perm = _TO_ONNX[op]
+    direction = "bidirectional" if directions == 2 else ("reverse" if reverse else "forward")
+    attrs: dict[str, Any] = {"hidden_size": hidden, "direction": direction}
+    if op == "GRU":
+        attrs["linear_before_reset"] = int(c.linear_before_reset)
+    if c.cell == "rnn_relu":
+        attrs["activations"] = ["Relu"] * directions
+    if c.clip:
+        attrs["clip"] = float(c.clip)
+    if c.input_forget:
+        attrs["input_forget"] = 1
+    hs, cs = [], []
+    cur = x
+    for k in range(c.num_layers):
+        names = [c.layer_param_names(k, d) for d in range(directions)]
+        w = np.stack([_reorder(params[n["weight_ih"]], perm, hidden) for n in names])
+        r = np.stack([_reorder(params[n["weight_hh"]], perm, hidden) for n in names])
+        ins = [cur, g.const(f"W_l{k}", w), g.const(f"R_l{k}", r)]
+        if c.bias:
+            b = np.stack(
+                [
+                    np.concatenate(
+                        [
+                            _reorder(params[n["bias_ih"]], perm, hidden),
+                            _reorder(params[n["bias_hh"]], perm, hidden),
+                        ]
+                    )
+                    for n in names
+                ]
+            )
+            ins.append(g.const(f"B_l{k}", b))
+        else:
+            ins.append("")
+        ins.append(lengths)
+        lo, hi = k * directions, (k + 1) * directions
+        if h0:
+            ins.append(
+                g.node(
+                    "Slice",
+                    [
+                        h0,
+                        g.const("lo", np.array([lo])),
+                        g.const("hi", np.array([hi])),
+                        g.const("axis", np.array([0])),
+                    ],
+                    base=f"h0_l{k}",
+                )
+            )
+        else:
+            ins.append("")
+        if op == "LSTM":
+            if c0:
+                ins.append(
+                    g.node(
+                        "Slice",
+                        [
+                            c0,
+                            g.const("lo", np.array([lo])),
+                            g.const("hi", np.array([hi])),
+                            g.const("axis", np.array([0])),
+                        ],
+                        base=f"c0_l{k}",
+                    )
+                )
+            else:
+                ins.append("")
+            if c.peephole:
+                p = np.stack([params[n["weight_ph"]] for n in names])  # i, f, o -> ONNX i, o, f
+                p = np.concatenate([p[:, :hidden], p[:, 2 * hidden :], p[:, hidden : 2 * hidden]], axis=1)
+                ins.append(g.const(f"P_l{k}", p))
+        while ins and ins[-1] == "":
+            ins.pop()
+        n_out = 3 if op == "LSTM" else 2
+        outs = g.node(op, ins, n_out, base=f"{op.lower()}_l{k}", **attrs)
+        y4 = g.node("Transpose", [outs[0]], perm=[0, 2, 1, 3])  # (T, D, N, H) -> (T, N, D, H)
+        y = g.node("Reshape", [y4, g.const("shape", np.array([0, 0, directions * hidden]))], base=f"y_l{k}")
+        if c.residual and k > 0:
+            y = g.node("Add", [y, cur], base=f"res_l{k}")
+        hs.append(outs[1])
+        if op == "LSTM":
+            cs.append(outs[2])
+        cur = y
+    return cur, hs, cs
+
+
+def to_onnx(layer: Any, path: Any = None, *, state: bool = False, lengths: bool = False) -> Any:
+    """Export a fusedrnn layer (LSTM, GRU, RNN: stacked, bidirectional, batch_first, residual, LSTM
+    peepholes / clip / input_forget, reset-before GRU), a cell, or a layer in ``Reverse`` /
+    ``SumDirections`` / ``WithDefaults`` as a standard ONNX model (opset 14) with one ONNX LSTM/GRU/RNN
+    node per layer; saved to ``path`` when given; returns the ``onnx.ModelProto``.
+
+    The model's interface is the layer's call, time-major unless batch_first: input ``input`` (T, N, I);
+    with ``state=True`` also ``h0`` (D*L, N, H_out) and, for an LSTM, ``c0`` (D*L, N, H); with
+    ``lengths=True`` also ``lengths`` (N,) int32 (each in [1, T]). Outputs ``output`` (T, N, D*H_out),
+    ``h_n``, and ``c_n`` for an LSTM. A cell's model maps ``input`` (N, I) (and ``h0``/``c0`` (N, H)
+    with ``state=True``) to ``h1`` (and ``c1``). Dropout is not exported (inference). A projected LSTM
+    (proj_size) raises ValueError: ONNX's LSTM has no projection.
+    """
+    onnx = _import_onnx()
+    from onnx import TensorProto, helper
+
+    wrappers = []
+    obj = layer
+    while isinstance(obj, (Reverse, SumDirections, WithDefaults)):
+        wrappers.append(obj)
+        obj = obj.layer
+    inner = obj
+    if not isinstance(inner, (RNNBase, LSTMCell, GRUCell, RNNCell)):
+        raise TypeError(f"to_onnx exports a fusedrnn layer or cell, got {v.describe(layer)}")
+    np_dtype = np.dtype(inner.dtype)
+    elem = TensorProto.DOUBLE if np_dtype == np.float64 else TensorProto.FLOAT
+    g = _GraphBuilder(elem, np_dtype)
+    if not isinstance(inner, RNNBase):
+        if wrappers:
+            raise TypeError("to_onnx: a cell cannot be wrapped")
+        return _export_cell(g, inner, path, state)
+    c = inner.config
+    lstm = c.cell == "lstm"
+    reverse = any(isinstance(w, Reverse) for w in wrappers)
+    processing_order = any(isinstance(w, Reverse) and w.order == "processing" for w in wrappers)
+    summed = any(isinstance(w, SumDirections) for w in wrappers)
+    default_state = next(
+        (w.state for w in wrappers if isinstance(w, WithDefaults) and w.state is not None), None
+    )
+    default_lengths = next(
+        (w.lengths for w in wrappers if isinstance(w, WithDefaults) and w.lengths is not None), None
+    )
+    lead = c.num_layers * c.num_directions
+    seq = ["N", "T", c.input_size] if inner.batch_first else ["T", "N", c.input_size]
+    graph_inputs = [helper.make_tensor_value_info("input", elem, seq)]
+    x = "input"
+    if inner.batch_first:
+        x = g.node("Transpose", ["input"], perm=[1, 0, 2], base="x_time_major")
+    h0 = c0 = ""
+    if state:
+        graph_inputs.append(helper.make_tensor_value_info("h0", elem, [lead, "N", c.output_size]))
+        h0 = "h0"
+        if lstm:
+            graph_inputs.append(helper.make_tensor_value_info("c0", elem, [lead, "N", c.hidden_size]))
+            c0 = "c0"
+    elif default_state is not None:
+        hs0, cs0 = default_state if lstm else (default_state, None)
+        h0 = g.const("h0", np.asarray(hs0, np_dtype)) if hs0 is not None else ""
+        c0 = g.const("c0", np.asarray(cs0, np_dtype)) if cs0 is not None else ""
+    lens = ""
+    if lengths:
+        graph_inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT32, ["N"]))
+        lens = "lengths"
+    elif default_lengths is not None:
+        lens = g.const("lengths", np.asarray(default_lengths, np.int32))
+    y, hs, cs = _recurrent_nodes(g, inner, x, lens, h0, c0, reverse)
+    if processing_order:  # Keras go_backwards: outputs in the order the steps ran
+        if lens:
+            lens64 = g.node("Cast", [lens], to=TensorProto.INT64)
+            y = g.node("ReverseSequence", [y, lens64], batch_axis=1, time_axis=0)
+        else:
+            big = np.iinfo(np.int64).max
+            y = g.node(
+                "Slice",
+                [
+                    y,
+                    g.const("s", np.array([-1])),
+                    g.const("e", np.array([-big])),
+                    g.const("a", np.array([0])),
+                    g.const("st", np.array([-1])),
+                ],
+            )
+    if summed:
+        h = c.output_size
+        fwd = g.node(
+            "Slice",
+            [y, g.const("s", np.array([0])), g.const("e", np.array([h])), g.const("a", np.array([2]))],
+        )
+        bwd = g.node(
+            "Slice",
+            [y, g.const("s", np.array([h])), g.const("e", np.array([2 * h])), g.const("a", np.array([2]))],
+        )
+        y = g.node("Add", [fwd, bwd])
+    features = c.output_size if summed else c.num_directions * c.output_size
+    if inner.batch_first:
+        g.nodes.append(helper.make_node("Transpose", [y], ["output"], perm=[1, 0, 2], name="to_batch_first"))
+        out_shape = ["N", "T", features]
+    else:
+        g.nodes.append(helper.make_node("Identity", [y], ["output"], name="output"))
+        out_shape = ["T", "N", features]
+    graph_outputs = [helper.make_tensor_value_info("output", elem, out_shape)]
+    for name, parts, size in (("h_n", hs, c.output_size), ("c_n", cs, c.hidden_size)):
+        if not parts:
+            continue
+        if len(parts) == 1:
+            g.nodes.append(helper.make_node("Identity", parts, [name], name=name))
+        else:
+            g.nodes.append(helper.make_node("Concat", parts, [name], axis=0, name=name))
+        graph_outputs.append(helper.make_tensor_value_info(name, elem, [lead, "N", size]))
+    return _finish(onnx, g, graph_inputs, graph_outputs, path, repr(layer))
+
+
+def _export_cell(g: _GraphBuilder, cell: Any, path: Any, state: bool) -> Any:
+    onnx = _import_onnx()
+    from onnx import helper
+
+    lstm = isinstance(cell, LSTMCell)
+    stack = LSTM if lstm else GRU if isinstance(cell, GRUCell) else RNN
+    kwargs: dict[str, Any] = dict(bias=cell.bias, dtype=cell.dtype)
+    if isinstance(cell, GRUCell):
+        kwargs["linear_before_reset"] = cell.linear_before_reset
+    if isinstance(cell, RNNCell):
+        kwargs["nonlinearity"] = cell.nonlinearity
+    as_layer = stack(cell.input_size, cell.hidden_size, **kwargs)
+    as_layer.load_state_dict({k + "_l0": a for k, a in cell.state_dict().items()})
+    elem = g.elem_type
+    graph_inputs = [helper.make_tensor_value_info("input", elem, ["N", cell.input_size])]
+    axis0 = g.const("axis", np.array([0]))
+    x = g.node("Unsqueeze", ["input", axis0])
+    h0 = c0 = ""
+    if state:
+        graph_inputs.append(helper.make_tensor_value_info("h0", elem, ["N", cell.hidden_size]))
+        h0 = g.node("Unsqueeze", ["h0", axis0])
+        if lstm:
+            graph_inputs.append(helper.make_tensor_value_info("c0", elem, ["N", cell.hidden_size]))
+            c0 = g.node("Unsqueeze", ["c0", axis0])
+    _, hs, cs = _recurrent_nodes(g, as_layer, x, "", h0, c0, False)
+    graph_outputs = []
+    for name, parts in (("h1", hs), ("c1", cs)):
+        if parts:
+            g.nodes.append(helper.make_node("Squeeze", [parts[0], axis0], [name], name=name))
+            graph_outputs.append(helper.make_tensor_value_info(name, elem, ["N", cell.hidden_size]))
+    return _finish(onnx, g, graph_inputs, graph_outputs, path, repr(cell))
+
+
+def _finish(onnx: Any, g: _GraphBuilder, inputs: list[Any], outputs: list[Any], path: Any, doc: str) -> Any:
+    from onnx import helper
+
+    graph = helper.make_graph(
+        g.nodes, "fusedrnn", inputs, outputs, initializer=g.initializers, doc_string=doc
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", _OPSET)], producer_name="fusedrnn"
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    if path is not None:
+        onnx.save(model, os.fspath(path))
+    return model
