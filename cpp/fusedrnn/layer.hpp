@@ -19,7 +19,7 @@
 #include <utility>
 #include <vector>
 
-#include "fusedrnn/gemv.hpp"
+#include "fusedrnn/panels.hpp"
 #include "fusedrnn/layer_types.hpp"
 #include "fusedrnn/threads.hpp"
 
@@ -102,8 +102,11 @@ struct Layer {
     const bool project = w.proj_size > 0;
 
     for_my_chunks(team, rows, kRowChunk, [&](Index r0, Index count) {
+      const Index I = w.input_size;
+      if (panel_product(x + r0 * I, count, I, I, w.ih_panels.data(), GH, w.bias_x.data(), ws.xg.data() + r0 * GH, GH))
+        return;
       auto block = ws.xg.middleRows(r0, count);
-      block.noalias() = ConstMatrixMap<T>(x, rows, w.input_size).middleRows(r0, count) * w.w_ih.transpose();
+      block.noalias() = ConstMatrixMap<T>(x, rows, I).middleRows(r0, count) * w.w_ih.transpose();
       block.rowwise() += w.bias_x;
     });
     team.sync();
@@ -135,10 +138,8 @@ struct Layer {
       for (long k = k0; k < k1; ++k) {
         const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, col0 = G * u0;
         const Index product_cols = Cell::kTwoPhase ? 2 * Hs : G * Hs;
-        const bool vector_done = batch == 1 && !Cell::kTwoPhase &&
-                                 panel_gemv(h_cur, H_out, w.hh_panels.data() + w.panel_begin[k], product_cols,
-                                            ws.hg.data() + col0);
-        if (!vector_done)
+        if (!panel_product(h_cur, batch, H_out, H_out, w.hh_panels.data() + w.panel_begin[k], product_cols, nullptr,
+                           ws.hg.data() + col0, GH))
           ws.hg.middleCols(col0, product_cols).noalias() = h_mat * w.w_hh_t.middleCols(col0, product_cols);
         for (Index n = 0; n < batch; ++n) {
           T* gates = kTraining ? tape->gates.data() + (trow + n) * SH + S * u0 : ws.gates.data() + n * SH + S * u0;
@@ -173,7 +174,11 @@ struct Layer {
         team.sync();  // every unit's r ⊙ h is in ws.m
         for (long k = k0; k < k1; ++k) {
           const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, col0 = G * u0;
-          ws.hg.middleCols(col0 + 2 * Hs, Hs).noalias() = ws.m * w.w_hh_t.middleCols(col0 + 2 * Hs, Hs);
+          // The n gate's panels start at panel 2*Hs/16 of the slice when Hs fills whole panels.
+          const T* n_panels = w.hh_panels.data() + w.panel_begin[k] + (2 * Hs / kPanelWidth) * H * kPanelWidth;
+          if (Hs % kPanelWidth != 0 || !panel_product(ws.m.data(), batch, H, H, n_panels, Hs, nullptr,
+                                                      ws.hg.data() + col0 + 2 * Hs, GH))
+            ws.hg.middleCols(col0 + 2 * Hs, Hs).noalias() = ws.m * w.w_hh_t.middleCols(col0 + 2 * Hs, Hs);
           for (Index n = 0; n < batch; ++n) {
             if (!is_active(n)) continue;
             row.units = Hs;
@@ -316,8 +321,10 @@ struct Layer {
       MatrixMap<T> dh_next_mat(dh_next, batch, H_out);
       for_my_chunks(team, H_out, kColumnChunk, [&](Index c0, Index width) {
         auto cols = dh_next_mat.middleCols(c0, width);
-        cols.noalias() = ConstMatrixMap<T>(dg_hid_base + trow * GH, batch, GH) *
-                         w.w_hh_t.middleRows(c0, width).transpose();
+        const T* dg_t = dg_hid_base + trow * GH;
+        if (!panel_product(dg_t, batch, GH, GH, w.hh_t_panels.data() + (c0 / kPanelWidth) * GH * kPanelWidth, width,
+                           nullptr, dh_next + c0, H_out))
+          cols.noalias() = ConstMatrixMap<T>(dg_t, batch, GH) * w.w_hh_t.middleRows(c0, width).transpose();
         if (Cell::kDirectHiddenGrad) cols += ws.direct.middleCols(c0, width);
         for (Index n = 0; n < batch; ++n)
           if (!is_active(n))

@@ -37,9 +37,13 @@ struct LayerWeights {
   bool input_forget = false;
   T clip = 0;             // 0 = none
   RowVector<T> peep;
-  // Batch 1: each slice's columns of w_hh_t in column panels (gemv.hpp), slice k at panel_begin[k].
+  // The same weights packed for the panel products (panels.hpp): w_ihᵀ's columns in panels; each
+  // slice's columns of w_hh_t in panels of its own, slice k at panel_begin[k] (forward); W_hh's columns
+  // in panels (backward: dh = dg · W_hh).
+  std::vector<T> ih_panels;
   std::vector<T> hh_panels;
   std::vector<Index> panel_begin;  // [K]
+  std::vector<T> hh_t_panels;
 
   Index slices() const { return static_cast<Index>(unit_begin.size()) - 1; }
 };

@@ -1,0 +1,187 @@
+// Products against weights packed once: C = init + A · B, with B (K rows, ncols columns) stored as
+// column panels of kPanelWidth columns, each panel [K, kPanelWidth] contiguous (the last zero-padded).
+//
+// The recurrent product of every step and the input projection use it, so the weights are never
+// repacked per call or per step (a general GEMM repacks its right-hand side every time). The register
+// tiles: R rows of A times P panels, R*P*2 accumulators of 8 floats (at most 12, so A's broadcasts and
+// B's loads fit in the other registers), every element summed over k in ascending order by one FMA
+// chain, so an element's value never depends on M, the tile it fell in or the thread that ran it.
+// Batch 1 (R = 1) reads four panels side by side to keep eight FMA chains in flight: it is bound by
+// streaming the weights.
+#pragma once
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "fusedrnn/shapes.hpp"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define FUSEDRNN_PANEL_KERNELS 1
+#endif
+
+namespace fusedrnn {
+
+constexpr Index kPanelWidth = 16;
+
+// Whether this build has panel kernels for T (float with AVX2 and FMA): only then are weights packed.
+template <typename T>
+constexpr bool has_panel_kernels() {
+#ifdef FUSEDRNN_PANEL_KERNELS
+  return std::is_same<T, float>::value;
+#else
+  return false;
+#endif
+}
+
+inline Index panel_count(Index ncols) { return (ncols + kPanelWidth - 1) / kPanelWidth; }
+
+// Appends B's columns [0, ncols) as panels to out; b(k, j) gives B's element at row k, column j.
+template <typename T, typename Element>
+void pack_panels(Index K, Index ncols, Element b, std::vector<T>& out) {
+  const std::size_t base = out.size();
+  out.resize(base + static_cast<std::size_t>(panel_count(ncols) * K * kPanelWidth), T(0));
+  T* dst = out.data() + base;
+  for (Index j = 0; j < ncols; ++j) {
+    T* panel = dst + (j / kPanelWidth) * K * kPanelWidth + j % kPanelWidth;
+    for (Index k = 0; k < K; ++k) panel[k * kPanelWidth] = b(k, j);
+  }
+}
+
+#ifdef FUSEDRNN_PANEL_KERNELS
+namespace panel_detail {
+
+// Rows [0, K) of the k-block at hand, K <= kDepth: a panel's block then stays in L1 while the
+// register tile walks down A.
+constexpr Index kDepth = 256;
+
+// dst[R, P*16] (row stride ldd) = start + A[R, K] · panels[P], start = src[R, P*16] (row stride lds,
+// 0 repeats one row) or zeros when src is nullptr. Full tiles only: edges go through a local copy.
+template <int R, int P>
+inline void tile(const float* a, Index lda, const float* b, Index panel_stride, Index K, const float* src,
+                 Index lds, float* dst, Index ldd) {
+  __m256 acc[R][2 * P];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < 2 * P; ++v) acc[r][v] = src ? _mm256_loadu_ps(src + r * lds + 8 * v) : _mm256_setzero_ps();
+  for (Index k = 0; k < K; ++k) {
+    __m256 bk[2 * P];
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) {
+      bk[2 * p] = _mm256_loadu_ps(b + p * panel_stride + k * kPanelWidth);
+      bk[2 * p + 1] = _mm256_loadu_ps(b + p * panel_stride + k * kPanelWidth + 8);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m256 ar = _mm256_broadcast_ss(a + r * lda + k);
+#pragma GCC unroll 8
+      for (int v = 0; v < 2 * P; ++v) acc[r][v] = _mm256_fmadd_ps(ar, bk[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < 2 * P; ++v) _mm256_storeu_ps(dst + r * ldd + 8 * v, acc[r][v]);
+}
+
+// C[R, width] (row stride ldc) = start + A · panels[P(width)]: start is C when accumulate, else the row
+// init ([width], nullptr for zeros). A tile short of P*16 columns runs on a local copy.
+template <int R, int P>
+inline void tile_at(const float* a, Index lda, const float* b, Index panel_stride, Index K, const float* init,
+                    bool accumulate, float* c, Index ldc, Index width) {
+  constexpr Index span = P * kPanelWidth;
+  if (width == span) {
+    tile<R, P>(a, lda, b, panel_stride, K, accumulate ? c : init, accumulate ? ldc : 0, c, ldc);
+    return;
+  }
+  alignas(32) float edge[R][span] = {};
+  for (int r = 0; r < R; ++r) {
+    const float* from = accumulate ? c + r * ldc : init;
+    if (from) std::copy_n(from, width, edge[r]);
+  }
+  tile<R, P>(a, lda, b, panel_stride, K, edge[0], span, edge[0], span);
+  for (int r = 0; r < R; ++r) std::copy_n(edge[r], width, c + r * ldc);
+}
+
+// Panels side by side per tile for a tile of R rows: enough accumulators to cover the FMA latency.
+template <int R>
+constexpr int panels_per_tile() {
+  return R == 1 ? 4 : R == 2 ? 3 : R == 3 ? 2 : 1;
+}
+
+// Rows [0, R) of A against every panel, P(R) panels at a time, for one k-block.
+template <int R>
+inline void row_block(const float* a, Index lda, const float* panels, Index panel_stride, Index K, Index ncols,
+                      const float* init, bool accumulate, float* c, Index ldc) {
+  constexpr int P = panels_per_tile<R>();
+  constexpr Index span = P * kPanelWidth;
+  for (Index c0 = 0; c0 < ncols; c0 += span) {
+    const Index width = std::min(span, ncols - c0);
+    const float* b = panels + (c0 / kPanelWidth) * panel_stride;
+    const float* init_here = init ? init + c0 : nullptr;
+    // The last group may hold fewer panels: run it with as many as it has, never past the packed data.
+    switch (panel_count(width)) {
+      case 1: tile_at<R, 1>(a, lda, b, panel_stride, K, init_here, accumulate, c + c0, ldc, width); break;
+      case 2: if constexpr (P >= 2) tile_at<R, 2>(a, lda, b, panel_stride, K, init_here, accumulate, c + c0, ldc, width); break;
+      case 3: if constexpr (P >= 3) tile_at<R, 3>(a, lda, b, panel_stride, K, init_here, accumulate, c + c0, ldc, width); break;
+      default: if constexpr (P >= 4) tile_at<R, 4>(a, lda, b, panel_stride, K, init_here, accumulate, c + c0, ldc, width); break;
+    }
+  }
+}
+
+inline void rows_tail(Index R, const float* a, Index lda, const float* panels, Index panel_stride, Index K,
+                      Index ncols, const float* init, bool accumulate, float* c, Index ldc) {
+  switch (R) {
+    case 1: row_block<1>(a, lda, panels, panel_stride, K, ncols, init, accumulate, c, ldc); break;
+    case 2: row_block<2>(a, lda, panels, panel_stride, K, ncols, init, accumulate, c, ldc); break;
+    case 3: row_block<3>(a, lda, panels, panel_stride, K, ncols, init, accumulate, c, ldc); break;
+    case 4: row_block<4>(a, lda, panels, panel_stride, K, ncols, init, accumulate, c, ldc); break;
+    case 5: row_block<5>(a, lda, panels, panel_stride, K, ncols, init, accumulate, c, ldc); break;
+    default: break;
+  }
+}
+
+}  // namespace panel_detail
+#endif
+
+// C[M, ncols] (row stride ldc) = init + A[M, K] (row stride lda) · B, B packed by pack_panels with K
+// rows (K >= 1); init: a row [ncols] added to every row of C, or nullptr for none. Returns false when
+// this build has no kernel for T (the caller then uses a general product).
+inline bool panel_product(const float* A, Index M, Index K, Index lda, const float* panels, Index ncols,
+                          const float* init, float* C, Index ldc) {
+#ifdef FUSEDRNN_PANEL_KERNELS
+  using namespace panel_detail;
+  constexpr Index kTileRows = 6;
+  const Index panel_stride = K * kPanelWidth;
+  const Index main_rows = M - M % kTileRows;
+  for (Index k0 = 0; k0 < K; k0 += kDepth) {
+    const Index depth = std::min(kDepth, K - k0);
+    const bool accumulate = k0 > 0;
+    const float* a = A + k0;
+    const float* b = panels + k0 * kPanelWidth;
+    // Panel by panel, so that the panel's k-block stays in L1 while the tiles walk down A.
+    for (Index p = 0; p < panel_count(ncols); ++p) {
+      const Index c0 = p * kPanelWidth, width = std::min(kPanelWidth, ncols - c0);
+      const float* init_here = init && !accumulate ? init + c0 : nullptr;
+      for (Index r = 0; r < main_rows; r += kTileRows)
+        tile_at<kTileRows, 1>(a + r * lda, lda, b + p * panel_stride, panel_stride, depth, init_here, accumulate,
+                              C + r * ldc + c0, ldc, width);
+    }
+    if (M > main_rows)
+      rows_tail(M - main_rows, a + main_rows * lda, lda, b, panel_stride, depth, ncols,
+                accumulate ? nullptr : init, accumulate, C + main_rows * ldc, ldc);
+  }
+  return true;
+#else
+  (void)A, (void)M, (void)K, (void)lda, (void)panels, (void)ncols, (void)init, (void)C, (void)ldc;
+  return false;
+#endif
+}
+
+inline bool panel_product(const double*, Index, Index, Index, const double*, Index, const double*, double*, Index) {
+  return false;
+}
+
+}  // namespace fusedrnn
