@@ -58,6 +58,7 @@ void for_my_chunks(const Team& team, Index count, Index chunk, F&& f) {
 
 constexpr Index kRowChunk = 256;     // rows of the big products over all steps
 constexpr Index kColumnChunk = 64;   // columns of the per-step products split across a team
+constexpr Index kProjectionColumns = 16 * kPanelWidth;  // columns of the input projection's tasks
 
 template <typename Cell, typename T>
 struct Layer {
@@ -89,6 +90,30 @@ struct Layer {
     ws.peephole_grad.setZero(1, w.peephole ? 3 * H : 0);
   }
 
+  // xg[rows, G*H] = x[rows, I] · W_ihᵀ + bias_x, this member's share. The panel kernels' results do not
+  // depend on the blocking, so the work is cut in columns too (a batch-1 call has few rows), in the
+  // order of the slices, so that each member produces the columns its slices read.
+  static void project_input(const Team& team, const LayerWeights<T>& w, Index rows, const T* x, T* xg) {
+    const Index I = w.input_size, GH = G * w.hidden_size;
+    if (!has_panel_kernels<T>()) {
+      for_my_chunks(team, rows, kRowChunk, [&](Index r0, Index count) {
+        auto block = MatrixMap<T>(xg, rows, GH).middleRows(r0, count);
+        block.noalias() = ConstMatrixMap<T>(x, rows, I).middleRows(r0, count) * w.w_ih.transpose();
+        block.rowwise() += w.bias_x;
+      });
+      return;
+    }
+    const Index row_chunks = (rows + kRowChunk - 1) / kRowChunk;
+    const Index col_chunks = (GH + kProjectionColumns - 1) / kProjectionColumns;
+    long t0, t1;
+    team.share(row_chunks * col_chunks, 1, t0, t1);
+    for (long task = t0; task < t1; ++task) {
+      const Index r0 = (task / col_chunks) * kRowChunk, c0 = (task % col_chunks) * kProjectionColumns;
+      panel_product(x + r0 * I, std::min(kRowChunk, rows - r0), I, I, w.ih_panels.data() + c0 * I,
+                    std::min(kProjectionColumns, GH - c0), w.bias_x.data() + c0, xg + r0 * GH + c0, GH);
+    }
+  }
+
   // Called by every member of the team with the same arguments.
   // x: [T, N, I] layer input; lengths: [N] or nullptr; h: [N, H_out], c: [N, H] initial state in,
   // final state out; y: [T, N, *] this direction's H_out output columns, row stride y_stride;
@@ -101,14 +126,7 @@ struct Layer {
     const Index rows = steps * batch;
     const bool project = w.proj_size > 0;
 
-    for_my_chunks(team, rows, kRowChunk, [&](Index r0, Index count) {
-      const Index I = w.input_size;
-      if (panel_product(x + r0 * I, count, I, I, w.ih_panels.data(), GH, w.bias_x.data(), ws.xg.data() + r0 * GH, GH))
-        return;
-      auto block = ws.xg.middleRows(r0, count);
-      block.noalias() = ConstMatrixMap<T>(x, rows, I).middleRows(r0, count) * w.w_ih.transpose();
-      block.rowwise() += w.bias_x;
-    });
+    project_input(team, w, rows, x, ws.xg.data());
     team.sync();
 
     long k0, k1, q0, q1;

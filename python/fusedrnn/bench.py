@@ -79,9 +79,18 @@ NUMPY_BUDGET_S = 3.0
 # take more than about ROUND_BUDGET_S seconds of warm-up and timing, the NumPy reference apart.
 ROUND_BUDGET_S = 8.0
 MIN_ROUNDS = 7
-# Pause between two timed calls, so that threads one implementation leaves spinning do not eat into the
-# next implementation's time.
-_PAUSE_S = 0.001
+# Before each timed call the process must be quiet: threads that the previous implementation left spinning
+# (ONNX Runtime's and OpenMP's workers spin for milliseconds after a call, OpenBLAS's longer) would otherwise
+# take a core from the next one. Quiet: over two pauses of _SETTLE_STEP_S in a row, all threads together
+# used at most _SETTLE_BUSY of one core; waiting stops after _SETTLE_MAX_S in any case. The pauses are
+# longer than a scheduler tick: the CPU time of a thread that runs on is only brought up to date at ticks.
+_SETTLE_STEP_S = 0.01
+_SETTLE_BUSY = 0.1
+_SETTLE_MAX_S = 0.5
+# Then the implementation runs untimed for at least _LEAD_IN_S (at least one call) before its timed call:
+# on a virtual machine a core left idle for a while runs slowly for the next tens of milliseconds (the
+# host gives it back gradually), which would hit whatever uses two cores in lockstep.
+_LEAD_IN_S = 0.05
 
 # Performance targets beyond the ratios (which each workload carries): fusedrnn's first call on a new layer
 # takes at most FIRST_CALL_TARGET times its steady-state median.
@@ -576,9 +585,26 @@ def check_answer(workload: Workload, name: str, got: dict[str, np.ndarray],
     return worst, worst_rel
 
 
+def _settle() -> bool:
+    """Waits until no thread of this process is busy (see _SETTLE_BUSY); False if it waited in vain."""
+    deadline = time.perf_counter() + _SETTLE_MAX_S
+    quiet = 0
+    while True:
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        time.sleep(_SETTLE_STEP_S)
+        busy = (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
+        quiet = quiet + 1 if busy <= _SETTLE_BUSY else 0
+        if quiet == 2:
+            return True
+        if time.perf_counter() > deadline:
+            return False
+
+
 def _timed_rounds(runners: list[Runner], rounds: int) -> dict[str, list[float]]:
     """Interleaved timing: each round runs every runner once (fewer for those with max_runs), starting
-    at a different runner each round."""
+    at a different runner each round. Each timed call follows, back to back, untimed calls of the same
+    runner for at least _LEAD_IN_S (its threads are up and its cores busy, as in a stream of calls), and
+    that lead-in starts once the threads the previous runner left spinning have gone quiet (_settle)."""
     times: dict[str, list[float]] = {r.name: [] for r in runners}
     include: dict[str, set[int]] = {}
     for r in runners:
@@ -592,7 +618,12 @@ def _timed_rounds(runners: list[Runner], rounds: int) -> dict[str, list[float]]:
             for r in runners[shift:] + runners[:shift]:
                 if rnd not in include[r.name]:
                     continue
-                time.sleep(_PAUSE_S)
+                _settle()
+                if r.name != "numpy":  # the reference has no threads of its own to wake
+                    lead_in_end = time.perf_counter() + _LEAD_IN_S
+                    r.call()
+                    while time.perf_counter() < lead_in_end:
+                        r.call()
                 t0 = time.perf_counter()
                 r.call()
                 times[r.name].append(time.perf_counter() - t0)
@@ -673,7 +704,8 @@ def _bench_one(problem: Problem, threads: int, anchors: list[str], rounds: int, 
     del res
 
     where = f"{w.name}, threads={threads}"
-    round_cost = sum(t for name, t in first.items() if name != "numpy")
+    # a lead-in of at least _LEAD_IN_S and a timed call
+    round_cost = sum(max(2 * t, _LEAD_IN_S + t) for name, t in first.items() if name != "numpy")
     if adaptive and round_cost * (rounds + warmup) > ROUND_BUDGET_S:
         fit = int(ROUND_BUDGET_S / max(round_cost, 1e-9))
         warmup = min(warmup, max(1, fit // 8))
