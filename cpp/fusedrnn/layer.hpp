@@ -29,7 +29,7 @@ namespace fusedrnn {
 // starts, and reused across layers.
 template <typename T>
 struct LayerWorkspace {
-  ScratchMatrix<T> xg;      // [T*N, G*H] input projection (packed order)
+  ScratchMatrix<T> xg;      // [T*N, G*H] input projection (packed order); [N, G*H] when per step
   ScratchMatrix<T> hg;      // [N, G*H] recurrent product of the step
   ScratchMatrix<T> gates;   // [N, S*H] gate values when not training
   ScratchMatrix<T> h_alt;   // [N, H_out] the second buffer of the double-buffered h (or dh in backward)
@@ -66,7 +66,7 @@ struct Layer {
 
   static void resize_forward(LayerWorkspace<T>& ws, const LayerWeights<T>& w, Index steps, Index batch, bool training) {
     const Index H = w.hidden_size, S = Cell::saved_gates(w);
-    ws.xg.resize(steps * batch, G * H);
+    ws.xg.resize(project_per_step(w, steps, batch) ? batch : steps * batch, G * H);
     ws.hg.resize(batch, G * H);
     if (!training) ws.gates.resize(batch, S * H);
     ws.h_alt.resize(batch, w.output_size);
@@ -88,6 +88,15 @@ struct Layer {
     ws.grad_ih.resize(G * H, max_input);
     ws.grad_hh.resize(G * H, w.output_size);
     ws.peephole_grad.setZero(1, w.peephole ? 3 * H : 0);
+  }
+
+  // Whether the input projection is computed step by step, by each member for its own slices just
+  // before the step's recurrent product, rather than for all steps before the loop: at large batch the
+  // projection of all steps outgrows the caches, and writing it out to memory and reading it back costs
+  // more than one big product saves. The panel kernels sum every element the same way either way.
+  static bool project_per_step(const LayerWeights<T>& w, Index steps, Index batch) {
+    const std::size_t bytes = static_cast<std::size_t>(steps * batch * G * w.hidden_size) * sizeof(T);
+    return has_panel_kernels<T>() && batch >= 16 && bytes > (std::size_t{8} << 20);
   }
 
   // xg[rows, G*H] = x[rows, I] · W_ihᵀ + bias_x, this member's share. The panel kernels' results do not
@@ -126,8 +135,12 @@ struct Layer {
     const Index rows = steps * batch;
     const bool project = w.proj_size > 0;
 
-    project_input(team, w, rows, x, ws.xg.data());
-    team.sync();
+    const bool per_step = project_per_step(w, steps, batch);
+    if (!per_step) {
+      project_input(team, w, rows, x, ws.xg.data());
+      team.sync();
+    }
+    auto xg_row = [&](Index trow, Index n) { return ws.xg.data() + (per_step ? n : trow + n) * GH; };
 
     long k0, k1, q0, q1;
     team.share(w.slices(), 1, k0, k1);     // my hidden-unit slices
@@ -156,6 +169,10 @@ struct Layer {
       for (long k = k0; k < k1; ++k) {
         const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, col0 = G * u0;
         const Index product_cols = Cell::kTwoPhase ? 2 * Hs : G * Hs;
+        if (per_step)
+          panel_product(x + trow * w.input_size, batch, w.input_size, w.input_size,
+                        w.ih_panels.data() + col0 * w.input_size, G * Hs, w.bias_x.data() + col0,
+                        ws.xg.data() + col0, GH);
         if (!panel_product(h_cur, batch, H_out, H_out, w.hh_panels.data() + w.panel_begin[k], product_cols, nullptr,
                            ws.hg.data() + col0, GH))
           ws.hg.middleCols(col0, product_cols).noalias() = h_mat * w.w_hh_t.middleCols(col0, product_cols);
@@ -171,7 +188,7 @@ struct Layer {
             continue;
           }
           row.units = Hs;
-          row.xg = ws.xg.data() + (trow + n) * GH + col0;
+          row.xg = xg_row(trow, n) + col0;
           row.hg = ws.hg.data() + n * GH + col0;
           row.bias_h = w.bias_h.data() + col0;
           row.h_prev = h_cur + n * H_out + u0;
@@ -200,7 +217,7 @@ struct Layer {
           for (Index n = 0; n < batch; ++n) {
             if (!is_active(n)) continue;
             row.units = Hs;
-            row.xg = ws.xg.data() + (trow + n) * GH + col0;
+            row.xg = xg_row(trow, n) + col0;
             row.hg = ws.hg.data() + n * GH + col0;
             row.bias_h = w.bias_h.data() + col0;
             row.h_prev = h_cur + n * H + u0;

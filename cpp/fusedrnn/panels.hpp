@@ -37,15 +37,20 @@ constexpr bool has_panel_kernels() {
 
 inline Index panel_count(Index ncols) { return (ncols + kPanelWidth - 1) / kPanelWidth; }
 
-// Appends B's columns [0, ncols) as panels to out; b(k, j) gives B's element at row k, column j.
+// Appends B's columns [0, ncols) as panels to out; b(k, j) gives B's element at row k, column j. Copies
+// 16x16 blocks, so that the reads stay in a few cache lines whichever way B is laid out.
 template <typename T, typename Element>
 void pack_panels(Index K, Index ncols, Element b, std::vector<T>& out) {
   const std::size_t base = out.size();
   out.resize(base + static_cast<std::size_t>(panel_count(ncols) * K * kPanelWidth), T(0));
-  T* dst = out.data() + base;
-  for (Index j = 0; j < ncols; ++j) {
-    T* panel = dst + (j / kPanelWidth) * K * kPanelWidth + j % kPanelWidth;
-    for (Index k = 0; k < K; ++k) panel[k * kPanelWidth] = b(k, j);
+  for (Index j0 = 0; j0 < ncols; j0 += kPanelWidth) {
+    T* panel = out.data() + base + (j0 / kPanelWidth) * K * kPanelWidth;
+    const Index width = std::min(kPanelWidth, ncols - j0);
+    for (Index k0 = 0; k0 < K; k0 += kPanelWidth) {
+      const Index k1 = std::min(K, k0 + kPanelWidth);
+      for (Index j = 0; j < width; ++j)
+        for (Index k = k0; k < k1; ++k) panel[k * kPanelWidth + j] = b(k, j0 + j);
+    }
   }
 }
 
@@ -137,8 +142,6 @@ inline void rows_tail(Index R, const float* a, Index lda, const float* panels, I
     case 1: row_block<1>(a, lda, panels, panel_stride, K, ncols, init, accumulate, c, ldc); break;
     case 2: row_block<2>(a, lda, panels, panel_stride, K, ncols, init, accumulate, c, ldc); break;
     case 3: row_block<3>(a, lda, panels, panel_stride, K, ncols, init, accumulate, c, ldc); break;
-    case 4: row_block<4>(a, lda, panels, panel_stride, K, ncols, init, accumulate, c, ldc); break;
-    case 5: row_block<5>(a, lda, panels, panel_stride, K, ncols, init, accumulate, c, ldc); break;
     default: break;
   }
 }
@@ -153,25 +156,46 @@ inline bool panel_product(const float* A, Index M, Index K, Index lda, const flo
                           const float* init, float* C, Index ldc) {
 #ifdef FUSEDRNN_PANEL_KERNELS
   using namespace panel_detail;
-  constexpr Index kTileRows = 6;
   const Index panel_stride = K * kPanelWidth;
-  const Index main_rows = M - M % kTileRows;
   for (Index k0 = 0; k0 < K; k0 += kDepth) {
     const Index depth = std::min(kDepth, K - k0);
     const bool accumulate = k0 > 0;
     const float* a = A + k0;
     const float* b = panels + k0 * kPanelWidth;
+    if (M < 4) {  // too few rows for a tall tile: several panels side by side instead
+      rows_tail(M, a, lda, b, panel_stride, depth, ncols, accumulate ? nullptr : init, accumulate, C, ldc);
+      continue;
+    }
+    // Tiles of 4 to 6 rows cover M, so that one pass over the panels serves every row: at small M the
+    // panels come from L2 or L3, and a second pass for the leftover rows would read them all again.
+    const Index sixes = M / 6, rest = M % 6;
+    Index last_heights[2] = {rest, 0};
+    Index full = sixes;
+    if (rest > 0 && rest < 4) {  // 6 + rest rows as two tiles of 3 to 5
+      --full;
+      last_heights[0] = (6 + rest + 1) / 2;
+      last_heights[1] = (6 + rest) / 2;
+    }
     // Panel by panel, so that the panel's k-block stays in L1 while the tiles walk down A.
     for (Index p = 0; p < panel_count(ncols); ++p) {
       const Index c0 = p * kPanelWidth, width = std::min(kPanelWidth, ncols - c0);
       const float* init_here = init && !accumulate ? init + c0 : nullptr;
-      for (Index r = 0; r < main_rows; r += kTileRows)
-        tile_at<kTileRows, 1>(a + r * lda, lda, b + p * panel_stride, panel_stride, depth, init_here, accumulate,
-                              C + r * ldc + c0, ldc, width);
+      const float* bp = b + p * panel_stride;
+      Index r = 0;
+      for (Index t = 0; t < full; ++t, r += 6)
+        tile_at<6, 1>(a + r * lda, lda, bp, panel_stride, depth, init_here, accumulate, C + r * ldc + c0, ldc, width);
+      for (Index h : last_heights) {
+        const float* ar = a + r * lda;
+        float* cr = C + r * ldc + c0;
+        switch (h) {
+          case 3: tile_at<3, 1>(ar, lda, bp, panel_stride, depth, init_here, accumulate, cr, ldc, width); break;
+          case 4: tile_at<4, 1>(ar, lda, bp, panel_stride, depth, init_here, accumulate, cr, ldc, width); break;
+          case 5: tile_at<5, 1>(ar, lda, bp, panel_stride, depth, init_here, accumulate, cr, ldc, width); break;
+          default: break;
+        }
+        r += h;
+      }
     }
-    if (M > main_rows)
-      rows_tail(M - main_rows, a + main_rows * lda, lda, b, panel_stride, depth, ncols,
-                accumulate ? nullptr : init, accumulate, C + main_rows * ldc, ldc);
   }
   return true;
 #else

@@ -96,16 +96,35 @@ std::vector<std::vector<Index>> Stack<T>::param_shapes() const {
 template <typename T>
 void Stack<T>::set_weights(const std::vector<const T*>& params) {
   const Index per_slot = config_.params_per_layer_direction();
-  // Build the new set beside the current one, then swap: calls in flight keep the old set.
-  auto next = std::make_shared<WeightSet<T>>(*weights());
+  // Build the new set beside the current one, then swap: calls in flight keep the old set. Only the
+  // layout is taken from the current set; every array is written anew.
+  const std::shared_ptr<const WeightSet<T>> current = weights();
+  auto next = std::make_shared<WeightSet<T>>(current->size());
   if (static_cast<Index>(params.size()) != per_slot * static_cast<Index>(next->size()))
     throw std::invalid_argument("params: expected " + std::to_string(per_slot * next->size()) +
                                 " arrays, got " + std::to_string(params.size()));
   for (std::size_t slot = 0; slot < next->size(); ++slot) {
+    const LayerWeights<T>& old = (*current)[slot];
     LayerWeights<T>& w = (*next)[slot];
+    w.input_size = old.input_size;
+    w.hidden_size = old.hidden_size;
+    w.output_size = old.output_size;
+    w.proj_size = old.proj_size;
+    w.gates = old.gates;
+    w.unit_begin = old.unit_begin;
+    w.perm = old.perm;
+    w.peephole = old.peephole;
+    w.input_forget = old.input_forget;
+    w.clip = old.clip;
     const T* const* p = params.data() + slot * per_slot;
-    const Index GH = w.w_ih.rows(), H = w.hidden_size;
-    const ConstMatrixMap<T> w_ih(p[0], GH, w.input_size), w_hh(p[1], GH, w.output_size);
+    const Index GH = old.w_ih.rows(), H = w.hidden_size, H_out = w.output_size;
+    w.w_ih.resize(GH, w.input_size);
+    w.w_hh_t.resize(H_out, GH);
+    w.bias_x.resize(GH);
+    w.bias_h.resize(GH);
+    w.w_hr_t.resize(old.w_hr_t.rows(), old.w_hr_t.cols());
+    w.peep.resize(old.peep.size());
+    const ConstMatrixMap<T> w_ih(p[0], GH, w.input_size), w_hh(p[1], GH, H_out);
     RowVector<T> b_ih = RowVector<T>::Zero(GH), b_hh = RowVector<T>::Zero(GH), bias_x, bias_h;
     if (config_.bias) {
       b_ih = ConstMatrixMap<T>(p[2], 1, GH);
@@ -116,10 +135,17 @@ void Stack<T>::set_weights(const std::vector<const T*>& params) {
     for (Index q = 0; q < GH; ++q) {
       const Index src = w.perm[static_cast<std::size_t>(q)];
       w.w_ih.row(q) = w_ih.row(src);
-      w.w_hh_t.col(q) = w_hh.row(src).transpose();
       w.bias_x[q] = bias_x[src];
       w.bias_h[q] = bias_h[src];
     }
+    // w_hh_t[:, q] = w_hh[perm[q], :], in 16x16 blocks (a column at a time would touch a cache line
+    // per element).
+    for (Index q0 = 0; q0 < GH; q0 += 16)
+      for (Index r0 = 0; r0 < H_out; r0 += 16)
+        for (Index q = q0; q < std::min(GH, q0 + 16); ++q) {
+          const T* src = w_hh.row(w.perm[static_cast<std::size_t>(q)]).data();
+          for (Index r = r0; r < std::min(H_out, r0 + 16); ++r) w.w_hh_t(r, q) = src[r];
+        }
     Index next = config_.bias ? 4 : 2;
     if (config_.proj_size > 0) w.w_hr_t = ConstMatrixMap<T>(p[next++], config_.proj_size, H).transpose();
     if (config_.peephole) {  // [p_i; p_f; p_o] -> slice k's three blocks at 3*u0

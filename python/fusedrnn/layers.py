@@ -137,6 +137,7 @@ class _Recurrent:
             params[name] = arr
         self._params = params
         self._setup_runtime()
+        self._upload_if_idle()
 
     def _setup_runtime(self) -> None:
         c = self._config
@@ -265,8 +266,17 @@ class _Recurrent:
                 np.copyto(self._params[name], arr)
             self._dirty = True
             self._version += 1
+        self._upload_if_idle()
 
     # -- calling the compiled stack ----------------------------------------------------------------
+
+    def _upload_if_idle(self) -> None:
+        """Pack changed weights into the compiled stack now, unless calls are running (then the next call
+        does it): loading weights, not the first call after, pays for packing them."""
+        with self._lock:
+            if self._dirty and not self._active:
+                self._stack.set_weights([self._params[name] for name in self._names])
+                self._dirty = False
 
     def _begin_call(self) -> int:
         """Hold the compiled stack for one call, after uploading changed weights (waiting for the calls
@@ -757,6 +767,7 @@ class LSTM(RNNBase):
                     name = c.layer_param_names(layer, direction)["bias_ih"]
                     self._params[name][h : 2 * h] += self._dtype.type(forget_bias)
             self._mark_weights_changed()
+            self._upload_if_idle()
 
     def __call__(
         self, x: Any, state: Any = None, lengths: Any = None
