@@ -162,6 +162,15 @@ def test_cli_quick(tmp_path, capsys):
     assert ("onnxruntime" in impls) == (has("onnxruntime") and has("onnx"))
     assert {r["workload"] for r in rows} == {w.name for w in bench.QUICK_WORKLOADS}
     assert f"wrote {path}" in text
+    # One step at a time against torch's cells, with its two targets checked.
+    result = json.loads(path.read_text())
+    stream = {(r["kind"], r["impl"]) for r in result["stream"]}
+    wanted = {("lstm", "stream.step"), ("lstm", "cell"), ("lstm", "arithmetic"), ("gru", "stream.step")}
+    assert wanted <= stream
+    assert (("lstm", "torch cell") in stream) == has("torch")
+    kinds = {c["kind"] for c in result["targets"]}
+    assert "stream_overhead" in kinds and ("stream_vs_torch" in kinds) == has("torch")
+    assert "One step at N=1, H=128" in text
 
 
 BAD_ARGV = {
@@ -179,7 +188,7 @@ def test_cli_rejects_bad_arguments(argv, capsys):
     assert info.value.code == 2
 
 
-# ---- the performance targets and what the rows are measured against --------------------------------------------
+# ---- the performance targets and what the rows are measured against ----------------------------------
 
 # The performance targets: (cell, mode, T, N, I, H, layers, bidirectional) -> {anchor: (at 1, at 2 threads)}.
 ISSUE_TARGETS = {
@@ -359,11 +368,17 @@ def test_peak_memory_method_sees_an_allocation():
     allocated and touched."""
     if not bench._reset_peak():
         pytest.skip("this kernel does not allow resetting the peak RSS")
+    import mmap
+
+    # Fresh anonymous pages (malloc might hand back memory an earlier test left resident).
+    block = mmap.mmap(-1, 8 * 2**20)
     before = bench._proc_status_bytes("VmRSS")
-    block = np.ones(8 * 2**20 // 8)  # 8 MiB, touched
-    del block
+    pages = np.frombuffer(block, dtype=np.uint8)
+    pages[::4096] = 1  # touch every page: 8 MiB become resident
     grown = bench._proc_status_bytes("VmHWM") - before
-    assert 7 * 2**20 < grown < 10 * 2**20  # a few pages may have been resident already
+    del pages
+    block.close()
+    assert 7 * 2**20 < grown < 10 * 2**20
 
 
 def test_memory_report_in_fresh_processes():

@@ -100,8 +100,12 @@ class PyStack {
                           const py::object& masks);
   py::tuple backward(const TapeHandle& tape, const py::object& grad_y, const py::object& grad_h_n,
                      const py::object& grad_c_n);
+  py::array step(const py::object& x, const py::object& h, const py::object& c);
 
  private:
+  template <typename T>
+  py::array step_impl(const fusedrnn::Stack<T>& stack, const py::object& x, const py::object& h, const py::object& c);
+
   template <typename T>
   void set_weights_impl(fusedrnn::Stack<T>& stack, const py::sequence& params) {
     const auto shapes = stack.param_shapes();
@@ -266,6 +270,58 @@ py::tuple PyStack::backward_impl(const fusedrnn::Stack<T>& stack, const std::sha
   return py::make_tuple(grad_x, grad_h0, array_or_none(grad_c0), grads);
 }
 
+// A state array the kernels update in place: exactly the model's dtype, C-contiguous, writable, of the
+// expected shape (no conversion, which would update a copy).
+template <typename T>
+T* state_in_place(const py::object& obj, const std::string& name, const std::vector<Index>& shape) {
+  using Exact = py::array_t<T, py::array::c_style>;
+  if (!Exact::check_(obj))
+    throw py::type_error(name + ": expected a C-contiguous numpy array of the model's dtype");
+  auto a = py::reinterpret_borrow<Exact>(obj);
+  if (!a.writeable()) throw py::value_error(name + ": expected a writable array");
+  std::vector<Index> actual(a.shape(), a.shape() + a.ndim());
+  if (actual != shape) throw py::value_error(name + ": expected shape " + shape_str(shape) + ", got " + shape_str(actual));
+  return a.mutable_data();
+}
+
+template <typename T>
+py::array PyStack::step_impl(const fusedrnn::Stack<T>& stack, const py::object& x_obj, const py::object& h_obj,
+                             const py::object& c_obj) {
+  const auto& cfg = cfg_;
+  if (!py::isinstance<py::array>(x_obj)) throw py::type_error("x: expected a numpy array");
+  const auto x_nd = py::reinterpret_borrow<py::array>(x_obj);
+  if (x_nd.ndim() != 3 || x_nd.shape(0) != 1 || x_nd.shape(1) < 1)
+    throw py::value_error("x: expected shape (1, N, input_size) with N >= 1");
+  const Index batch = x_nd.shape(1), H_out = cfg.output_size();
+  Array<T> x = checked_array<T>(x_obj, "x", {1, batch, cfg.input_size});
+  T* h = state_in_place<T>(h_obj, "h", state_shape(cfg, batch, H_out));
+  T* c = nullptr;
+  if (cfg.has_cell_state())
+    c = state_in_place<T>(c_obj, "c", state_shape(cfg, batch, cfg.hidden_size));
+  else if (!c_obj.is_none())
+    throw py::value_error("c: expected None for a cell without a cell state");
+  Array<T> y({batch, cfg.directions() * H_out});
+  fusedrnn::ForwardArgs<T> args;
+  args.steps = 1;
+  args.batch = batch;
+  args.x = x.data();
+  args.h0 = h;
+  args.c0 = c;
+  args.y = y.mutable_data();
+  args.h_n = h;
+  args.c_n = c;
+  {
+    py::gil_scoped_release release;
+    stack.forward(args);
+  }
+  return y;
+}
+
+py::array PyStack::step(const py::object& x, const py::object& h, const py::object& c) {
+  if (f64_) return step_impl(*f64_, x, h, c);
+  return step_impl(*f32_, x, h, c);
+}
+
 py::tuple PyStack::forward(const py::object& x, const py::object& h0, const py::object& c0, const py::object& lengths) {
   if (f64_) return forward_impl(*f64_, x, h0, c0, lengths, py::none(), false);
   return forward_impl(*f32_, x, h0, c0, lengths, py::none(), false);
@@ -309,6 +365,8 @@ PYBIND11_MODULE(FUSEDRNN_MODULE_NAME, m) {
            py::arg("lengths") = py::none())
       .def("forward_train", &PyStack::forward_train, py::arg("x"), py::arg("h0") = py::none(),
            py::arg("c0") = py::none(), py::arg("lengths") = py::none(), py::arg("dropout_masks") = py::none())
+      .def("step", &PyStack::step, py::arg("x"), py::arg("h"), py::arg("c") = py::none(),
+           "One time step, the state (h, c) updated in place; returns y (N, D*H_out).")
       .def("backward", &PyStack::backward, py::arg("saved"), py::arg("grad_y"), py::arg("grad_h_n") = py::none(),
            py::arg("grad_c_n") = py::none());
 

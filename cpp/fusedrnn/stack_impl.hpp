@@ -22,6 +22,7 @@ namespace detail {
 template <typename T>
 void init_state(const T* src, Index slot, Index batch, Index width, T* dst) {
   const Index count = batch * width;
+  if (src == dst) return;  // updated in place (a stream's step)
   if (src)
     std::copy(src + slot * count, src + (slot + 1) * count, dst + slot * count);
   else

@@ -60,6 +60,9 @@ class Stack:
         lengths: _IntArray | None = None,
     ) -> tuple[_Array, _Array, _Array | None]:
         """Inference: (y, h_n, c_n); c_n is None unless the cell is "lstm"."""
+    def step(self, x: _Array, h: _Array, c: _Array | None = None) -> _Array:
+        """One time step, x (1, N, I): updates h (L*D, N, H_out) and c (L*D, N, H), which must be
+        C-contiguous writable arrays of the model's dtype, in place; returns y (N, D*H_out)."""
     def forward_train(
         self,
         x: _Array,

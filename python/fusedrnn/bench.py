@@ -50,6 +50,8 @@ from typing import Any, Callable, TextIO
 
 import numpy as np
 
+from . import bench_stream
+
 __all__ = [
     "AnswerMismatch",
     "BenchError",
@@ -864,7 +866,7 @@ def _batch1(rows: list[Row], threads: int, tpc: Any, budget_s: float) -> list[Ba
 class TargetCheck:
     """One performance target against what this run measured."""
 
-    kind: str  # "ratio", "matmul_fraction", "scaling", "first_call"
+    kind: str  # "ratio", "matmul_fraction", "scaling", "first_call", "stream_overhead", "stream_vs_torch"
     workload: str
     threads: int | None
     what: str
@@ -1296,7 +1298,7 @@ def _short_label(row: dict[str, Any]) -> str:
 
 def plot(result: dict[str, Any], path: str) -> None:
     """Draw the ratios of ``result`` (what :func:`run` returns) per workload, anchor and thread count, with
-    the performance targets, into ``path`` (PNG). The NumPy reference is left out (it is no performance anchor).
+    the performance targets, into ``path`` (PNG). The NumPy reference is left out (no performance anchor).
     Raises BenchError when matplotlib is not installed."""
     try:
         import matplotlib
@@ -1580,6 +1582,21 @@ def run(threads: list[int] | None = None, *, quick: bool = False, repeat: int | 
     sections.append(first_lines)
     checks += compute_checks + scaling_checks + first_checks
 
+    # One step at a time (streams and cells) against torch's cells, at one thread: per-call overhead.
+    stream_lines = io.StringIO()
+    stream_rows = bench_stream.run(threads=1, rounds=3 if quick else 15, calls=200 if quick else 2000,
+                                   steps=20 if quick else 200, out=stream_lines)
+    sections.append(stream_lines.getvalue().rstrip("\n").split("\n"))
+    stream_name = "LSTM stream.step N=1 I=128 H=128"
+    for r in stream_rows:
+        if r["kind"] != "lstm" or r["impl"] != "stream.step":
+            continue
+        checks.append(TargetCheck("stream_overhead", stream_name, 1, "stream.step - arithmetic (us)",
+                                  r["overhead_us"], bench_stream.OVERHEAD_TARGET_US, at_most=True))
+        if "torch_ratio" in r:
+            checks.append(TargetCheck("stream_vs_torch", stream_name, 1, "torch cell / stream.step",
+                                      r["torch_ratio"], bench_stream.TORCH_RATIO_TARGET))
+
     memory_entries: list[dict[str, Any]] = []
     if memory:
         impls = ["fusedrnn"] + (["torch"] if torch is not None else [])
@@ -1621,6 +1638,7 @@ def run(threads: list[int] | None = None, *, quick: bool = False, repeat: int | 
         "compute": compute_data,
         "batch1": {"method": read_method, "rows": [b.to_json() for b in batch1]},
         "scaling": scaling_data,
+        "stream": stream_rows,
         "targets": [c.to_json() for c in checks],
         "notes": notes,
     }

@@ -141,10 +141,11 @@ class Stream:
         if layer._dirty:  # weights changed since the last upload: upload them now
             layer._begin_call()
             layer._end_call()
-        # The compiled stack works on an immutable snapshot of the weights, so it needs no lock here.
-        y, self._h, self._c = layer._stack.forward(x, self._h, self._c, None)
+        # The compiled stack works on an immutable snapshot of the weights, so it needs no lock here;
+        # it updates the stream's own state arrays in place.
+        y = layer._stack.step(x, self._h, self._c)
         self.steps += 1
-        return y[0, 0] if self._unbatched else y[0]
+        return y[0] if self._unbatched else y
 
     def _convert(self, x_t: Any) -> np.ndarray:
         arr = v.as_real_array("x_t", x_t)
