@@ -89,6 +89,13 @@ KINDS = [
     pytest.param("LSTM", {"use_bias": False}, id="lstm-nobias"),
     pytest.param("GRU", {"reset_after": True}, id="gru-reset-after"),
     pytest.param("GRU", {"reset_after": False}, id="gru-reset-before"),
+    pytest.param("LSTM", {"recurrent_activation": "hard_sigmoid"}, id="lstm-hard-sigmoid"),
+    pytest.param("GRU", {"reset_after": True, "recurrent_activation": "hard_sigmoid"}, id="gru-hard-sigmoid"),
+    pytest.param(
+        "GRU",
+        {"reset_after": False, "recurrent_activation": "hard_sigmoid"},
+        id="gru-reset-before-hard-sigmoid",
+    ),
     pytest.param("SimpleRNN", {}, id="simplernn-tanh"),
     pytest.param("SimpleRNN", {"activation": "relu"}, id="simplernn-relu"),
 ]
@@ -177,13 +184,13 @@ def test_mask_final_state_equals_lengths_final_state() -> None:
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: keras.layers.LSTM(U, recurrent_activation="hard_sigmoid"), "hard_sigmoid"),
-        (lambda: keras.layers.GRU(U, recurrent_activation="hard_sigmoid"), "recurrent_activation"),
+        (lambda: keras.layers.LSTM(U, recurrent_activation="tanh"), "recurrent_activation='tanh'"),
+        (lambda: keras.layers.GRU(U, recurrent_activation="hard_silu"), "recurrent_activation"),
         (lambda: keras.layers.LSTM(U, activation="relu"), "activation='relu'"),
         (lambda: keras.layers.SimpleRNN(U, activation="sigmoid"), "activation='sigmoid'"),
         (
-            lambda: keras.layers.Bidirectional(keras.layers.LSTM(U, recurrent_activation="hard_sigmoid")),
-            "hard_sigmoid",
+            lambda: keras.layers.Bidirectional(keras.layers.LSTM(U, recurrent_activation="relu")),
+            "recurrent_activation='relu'",
         ),
     ],
 )
@@ -203,3 +210,22 @@ def test_unsupported_merge_modes(merge: Any) -> None:
 def test_other_layers_are_refused() -> None:
     with pytest.raises(TypeError, match="LSTM, GRU, SimpleRNN"):
         fr.from_keras(keras.layers.Dense(3))
+
+
+def test_hard_sigmoid_gates_saturate_and_match_keras() -> None:
+    """With large weights many gates sit on the hard sigmoid's flat parts (exactly 0 or 1, derivative 0),
+    and the layer still matches Keras."""
+    from fusedrnn import reference
+
+    lstm = keras.layers.LSTM(U, recurrent_activation="hard_sigmoid", return_sequences=True)
+    layer = build(lstm, np.float32, 21)
+    layer.set_weights([w * 4 for w in layer.get_weights()])
+    converted = fr.from_keras(layer)
+    assert converted.config.hard_gates and "gate_activation='hard_sigmoid'" in repr(converted)
+    compare(layer, seed=22)
+    x = np.random.default_rng(22 + 100).standard_normal((N, T, IN))
+    params = {k: v.astype(np.float64) for k, v in converted.state_dict().items()}
+    _, _, _, cache = reference.forward(converted.config, params, x.transpose(1, 0, 2))
+    gates = np.concatenate([np.concatenate([r.cache.i, r.cache.f, r.cache.o]) for r in cache.steps[0][0]])
+    saturated = np.isin(gates, (0.0, 1.0)).mean()
+    assert 0.2 < saturated < 0.9, saturated  # both the flat parts and the slope are exercised

@@ -39,6 +39,8 @@ MODELS = {
     "lstm-nobias": lambda: fr.LSTM(3, 5, bias=False, seed=4),
     "lstm-forget-bias": lambda: fr.LSTM(3, 5, forget_bias=1.0, seed=15),
     "gru-reset-before": lambda: fr.GRU(3, 5, linear_before_reset=False, bidirectional=True, seed=5),
+    "lstm-hard-gates": lambda: fr.LSTM(3, 5, gate_activation="hard_sigmoid", forget_bias=2.0, seed=16),
+    "gru-hard-gates": lambda: fr.GRU(3, 5, gate_activation="hard_sigmoid", num_layers=2, seed=17),
     "rnn-relu": lambda: fr.RNN(3, 5, nonlinearity="relu", num_layers=3, seed=6),
     "lstmcell": lambda: fr.LSTMCell(3, 5, seed=7),
     "grucell-f64": lambda: fr.GRUCell(3, 5, linear_before_reset=False, dtype=np.float64, seed=8),

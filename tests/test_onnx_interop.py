@@ -300,7 +300,8 @@ def test_import_key_is_first_output_without_a_name() -> None:
 @pytest.mark.parametrize(
     "op, attrs, match",
     [
-        ("LSTM", {"activations": ["HardSigmoid", "Tanh", "Tanh"]}, "activations"),
+        ("LSTM", {"activations": ["HardSigmoid", "Tanh", "Tanh"]}, "activation_alpha"),  # ONNX's 0.2
+        ("GRU", {"activations": ["HardSigmoid", "Tanh"], "activation_alpha": [0.2] * 2}, "activation_alpha"),
         ("LSTM", {"activations": ["Sigmoid", "Tanh", "Relu"]}, "activations"),
         ("GRU", {"activations": ["Sigmoid", "Relu"]}, "activations"),
         ("RNN", {"activations": ["Sigmoid"]}, "activations"),
@@ -312,6 +313,27 @@ def test_import_unsupported_options_name_the_attribute(op: str, attrs: dict, mat
     model, _ = node_model(op, **attrs)
     with pytest.raises(NotImplementedError, match=match):
         fr.from_onnx(model)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize(
+    "op, lbr", [("LSTM", None), ("GRU", 0), ("GRU", 1)], ids=["lstm", "gru-lbr0", "gru-lbr1"]
+)
+def test_import_hard_sigmoid_gates_match_onnxruntime(op: str, lbr: Any, direction: str) -> None:
+    """HardSigmoid gates with Keras 3's alpha 1/6 and beta 1/2 become gate_activation="hard_sigmoid"."""
+    d = 2 if direction == "bidirectional" else 1
+    acts = ["HardSigmoid"] + ["Tanh"] * (2 if op == "LSTM" else 1)
+    attrs: dict[str, Any] = {
+        "activations": acts * d,
+        "activation_alpha": [1 / 6] * len(acts) * d,
+        "activation_beta": [0.5] * len(acts) * d,
+    }
+    if lbr is not None:
+        attrs["linear_before_reset"] = lbr
+    model, _ = node_model(op, direction=direction, lens="input", states="input", seed=31, **attrs)
+    layer = fr.interop.unwrap(fr.from_onnx(model)[model.graph.node[0].name])
+    assert layer.config.hard_gates
+    check_against_ort(model, feeds(op, np.float32, direction, "input", "input", seed=32), np.float32)
 
 
 def test_import_default_activations_spelled_out_are_accepted() -> None:
@@ -397,6 +419,12 @@ EXPORT_CASES = {
     "gru-reset-before-bf": ("GRU", dict(linear_before_reset=False, batch_first=True, num_layers=2)),
     "rnn-relu-2l-bi": ("RNN", dict(nonlinearity="relu", num_layers=2, bidirectional=True)),
     "rnn-tanh-nobias": ("RNN", dict(bias=False)),
+    "lstm-hard-sigmoid-bi": ("LSTM", dict(bidirectional=True, gate_activation="hard_sigmoid")),
+    "gru-hard-sigmoid-2l": ("GRU", dict(num_layers=2, gate_activation="hard_sigmoid")),
+    "gru-reset-before-hard-sigmoid-bi": (
+        "GRU",
+        dict(linear_before_reset=False, bidirectional=True, gate_activation="hard_sigmoid"),
+    ),
 }
 
 

@@ -1,6 +1,7 @@
-"""Options beyond PyTorch's layers: residual stacks (every cell) and the LSTM's peepholes, clip and
-coupled input-forget gate. The reference against central differences, the public layers (kernels)
-against the reference, forward and backward, and their argument checks."""
+"""Options beyond PyTorch's layers: residual stacks (every cell), the LSTM's peepholes, clip and
+coupled input-forget gate, and the hard-sigmoid gates of LSTM and GRU. The reference against central
+differences, the public layers (kernels) against the reference, forward and backward, and their argument
+checks."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ def option_id(options):
 def random_inputs(config, steps=4, batch=3, seed=0, scale=0.6):
     rng = np.random.default_rng(seed)
     params = {name: rng.uniform(-scale, scale, shape) for name, shape in config.param_shapes()}
+    if config.hard_gates:  # biases in [-4, 4]: many gates sit on the hard sigmoid's flat parts (|a| > 3)
+        biases = [(n, shape) for n, shape in config.param_shapes() if n.startswith("bias")]
+        params.update({n: rng.uniform(-4, 4, shape) for n, shape in biases})
     x = rng.standard_normal((steps, batch, config.input_size))
     d, layers = config.num_directions, config.num_layers
     h0 = rng.standard_normal((d * layers, batch, config.output_size)) * 0.5
@@ -55,6 +59,19 @@ CASES.append(
         id="gru-lbr0-residual",
     )
 )
+# Keras 3's hard sigmoid on the gates (gate_activation="hard_sigmoid").
+CASES += [
+    pytest.param(StackConfig("lstm", 3, 3, 2, True, True, hard_gates=True), id="lstm-hard"),
+    pytest.param(
+        StackConfig("lstm", 3, 3, 1, True, False, peephole=True, clip=0.6, hard_gates=True),
+        id="lstm-hard-options",
+    ),
+    pytest.param(StackConfig("gru", 3, 3, 2, True, True, hard_gates=True), id="gru-hard"),
+    pytest.param(
+        StackConfig("gru", 3, 3, 2, True, False, linear_before_reset=False, hard_gates=True),
+        id="gru-lbr0-hard",
+    ),
+]
 CASES.append(
     pytest.param(
         StackConfig("lstm", 3, 3, 3, True, True, residual=True, peephole=True, clip=0.6, input_forget=True),
@@ -112,6 +129,8 @@ def make_layer(config, dtype, batch_first=False, dropout=0.0):
         dtype=dtype,
         seed=1,
     )
+    if config.hard_gates:
+        kwargs["gate_activation"] = "hard_sigmoid"
     if config.cell == "lstm":
         layer = fr.LSTM(
             config.input_size,
@@ -190,8 +209,10 @@ def test_peephole_parameters_are_named_and_shaped():
         (lambda: fr.RNN(3, 4, input_forget=True), "input_forget"),
         (lambda: fr.LSTM(3, 4, clip=-1.0), "clip"),
         (lambda: fr.LSTM(3, 4, clip=float("inf")), "clip"),
+        (lambda: fr.RNN(3, 4, gate_activation="hard_sigmoid"), "gate_activation"),
+        (lambda: fr.GRU(3, 4, gate_activation="hard"), "gate_activation"),
     ],
-    ids=["peephole-on-gru", "input-forget-on-rnn", "negative-clip", "infinite-clip"],
+    ids=["peephole-on-gru", "input-forget-on-rnn", "negative-clip", "inf-clip", "hard-on-rnn", "bad-gate"],
 )
 def test_option_errors(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -201,3 +222,19 @@ def test_option_errors(make, match):
 def test_clip_type_error():
     with pytest.raises(TypeError, match="clip"):
         fr.LSTM(3, 4, clip="1")
+
+
+
+def test_hard_sigmoid_saturation_is_reached_in_the_layer_tests():
+    """The hard-gate cases above are only meaningful if some gates sit on the flat parts (derivative 0) and
+    others on the slope: check that for the kernel test's inputs."""
+    for config, seed in [
+        (StackConfig("gru", 3, 9, 2, True, True, hard_gates=True), 9),
+        (StackConfig("gru", 3, 130, 2, True, True, hard_gates=True), 130),
+        (StackConfig("gru", 3, 3, 2, True, True, hard_gates=True), 0),
+    ]:
+        steps, batch = (4, 3) if seed == 0 else (5, 3)
+        _, params, x, h0, _ = random_inputs(config, steps, batch, seed, 0.6 if seed == 0 else 0.3)
+        _, _, _, cache = reference.forward(config, params, x, h0)
+        gates = np.concatenate([np.concatenate([r.cache.r, r.cache.z]) for r in cache.steps[0][0]])
+        assert 0.05 < np.isin(gates, (0.0, 1.0)).mean() < 0.95, config

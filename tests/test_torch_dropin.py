@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import re
 import subprocess
 import sys
 from typing import Any
@@ -491,6 +492,20 @@ def test_from_torch_converts_modules() -> None:
     back = fr.to_torch(fr.from_torch(cell))
     assert isinstance(back, frt.LSTMCell)
     close(back(torch.from_numpy(x[0]))[0], he, torch.float32, "to_torch(LSTMCell)")
+
+
+@pytest.mark.parametrize(
+    "layer, option",
+    [
+        (lambda: fr.LSTM(IN, H, peephole=True), "peephole"),
+        (lambda: fr.GRU(IN, H, linear_before_reset=False), "linear_before_reset=False"),
+        (lambda: fr.GRU(IN, H, gate_activation="hard_sigmoid"), "gate_activation='hard_sigmoid'"),
+        (lambda: fr.RNN(IN, H, num_layers=2, residual=True), "residual"),
+    ],
+)
+def test_to_torch_refuses_what_torch_lacks(layer: Any, option: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(option)):
+        fr.to_torch(layer())
 
 
 def test_import_fusedrnn_does_not_import_torch() -> None:

@@ -64,7 +64,7 @@ class PyStack {
  public:
   PyStack(const std::string& cell, Index input_size, Index hidden_size, Index num_layers, bool bias, bool bidirectional,
           Index proj_size, bool linear_before_reset, bool is_double, bool residual, bool peephole, double clip,
-          bool input_forget) {
+          bool input_forget, bool hard_gates) {
     cfg_.cell = fusedrnn::parse_cell_kind(cell);
     cfg_.input_size = input_size;
     cfg_.hidden_size = hidden_size;
@@ -77,6 +77,7 @@ class PyStack {
     cfg_.peephole = peephole;
     cfg_.clip = clip;
     cfg_.input_forget = input_forget;
+    cfg_.hard_gates = hard_gates;
     cfg_.validate();
     if (is_double)
       f64_ = std::make_shared<fusedrnn::Stack<double>>(cfg_);
@@ -352,12 +353,12 @@ PYBIND11_MODULE(FUSEDRNN_MODULE_NAME, m) {
       .def_readonly("batch", &TapeHandle::batch);
 
   py::class_<PyStack>(m, "Stack", py::module_local(), "A stack of recurrent layers (time-major arrays; see fusedrnn._config).")
-      .def(py::init<const std::string&, Index, Index, Index, bool, bool, Index, bool, bool, bool, bool, double, bool>(),
+      .def(py::init<const std::string&, Index, Index, Index, bool, bool, Index, bool, bool, bool, bool, double, bool, bool>(),
            py::arg("cell"),
            py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"), py::arg("bias"),
            py::arg("bidirectional"), py::arg("proj_size"), py::arg("linear_before_reset"), py::arg("double"),
            py::arg("residual") = false, py::arg("peephole") = false, py::arg("clip") = 0.0,
-           py::arg("input_forget") = false)
+           py::arg("input_forget") = false, py::arg("hard_gates") = false)
       .def_property_readonly("is_double", &PyStack::is_double)
       .def("param_shapes", &PyStack::param_shapes)
       .def("set_weights", &PyStack::set_weights, py::arg("params"))

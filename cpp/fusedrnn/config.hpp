@@ -33,6 +33,9 @@ struct StackConfig {
   bool peephole = false;
   double clip = 0.0;
   bool input_forget = false;
+  // LSTM and GRU: the gates (LSTM i, f, o; GRU r, z) use Keras 3's hard sigmoid clip(x / 6 + 1/2, 0, 1)
+  // instead of the logistic function.
+  bool hard_gates = false;
 
   Index gates() const {
     switch (cell) {
@@ -60,6 +63,8 @@ struct StackConfig {
       fail("proj_size: expected 0, or 0 < proj_size < hidden_size on an LSTM, got " + std::to_string(proj_size));
     if ((peephole || clip != 0.0 || input_forget) && cell != CellKind::kLstm)
       fail("peephole, clip, input_forget: LSTM options, given for another cell");
+    if (hard_gates && cell != CellKind::kLstm && cell != CellKind::kGru)
+      fail("hard_gates: an LSTM and GRU option, given for another cell");
     if (!(clip >= 0.0)) fail("clip: expected >= 0 (0 = none), got " + std::to_string(clip));
   }
 };

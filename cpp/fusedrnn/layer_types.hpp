@@ -36,6 +36,7 @@ struct LayerWeights {
   bool peephole = false;
   bool input_forget = false;
   T clip = 0;             // 0 = none
+  bool hard_gates = false;  // LSTM and GRU gates: hard sigmoid (activations.hpp)
   RowVector<T> peep;
   // The same weights packed for the panel products (panels.hpp): w_ihᵀ's columns in panels; each
   // slice's columns of w_hh_t in panels of its own, slice k at panel_begin[k] (forward); W_hh's columns

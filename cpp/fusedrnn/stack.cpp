@@ -70,6 +70,7 @@ Stack<T>::Stack(const StackConfig& config) : config_(config) {
       w.peephole = config_.peephole;
       w.input_forget = config_.input_forget;
       w.clip = static_cast<T>(config_.clip);
+      w.hard_gates = config_.hard_gates;
       w.peep.setZero(config_.peephole ? 3 * H : 0);
     }
   weights_ = std::move(weights);
@@ -116,6 +117,7 @@ void Stack<T>::set_weights(const std::vector<const T*>& params) {
     w.peephole = old.peephole;
     w.input_forget = old.input_forget;
     w.clip = old.clip;
+    w.hard_gates = old.hard_gates;
     const T* const* p = params.data() + slot * per_slot;
     const Index GH = old.w_ih.rows(), H = w.hidden_size, H_out = w.output_size;
     w.w_ih.resize(GH, w.input_size);

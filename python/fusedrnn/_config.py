@@ -19,7 +19,8 @@ class StackConfig:
 
     cell: one of ``CELLS``; ``linear_before_reset`` only matters for ``"gru"`` (True is PyTorch's form
     ``n = tanh(W_n x + b_in + r * (U_n h + b_hn))``, False the reset-before form
-    ``n = tanh(W_n x + b_in + U_n (r * h) + b_hn)``); ``proj_size`` only for ``"lstm"`` (0 = none).
+    ``n = tanh(W_n x + b_in + U_n (r * h) + b_hn)``); ``proj_size`` only for ``"lstm"`` (0 = none);
+    ``hard_gates`` for ``"lstm"`` and ``"gru"``: the gates use ``hard_sigmoid(a) = clip(a / 6 + 1/2, 0, 1)``.
     """
 
     cell: str
@@ -34,6 +35,7 @@ class StackConfig:
     peephole: bool = False
     clip: float = 0.0
     input_forget: bool = False
+    hard_gates: bool = False  # LSTM/GRU gates: Keras 3's hard sigmoid clip(x / 6 + 1/2, 0, 1)
 
     @property
     def gates(self) -> int:

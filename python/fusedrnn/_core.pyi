@@ -46,6 +46,7 @@ class Stack:
         peephole: bool = False,
         clip: float = 0.0,
         input_forget: bool = False,
+        hard_gates: bool = False,
     ) -> None: ...
     @property
     def is_double(self) -> bool: ...

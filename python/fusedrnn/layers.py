@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 __all__ = ["RNNBase", "RNN", "LSTM", "GRU", "Tape", "Gradients"]
 
+# The gates' activation of LSTM and GRU: the logistic function, or Keras 3's hard sigmoid
+# relu6(a + 3) / 6 = clip(a / 6 + 1/2, 0, 1) (derivative 1/6 where it is not saturated).
+GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
+
 
 class Gradients:
     """What ``Tape.backward`` returns.
@@ -155,6 +159,7 @@ class _Recurrent:
             peephole=c.peephole,
             clip=c.clip,
             input_forget=c.input_forget,
+            hard_gates=c.hard_gates,
         )
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -370,6 +375,7 @@ class RNNBase(_Recurrent):
         peephole: bool = False,
         clip: float = 0.0,
         input_forget: bool = False,
+        gate_activation: str = "sigmoid",
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -404,6 +410,10 @@ class RNNBase(_Recurrent):
             raise ValueError(f"clip: expected a finite number >= 0 (0 for none), got {clip}")
         if mode != "LSTM" and (peephole or input_forget or clip):
             raise ValueError(f"peephole, clip, input_forget: LSTM options, got them for {mode}")
+        v.check_choice("gate_activation", gate_activation, list(GATE_ACTIVATIONS))
+        hard_gates = gate_activation == "hard_sigmoid"
+        if hard_gates and mode not in ("LSTM", "GRU"):
+            raise ValueError(f"gate_activation='hard_sigmoid': an LSTM and GRU option, got it for {mode}")
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(
                 "dropout applies between recurrent layers, never after the last one, so dropout="
@@ -424,6 +434,7 @@ class RNNBase(_Recurrent):
             peephole,
             clip,
             input_forget,
+            hard_gates,
         )
         self._init_parameters(config, config.param_names(), dtype, seed)
 
@@ -458,6 +469,8 @@ class RNNBase(_Recurrent):
                 args.append(f"{option}=True")
         if self._config.clip:
             args.append(f"clip={self._config.clip}")
+        if self._config.hard_gates:
+            args.append("gate_activation='hard_sigmoid'")
         if getattr(self, "forget_bias", 0.0):
             args.append(f"forget_bias={self.forget_bias}")
         if self._dtype != np.float32:
@@ -701,6 +714,8 @@ class LSTM(RNNBase):
     ``i = σ(... + p_i c_prev)``, ``f = σ(... + p_f c_prev)``, ``o = σ(... + p_o c_t)``; ``clip`` > 0 bounds
     every gate's activation input to [-clip, clip]; ``input_forget=True`` couples ``f = 1 - i``.
     ``residual=True``: each layer after the first adds its input to its output.
+    ``gate_activation="hard_sigmoid"``: i, f and o use Keras 3's hard sigmoid ``clip(a / 6 + 1/2, 0, 1)``
+    instead of the logistic function (Keras' ``recurrent_activation``).
 
     ``forget_bias=b`` (initialization only, as Keras' ``unit_forget_bias``): b is added to the forget
     gate's block of every ``bias_ih_l{k}[_reverse]`` (rows H:2H) after the default initialization, so the
@@ -724,6 +739,7 @@ class LSTM(RNNBase):
         peephole: bool = False,
         clip: float = 0.0,
         input_forget: bool = False,
+        gate_activation: str = "sigmoid",
         forget_bias: float = 0.0,
         dtype: Any = np.float32,
         seed: Any = None,
@@ -749,6 +765,7 @@ class LSTM(RNNBase):
             peephole=peephole,
             clip=clip,
             input_forget=input_forget,
+            gate_activation=gate_activation,
             dtype=dtype,
             seed=seed,
         )
@@ -781,7 +798,9 @@ class GRU(RNNBase):
     """Gated recurrent unit. ``linear_before_reset=True`` is PyTorch's (and cuDNN's, Keras
     reset_after=True) form; False is the reset-before form (ONNX's default, Keras reset_after=False).
 
-    ``gru(x, h0=None, lengths=None) -> (y, h_n)``.
+    ``gru(x, h0=None, lengths=None) -> (y, h_n)``. ``gate_activation="hard_sigmoid"``: r and z use Keras
+    3's hard sigmoid ``clip(a / 6 + 1/2, 0, 1)`` instead of the logistic function (Keras'
+    ``recurrent_activation``).
     """
 
     def __init__(
@@ -796,6 +815,7 @@ class GRU(RNNBase):
         *,
         linear_before_reset: bool = True,
         residual: bool = False,
+        gate_activation: str = "sigmoid",
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -810,6 +830,7 @@ class GRU(RNNBase):
             bidirectional,
             linear_before_reset=linear_before_reset,
             residual=residual,
+            gate_activation=gate_activation,
             dtype=dtype,
             seed=seed,
         )

@@ -47,6 +47,24 @@ def sigmoid(a: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * a))
 
 
+def hard_sigmoid(a: np.ndarray) -> np.ndarray:
+    """Keras 3's hard sigmoid relu6(a + 3) / 6 = clip(a / 6 + 1/2, 0, 1): the gates with
+    ``gate_activation="hard_sigmoid"``."""
+    return np.clip(a + 3.0, 0.0, 6.0) / 6.0
+
+
+def _gate(a: np.ndarray, hard: bool) -> np.ndarray:
+    return hard_sigmoid(a) if hard else sigmoid(a)
+
+
+def _gate_grad(y: np.ndarray, hard: bool) -> np.ndarray:
+    """The gate activation's derivative from its output y: y (1 - y), or 1/6 where the hard sigmoid is not
+    saturated (0 < y < 1) and 0 where it is."""
+    if hard:
+        return np.where((y > 0) & (y < 1), 1.0 / 6.0, 0.0).astype(y.dtype)
+    return y * (1 - y)
+
+
 def _affine(v: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     """``v @ w.T + b``.  v: (n, K), w: (M, K), b: (M,) or None -> (n, M)."""
     out = v @ w.T
@@ -122,7 +140,7 @@ def _clip_grad(a: np.ndarray, clip: float) -> np.ndarray | float:
     return (np.abs(a) < clip).astype(a.dtype) if clip > 0 else 1.0
 
 
-def lstm_step(p, x, h_prev, c_prev, *, clip=0.0, input_forget=False):
+def lstm_step(p, x, h_prev, c_prev, *, clip=0.0, input_forget=False, hard=False):
     """LSTM step, gate order i, f, g, o (row blocks of the weights)::
 
         i = sigmoid(W_i x + b_ii + U_i h_prev + b_hi [+ p_i * c_prev])
@@ -134,7 +152,8 @@ def lstm_step(p, x, h_prev, c_prev, *, clip=0.0, input_forget=False):
         h = m                  (no projection)       h = m @ weight_hr.T     (proj_size P > 0)
 
     The bracketed peephole terms come with ``weight_ph`` = [p_i; p_f; p_o]; with clip > 0 every
-    activation's input is clipped to [-clip, clip] first (ONNX's LSTM).
+    activation's input is clipped to [-clip, clip] first (ONNX's LSTM); hard=True puts
+    :func:`hard_sigmoid` in place of sigmoid.
     x: (n, I), h_prev: (n, H_out), c_prev: (n, H) -> h: (n, H_out), c: (n, H)."""
     hs = c_prev.shape[1]
     a = _affine(x, p["weight_ih"], p.get("bias_ih")) + _affine(h_prev, p["weight_hh"], p.get("bias_hh"))
@@ -142,20 +161,20 @@ def lstm_step(p, x, h_prev, c_prev, *, clip=0.0, input_forget=False):
     if ph is not None:
         a[:, 0:hs] += ph[0:hs] * c_prev
         a[:, hs:2 * hs] += ph[hs:2 * hs] * c_prev
-    i = sigmoid(_clip(a[:, 0:hs], clip))
-    f = 1 - i if input_forget else sigmoid(_clip(a[:, hs:2 * hs], clip))
+    i = _gate(_clip(a[:, 0:hs], clip), hard)
+    f = 1 - i if input_forget else _gate(_clip(a[:, hs:2 * hs], clip), hard)
     g = np.tanh(_clip(a[:, 2 * hs:3 * hs], clip))
     c = f * c_prev + i * g
     if ph is not None:
         a[:, 3 * hs:] += ph[2 * hs:] * c
-    o = sigmoid(_clip(a[:, 3 * hs:4 * hs], clip))
+    o = _gate(_clip(a[:, 3 * hs:4 * hs], clip), hard)
     tanh_c = np.tanh(c)
     m = o * tanh_c
     h = m @ p["weight_hr"].T if "weight_hr" in p else m
     return h, c, LSTMStepCache(x, h_prev, c_prev, i, f, g, o, c, tanh_c, m, a)
 
 
-def lstm_step_backward(p, cache: LSTMStepCache, dh, dc, grads, *, clip=0.0, input_forget=False):
+def lstm_step_backward(p, cache: LSTMStepCache, dh, dc, grads, *, clip=0.0, input_forget=False, hard=False):
     """Backward of :func:`lstm_step`; dh: (n, H_out), dc: (n, H) are the gradients of the new state::
 
         dm = dh @ weight_hr, dW_hr += dh^T m     (projection; else dm = dh)
@@ -175,7 +194,7 @@ def lstm_step_backward(p, cache: LSTMStepCache, dh, dc, grads, *, clip=0.0, inpu
     else:
         dm = dh
     pre = cache.pre
-    da_o = dm * cache.tanh_c * cache.o * (1 - cache.o) * _clip_grad(pre[:, 3 * hs:], clip)
+    da_o = dm * cache.tanh_c * _gate_grad(cache.o, hard) * _clip_grad(pre[:, 3 * hs:], clip)
     dc_tot = dc + dm * cache.o * (1 - cache.tanh_c * cache.tanh_c)
     if ph is not None:
         dc_tot = dc_tot + da_o * ph[2 * hs:]
@@ -185,8 +204,8 @@ def lstm_step_backward(p, cache: LSTMStepCache, dh, dc, grads, *, clip=0.0, inpu
         di = di - dc_tot * cache.c_prev
         da_f = np.zeros_like(di)
     else:
-        da_f = dc_tot * cache.c_prev * cache.f * (1 - cache.f) * _clip_grad(pre[:, hs:2 * hs], clip)
-    da_i = di * cache.i * (1 - cache.i) * _clip_grad(pre[:, 0:hs], clip)
+        da_f = dc_tot * cache.c_prev * _gate_grad(cache.f, hard) * _clip_grad(pre[:, hs:2 * hs], clip)
+    da_i = di * _gate_grad(cache.i, hard) * _clip_grad(pre[:, 0:hs], clip)
     da_g = dg * (1 - cache.g * cache.g) * _clip_grad(pre[:, 2 * hs:3 * hs], clip)
     dc_prev = dc_tot * cache.f
     if ph is not None:
@@ -212,7 +231,7 @@ class GRUStepCache(NamedTuple):
     hn: np.ndarray | None  # (n, H)  U_n h_prev + b_hn (linear-before-reset only; None for reset-before)
 
 
-def gru_step(p, x, h_prev, c_prev=None):
+def gru_step(p, x, h_prev, c_prev=None, *, hard=False):
     """GRU step, linear-before-reset (PyTorch's form), gate order r, z, n::
 
         r = sigmoid(W_r x + b_ir + U_r h_prev + b_hr)
@@ -224,15 +243,15 @@ def gru_step(p, x, h_prev, c_prev=None):
     hs = h_prev.shape[1]
     ai = _affine(x, p["weight_ih"], p.get("bias_ih"))       # (n, 3H)
     ah = _affine(h_prev, p["weight_hh"], p.get("bias_hh"))  # (n, 3H)
-    r = sigmoid(ai[:, 0:hs] + ah[:, 0:hs])
-    z = sigmoid(ai[:, hs:2 * hs] + ah[:, hs:2 * hs])
+    r = _gate(ai[:, 0:hs] + ah[:, 0:hs], hard)
+    z = _gate(ai[:, hs:2 * hs] + ah[:, hs:2 * hs], hard)
     hn = ah[:, 2 * hs:3 * hs]
     n = np.tanh(ai[:, 2 * hs:3 * hs] + r * hn)
     h = (1 - z) * n + z * h_prev
     return h, None, GRUStepCache(x, h_prev, r, z, n, hn)
 
 
-def gru_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None):
+def gru_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=False):
     """Backward of :func:`gru_step`::
 
         dn = dh * (1 - z);  dz = dh * (h_prev - n)
@@ -249,8 +268,8 @@ def gru_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None):
     da_n = dn * (1 - n * n)
     dr = da_n * hn
     dhn = da_n * r
-    da_r = dr * r * (1 - r)
-    da_z = dz * z * (1 - z)
+    da_r = dr * _gate_grad(r, hard)
+    da_z = dz * _gate_grad(z, hard)
     dai = np.concatenate([da_r, da_z, da_n], axis=1)
     dah = np.concatenate([da_r, da_z, dhn], axis=1)
     g3 = dai.shape[1]
@@ -259,7 +278,7 @@ def gru_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None):
     return dai @ p["weight_ih"], dh * z + dah @ p["weight_hh"], None
 
 
-def gru_reset_before_step(p, x, h_prev, c_prev=None):
+def gru_reset_before_step(p, x, h_prev, c_prev=None, *, hard=False):
     """GRU step, reset-before form (ONNX default, Keras reset_after=False), gate order r, z, n::
 
         r = sigmoid(W_r x + b_ir + U_r h_prev + b_hr)
@@ -272,15 +291,15 @@ def gru_reset_before_step(p, x, h_prev, c_prev=None):
     w_hh, b_hh = p["weight_hh"], p.get("bias_hh")
     ai = _affine(x, p["weight_ih"], p.get("bias_ih"))                   # (n, 3H)
     ah_rz = _affine(h_prev, w_hh[0:2 * hs], _part(b_hh, 0, 2 * hs))     # (n, 2H)
-    r = sigmoid(ai[:, 0:hs] + ah_rz[:, 0:hs])
-    z = sigmoid(ai[:, hs:2 * hs] + ah_rz[:, hs:2 * hs])
+    r = _gate(ai[:, 0:hs] + ah_rz[:, 0:hs], hard)
+    z = _gate(ai[:, hs:2 * hs] + ah_rz[:, hs:2 * hs], hard)
     ah_n = _affine(r * h_prev, w_hh[2 * hs:3 * hs], _part(b_hh, 2 * hs, 3 * hs))
     n = np.tanh(ai[:, 2 * hs:3 * hs] + ah_n)
     h = (1 - z) * n + z * h_prev
     return h, None, GRUStepCache(x, h_prev, r, z, n, None)
 
 
-def gru_reset_before_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None):
+def gru_reset_before_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=False):
     """Backward of :func:`gru_reset_before_step`::
 
         dn = dh * (1 - z);  dz = dh * (h_prev - n);  da_n = dn * (1 - n^2)
@@ -299,8 +318,8 @@ def gru_reset_before_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=No
     d_rh = da_n @ w_hh[2 * hs:3 * hs]
     _accumulate_affine(grads, "weight_hh", "bias_hh", da_n, r * h_prev, 2 * hs, 3 * hs)
     dr = d_rh * h_prev
-    da_r = dr * r * (1 - r)
-    da_z = dz * z * (1 - z)
+    da_r = dr * _gate_grad(r, hard)
+    da_z = dz * _gate_grad(z, hard)
     da_rz = np.concatenate([da_r, da_z], axis=1)
     _accumulate_affine(grads, "weight_hh", "bias_hh", da_rz, h_prev, 0, 2 * hs)
     dai = np.concatenate([da_r, da_z, da_n], axis=1)
@@ -318,12 +337,13 @@ def cell_functions(config: StackConfig) -> tuple[StepFn, StepFn]:
         relu = config.cell == "rnn_relu"
         return partial(rnn_step, relu=relu), partial(rnn_step_backward, relu=relu)
     if config.cell == "lstm":
-        options = {"clip": config.clip, "input_forget": config.input_forget}
+        options = {"clip": config.clip, "input_forget": config.input_forget, "hard": config.hard_gates}
         return partial(lstm_step, **options), partial(lstm_step_backward, **options)
     if config.cell == "gru":
+        hard = config.hard_gates
         if config.linear_before_reset:
-            return gru_step, gru_step_backward
-        return gru_reset_before_step, gru_reset_before_step_backward
+            return partial(gru_step, hard=hard), partial(gru_step_backward, hard=hard)
+        return partial(gru_reset_before_step, hard=hard), partial(gru_reset_before_step_backward, hard=hard)
     raise ValueError(f"config.cell: expected one of rnn_tanh, rnn_relu, lstm, gru, got {config.cell!r}")
 
 

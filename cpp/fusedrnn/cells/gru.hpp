@@ -39,7 +39,7 @@ struct GruCell {
   static void forward_row_first(const CellRow<T>& r) {
     const Index H = r.units;
     Vec<T> rz(r.gates, 2 * H);
-    sigmoid_into(rz, ConstVec<T>(r.xg, 2 * H) + ConstVec<T>(r.hg, 2 * H));
+    gate_into(rz, ConstVec<T>(r.xg, 2 * H) + ConstVec<T>(r.hg, 2 * H), r.w->hard_gates);
     Vec<T>(r.rh, H) = Vec<T>(r.gates, H) * ConstVec<T>(r.h_prev, H);
   }
 
@@ -49,7 +49,7 @@ struct GruCell {
     const Index H = r.units;
     if (kLinearBeforeReset) {
       Vec<T> rz(r.gates, 2 * H);
-      sigmoid_into(rz, ConstVec<T>(r.xg, 2 * H) + ConstVec<T>(r.hg, 2 * H));
+      gate_into(rz, ConstVec<T>(r.xg, 2 * H) + ConstVec<T>(r.hg, 2 * H), r.w->hard_gates);
     }
     ConstVec<T> rg(r.gates, H), z(r.gates + H, H), xn(r.xg + 2 * H, H), h_prev(r.h_prev, H);
     Vec<T> n(r.gates + 2 * H, H);
@@ -68,7 +68,9 @@ struct GruCell {
     const Index H = r.units;
     ConstVec<T> z(r.gates + H, H), n(r.gates + 2 * H, H), h_prev(r.h_prev, H), dh(r.dh, H);
     Vec<T>(r.dg_in + 2 * H, H) = dh * (T(1) - z) * tanh_grad(n);
-    Vec<T>(r.dg_in + H, H) = dh * (h_prev - n) * sigmoid_grad(z);
+    Vec<T> dz(r.dg_in + H, H);
+    dz = dh * (h_prev - n);
+    mul_gate_grad(dz, z, r.w->hard_gates);
   }
 
   // Linear-before-reset: the whole gate-gradient pass.
@@ -77,7 +79,9 @@ struct GruCell {
     const Index H = r.units;
     backward_zn(r);
     ConstVec<T> rg(r.gates, H), z(r.gates + H, H), hn(r.gates + 3 * H, H), dh(r.dh, H), dn(r.dg_in + 2 * H, H);
-    Vec<T>(r.dg_in, H) = dn * hn * sigmoid_grad(rg);
+    Vec<T> dr(r.dg_in, H);
+    dr = dn * hn;
+    mul_gate_grad(dr, rg, r.w->hard_gates);
     Vec<T>(r.dg_hid, 2 * H) = Vec<T>(r.dg_in, 2 * H);
     Vec<T>(r.dg_hid + 2 * H, H) = dn * rg;
     Vec<T>(r.dh_direct, H) = dh * z;
@@ -90,7 +94,9 @@ struct GruCell {
   static void backward_row_second(const CellGradRow<T>& r) {
     const Index H = r.units;
     ConstVec<T> rg(r.gates, H), z(r.gates + H, H), h_prev(r.h_prev, H), dh(r.dh, H), drh(r.drh, H);
-    Vec<T>(r.dg_in, H) = drh * h_prev * sigmoid_grad(rg);
+    Vec<T> dr(r.dg_in, H);
+    dr = drh * h_prev;
+    mul_gate_grad(dr, rg, r.w->hard_gates);
     Vec<T>(r.dg_hid, 2 * H) = Vec<T>(r.dg_in, 2 * H);
     Vec<T>(r.dg_hid + 2 * H, H).setZero();  // U_n's gradient goes through r ⊙ h (the layer adds it)
     Vec<T>(r.dh_direct, H) = dh * z + drh * rg;

@@ -46,11 +46,11 @@ struct LstmCell {
         Vec<T>(r.gates + 4 * H, 3 * H) = pre.head(3 * H);
         pre.head(3 * H) = pre.head(3 * H).max(-w.clip).min(w.clip);
       }
-      sigmoid_into(i, i);
+      gate_into(i, i, w.hard_gates);
       if (w.input_forget)
         f = T(1) - i;
       else
-        sigmoid_into(f, f);
+        gate_into(f, f, w.hard_gates);
       tanh_into(g, g);
       c = f * c + i * g;
       if (w.peephole) o += ConstVec<T>(r.peephole + 2 * H, H) * c;
@@ -58,13 +58,13 @@ struct LstmCell {
         Vec<T>(r.gates + 7 * H, H) = o;
         o = o.max(-w.clip).min(w.clip);
       }
-      sigmoid_into(o, o);
+      gate_into(o, o, w.hard_gates);
       Vec<T>(r.h, H) = o * c.tanh();
       return;
     }
-    sigmoid_into(i_f, i_f);
+    gate_into(i_f, i_f, w.hard_gates);
     tanh_into(g, g);
-    sigmoid_into(o, o);
+    gate_into(o, o, w.hard_gates);
     c = f * c + i * g;
     Vec<T>(r.h, H) = o * c.tanh();
   }
@@ -78,7 +78,8 @@ struct LstmCell {
     const Eigen::Array<T, Eigen::Dynamic, 1> tanh_c = c_new.tanh();
     Vec<T> dc(r.dc, H);
     Vec<T> di(r.dg_in, H), df(r.dg_in + H, H), dg(r.dg_in + 2 * H, H), d_o(r.dg_in + 3 * H, H);
-    d_o = dm * tanh_c * sigmoid_grad(o);
+    d_o = dm * tanh_c;
+    mul_gate_grad(d_o, o, w.hard_gates);
     if (w.clip > 0) d_o *= (ConstVec<T>(r.gates + 7 * H, H).abs() < w.clip).template cast<T>();
     dc += dm * o * tanh_grad(tanh_c);  // now the total gradient wrt c'
     if (w.peephole) dc += d_o * ConstVec<T>(r.peephole + 2 * H, H);
@@ -88,9 +89,10 @@ struct LstmCell {
       di -= dc * c_prev;  // f = 1 - i
       df.setZero();
     } else {
-      df = dc * c_prev * sigmoid_grad(f);
+      df = dc * c_prev;
+      mul_gate_grad(df, f, w.hard_gates);
     }
-    di *= sigmoid_grad(i);
+    mul_gate_grad(di, i, w.hard_gates);
     if (w.clip > 0) {
       ConstVec<T> pre(r.gates + 4 * H, 3 * H);
       Vec<T>(r.dg_in, 3 * H) *= (pre.abs() < w.clip).template cast<T>();

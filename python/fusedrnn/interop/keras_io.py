@@ -12,9 +12,10 @@ kernels are transposed relative to fusedrnn's, gate blocks reordered for the GRU
     SimpleRNN  kernel (I, U)              -> RNN(nonlinearity = activation: "tanh" or "relu")
 
 Activations come from the layer's config: LSTM and GRU compute ``activation="tanh"`` and
-``recurrent_activation="sigmoid"`` in fusedrnn's kernels; anything else (``hard_sigmoid``, which Keras 3
-defines as ``clip(x / 6 + 1/2, 0, 1)`` and Keras 2 as ``clip(0.2 x + 1/2, 0, 1)``, ``relu``, ...) raises
-NotImplementedError naming the option and its value.
+``recurrent_activation`` ``"sigmoid"`` or ``"hard_sigmoid"`` (as Keras 3 defines it, ``relu6(x + 3) / 6 =
+clip(x / 6 + 1/2, 0, 1)``: the layers' ``gate_activation="hard_sigmoid"``; Keras 2's ``clip(0.2 x + 1/2, 0,
+1)`` differs); SimpleRNN ``"tanh"`` or ``"relu"``. Anything else raises NotImplementedError naming the
+option and its value.
 
 Direction: ``go_backwards=True`` gives ``Reverse(layer, order="processing")`` (Keras returns the
 outputs in the order it processed the steps, last input step first). ``Bidirectional`` gives a
@@ -44,9 +45,6 @@ from .wrappers import Reverse, SumDirections, unwrap
 
 __all__ = ["from_keras", "call_as_keras"]
 
-_HARD_SIGMOID = "hard_sigmoid (Keras 3: clip(x / 6 + 1/2, 0, 1))"
-
-
 def _activation_name(value: Any) -> str:
     """The name of a Keras activation as a config gives it (a string, a serialized function dict, or
     a function)."""
@@ -65,9 +63,8 @@ def _activation_name(value: Any) -> str:
 def _check_activation(label: str, option: str, value: Any, allowed: tuple[str, ...]) -> str:
     name = _activation_name(value)
     if name not in allowed:
-        shown = _HARD_SIGMOID if name == "hard_sigmoid" else repr(name)
         raise NotImplementedError(
-            f"{label}: {option}={shown} is not computed by fusedrnn's kernels "
+            f"{label}: {option}={name!r} is not computed by fusedrnn's kernels "
             f"(supported: {', '.join(allowed)})"
         )
     return name
@@ -110,7 +107,11 @@ def _weights_of(layer: Any, kind: str, label: str) -> tuple[dict[str, Any], dict
         perm = [0]
     else:
         _check_activation(label, "activation", config.get("activation"), ("tanh",))
-        _check_activation(label, "recurrent_activation", config.get("recurrent_activation"), ("sigmoid",))
+        gate = _check_activation(
+            label, "recurrent_activation", config.get("recurrent_activation"), ("sigmoid", "hard_sigmoid")
+        )
+        if gate == "hard_sigmoid":  # Keras 3's: relu6(x + 3) / 6, the kernels' gate_activation option
+            options["gate_activation"] = "hard_sigmoid"
         perm = [0, 1, 2, 3] if kind == "LSTM" else [1, 0, 2]  # GRU z,r,h -> r,z,n
     if kind == "GRU":
         options["linear_before_reset"] = bool(config.get("reset_after", True))

@@ -76,14 +76,16 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "clip": "float",
         "input_forget": "bool",
         "forget_bias": "float",
+        "gate_activation": ("sigmoid", "hard_sigmoid"),
     },
-    "GRU": {**_COMMON_LAYER, "linear_before_reset": "bool"},
+    "GRU": {**_COMMON_LAYER, "linear_before_reset": "bool", "gate_activation": ("sigmoid", "hard_sigmoid")},
     "RNN": {**_COMMON_LAYER, "nonlinearity": ("tanh", "relu")},
     "LSTMCell": {"input_size": "int", "hidden_size": "int", "bias": "bool"},
     "GRUCell": {"input_size": "int", "hidden_size": "int", "bias": "bool", "linear_before_reset": "bool"},
     "RNNCell": {"input_size": "int", "hidden_size": "int", "bias": "bool", "nonlinearity": ("tanh", "relu")},
 }
-_OPTIONAL = {"LSTM": {"forget_bias"}}
+# Written only when not the default, so that files of models without them read in older versions too.
+_OPTIONAL = {"LSTM": {"forget_bias", "gate_activation"}, "GRU": {"gate_activation"}}
 # StackConfig fields written from a layer (anything else the config gains must be added here first,
 # so that a layer using it is never saved without it).
 _CONFIG_FIELDS = {
@@ -99,6 +101,7 @@ _CONFIG_FIELDS = {
     "peephole",
     "clip",
     "input_forget",
+    "hard_gates",
 }
 
 
@@ -164,6 +167,8 @@ def _describe(obj: Any, tensors: dict[str, np.ndarray], depth: int) -> dict[str,
             options["linear_before_reset"] = c.linear_before_reset
         else:
             options["nonlinearity"] = "relu" if c.cell == "rnn_relu" else "tanh"
+        if c.hard_gates:
+            options["gate_activation"] = "hard_sigmoid"
     elif isinstance(obj, (LSTMCell, GRUCell, RNNCell)):
         kind = (
             type(obj).__name__
@@ -322,6 +327,7 @@ def _stack_config(kind: str, options: dict[str, Any]) -> StackConfig:
         options.get("peephole", False),
         options.get("clip", 0.0),
         options.get("input_forget", False),
+        options.get("gate_activation", "sigmoid") == "hard_sigmoid",
     )
 
 
@@ -435,6 +441,7 @@ class _Reader:
             ("clip", 0.0),
             ("input_forget", False),
             ("residual", False),
+            ("gate_activation", "sigmoid"),
         ):
             if kwargs.get(key, default) == default:
                 kwargs.pop(key, None)

@@ -172,8 +172,9 @@ def _float_dtype(arr: np.ndarray, what: str) -> Any:
 
 
 def _check_activations(op: str, label: str, attrs: dict[str, Any], directions: int) -> str:
-    """The RNN nonlinearity ('tanh'/'relu'), or '' for LSTM/GRU, after checking the activations are
-    ones the kernels compute."""
+    """The RNN nonlinearity ('tanh'/'relu'), or for LSTM/GRU the gates' activation ('' for the default
+    Sigmoid, 'hard_sigmoid' for HardSigmoid with alpha 1/6 and beta 1/2), after checking the activations
+    are ones the kernels compute."""
     default = _DEFAULT_ACTIVATIONS[op]
     acts = attrs.get("activations")
     if acts is None:
@@ -191,6 +192,18 @@ def _check_activations(op: str, label: str, attrs: dict[str, Any], directions: i
         raise NotImplementedError(
             f"{label}: activations={list(acts)}: fusedrnn's RNN computes Tanh or Relu, the same in both "
             "directions"
+        )
+    hard = ("hardsigmoid",) + tuple(default[1:])
+    if all(d == hard for d in per_direction):
+        alphas = [float(a) for a in attrs.get("activation_alpha", [])]
+        betas = [float(b) for b in attrs.get("activation_beta", [])]
+        if alphas and betas and all(abs(a - 1 / 6) < 1e-6 for a in alphas) and all(
+            abs(b - 0.5) < 1e-6 for b in betas
+        ):
+            return "hard_sigmoid"
+        raise NotImplementedError(
+            f"{label}: HardSigmoid gates with activation_alpha={alphas}, activation_beta={betas}: fusedrnn's "
+            "kernels compute the hard sigmoid with alpha 1/6 and beta 1/2 (Keras 3's) only"
         )
     if any(d != default for d in per_direction):
         raise NotImplementedError(
@@ -271,6 +284,8 @@ def _convert_node(node: Any, constants: dict[str, Any], label: str) -> Any:
             raise ValueError(f"{label}: {what} has shape {arr.shape}, expected {shape}")
     nonlinearity = _check_activations(op, label, attrs, directions)
     options = _layer_options(op, label, attrs)
+    if nonlinearity == "hard_sigmoid":
+        options["gate_activation"] = "hard_sigmoid"
 
     common = dict(batch_first=layout == 1, bidirectional=directions == 2, bias=b is not None, dtype=dtype)
     if op == "LSTM":
@@ -494,6 +509,13 @@ def _recurrent_nodes(
         attrs["linear_before_reset"] = int(c.linear_before_reset)
     if c.cell == "rnn_relu":
         attrs["activations"] = ["Relu"] * directions
+    if c.hard_gates:
+        acts = ["HardSigmoid"] + ["Tanh"] * (2 if op == "LSTM" else 1)
+        attrs["activations"] = acts * directions
+        # alpha and beta at every position: runtimes that hand them out per activation and those that
+        # hand them out only to the activations that take them both give HardSigmoid 1/6 and 1/2.
+        attrs["activation_alpha"] = [1 / 6] * len(acts) * directions
+        attrs["activation_beta"] = [0.5] * len(acts) * directions
     if c.clip:
         attrs["clip"] = float(c.clip)
     if c.input_forget:

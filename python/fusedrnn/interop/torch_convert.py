@@ -83,7 +83,7 @@ def to_torch(layer: Any, fused: bool = True) -> Any:
     """The ``torch.nn`` module equivalent to a fusedrnn layer or cell, with a copy of its weights:
     a ``fusedrnn.torch`` module (running fusedrnn's kernels) when ``fused``, else a plain ``torch.nn`` one.
     Layers with options PyTorch lacks (peepholes, clip, coupled input-forget gate, residual stacks, the
-    reset-before GRU) raise ValueError naming the option."""
+    reset-before GRU, hard-sigmoid gates) raise ValueError naming the option."""
     import torch
 
     if fused:
@@ -101,6 +101,7 @@ def to_torch(layer: Any, fused: bool = True) -> Any:
                 ("input_forget", c.input_forget),
                 ("residual", c.residual),
                 ("linear_before_reset=False", c.cell == "gru" and not c.linear_before_reset),
+                ("gate_activation='hard_sigmoid'", c.hard_gates),
             )
             if value
         ]
