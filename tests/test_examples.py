@@ -15,6 +15,8 @@ def load(name: str):
     path = EXAMPLES / f"{name}.py"
     if not path.exists():
         pytest.skip(f"{path} is not in this checkout")
+    if str(EXAMPLES) not in sys.path:  # the examples import their shared progress bar, as scripts do
+        sys.path.insert(0, str(EXAMPLES))
     spec = importlib.util.spec_from_file_location(f"fusedrnn_example_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

@@ -486,6 +486,15 @@ class _GraphBuilder:
         return outputs if n_outputs > 1 else outputs[0]
 
 
+
+def _layer_state(g: _GraphBuilder, state: str, lo: int, hi: int, base: str) -> str:
+    """Rows [lo, hi) (one layer's directions) of an initial-state graph value, or "" without one."""
+    if not state:
+        return ""
+    bounds = [g.const("lo", np.array([lo])), g.const("hi", np.array([hi])), g.const("axis", np.array([0]))]
+    return g.node("Slice", [state, *bounds], base=base)
+
+
 def _recurrent_nodes(
     g: _GraphBuilder,
     inner: RNNBase,
@@ -544,37 +553,9 @@ def _recurrent_nodes(
             ins.append("")
         ins.append(lengths)
         lo, hi = k * directions, (k + 1) * directions
-        if h0:
-            ins.append(
-                g.node(
-                    "Slice",
-                    [
-                        h0,
-                        g.const("lo", np.array([lo])),
-                        g.const("hi", np.array([hi])),
-                        g.const("axis", np.array([0])),
-                    ],
-                    base=f"h0_l{k}",
-                )
-            )
-        else:
-            ins.append("")
+        ins.append(_layer_state(g, h0, lo, hi, f"h0_l{k}"))
         if op == "LSTM":
-            if c0:
-                ins.append(
-                    g.node(
-                        "Slice",
-                        [
-                            c0,
-                            g.const("lo", np.array([lo])),
-                            g.const("hi", np.array([hi])),
-                            g.const("axis", np.array([0])),
-                        ],
-                        base=f"c0_l{k}",
-                    )
-                )
-            else:
-                ins.append("")
+            ins.append(_layer_state(g, c0, lo, hi, f"c0_l{k}"))
             if c.peephole:
                 p = np.stack([params[n["weight_ph"]] for n in names])  # i, f, o -> ONNX i, o, f
                 p = np.concatenate([p[:, :hidden], p[:, 2 * hidden :], p[:, hidden : 2 * hidden]], axis=1)
