@@ -13,7 +13,10 @@ namespace {
 constexpr std::size_t kAlignment = 64;
 constexpr std::size_t kMaxBlocks = 16;
 constexpr std::size_t kMaxCachedBytes = std::size_t(256) << 20;  // 256 MiB
-constexpr std::size_t kMinCachedBytes = std::size_t(64) << 10;   // smaller blocks are cheap to get anew
+constexpr std::size_t kMinCachedBytes = std::size_t(64) << 10;   // smaller blocks: the small cache
+// Small blocks are cheap to allocate, but a call that runs one time step asks for several: a step at a
+// time spent a quarter of its call in malloc and free. Up to kMaxSmallBlocks of them are kept.
+constexpr std::size_t kMaxSmallBlocks = 32;
 
 struct Block {
   void* data;
@@ -31,27 +34,36 @@ Cache& cache() {
   return *instance;
 }
 
+Cache& small_cache() {
+  static Cache* instance = new Cache;  // never destroyed, as above
+  return *instance;
+}
+
+// Takes from `blocks` the smallest block that fits `bytes` without wasting more than half of it, or
+// returns nullptr.
+void* take_fitting(Cache& c, std::size_t bytes) {
+  std::size_t best = c.blocks.size();
+  for (std::size_t k = 0; k < c.blocks.size(); ++k)
+    if (c.blocks[k].bytes >= bytes && c.blocks[k].bytes <= 2 * bytes &&
+        (best == c.blocks.size() || c.blocks[k].bytes < c.blocks[best].bytes))
+      best = k;
+  if (best == c.blocks.size()) return nullptr;
+  void* data = c.blocks[best].data;
+  c.total -= c.blocks[best].bytes;
+  c.blocks.erase(c.blocks.begin() + static_cast<std::ptrdiff_t>(best));  // keeps the oldest first
+  return data;
+}
+
 std::size_t round_up(std::size_t bytes) { return (bytes + kAlignment - 1) / kAlignment * kAlignment; }
 
 }  // namespace
 
 void* cache_take(std::size_t bytes) {
   bytes = round_up(bytes);
-  if (bytes >= kMinCachedBytes) {
-    Cache& c = cache();
+  {
+    Cache& c = bytes >= kMinCachedBytes ? cache() : small_cache();
     std::lock_guard<std::mutex> lock(c.mutex);
-    // The smallest cached block that fits without wasting more than half of it.
-    std::size_t best = c.blocks.size();
-    for (std::size_t k = 0; k < c.blocks.size(); ++k)
-      if (c.blocks[k].bytes >= bytes && c.blocks[k].bytes <= 2 * bytes &&
-          (best == c.blocks.size() || c.blocks[k].bytes < c.blocks[best].bytes))
-        best = k;
-    if (best != c.blocks.size()) {
-      void* data = c.blocks[best].data;
-      c.total -= c.blocks[best].bytes;
-      c.blocks.erase(c.blocks.begin() + static_cast<std::ptrdiff_t>(best));
-      return data;
-    }
+    if (void* data = take_fitting(c, bytes)) return data;
   }
   void* data = std::aligned_alloc(kAlignment, bytes);
   if (!data) throw std::bad_alloc();
@@ -72,6 +84,15 @@ void cache_give(void* block, std::size_t bytes) {
     c.blocks.push_back({block, bytes});
     c.total += bytes;
     return;
+  }
+  if (bytes < kMinCachedBytes) {
+    Cache& c = small_cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    if (c.blocks.size() < kMaxSmallBlocks) {
+      c.blocks.push_back({block, bytes});
+      c.total += bytes;
+      return;
+    }
   }
   std::free(block);
 }
