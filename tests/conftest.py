@@ -9,6 +9,8 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
+from closeness import assert_scaled_close
+
 # (rtol, atol) per compute dtype; atol is multiplied by max(1, max|expected|) so that gradients, which
 # sum many terms and can be large, are held to the same relative standard as the outputs.
 TOLERANCES = {
@@ -18,15 +20,7 @@ TOLERANCES = {
 
 
 def _assert_close(actual: Any, expected: Any, dtype: Any, what: str = "") -> None:
-    actual = np.asarray(actual)
-    expected = np.asarray(expected)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != expected {expected.shape}"
-    rtol, atol = TOLERANCES[np.dtype(dtype)]
-    finite = expected[np.isfinite(expected)]
-    scale = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
-    np.testing.assert_allclose(
-        actual.astype(np.float64), expected.astype(np.float64), rtol=rtol, atol=atol * scale, err_msg=what
-    )
+    assert_scaled_close(actual, expected, *TOLERANCES[np.dtype(dtype)], what)
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from closeness import assert_scaled_close
+
 os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
 if keras.backend.backend() != "torch":  # pragma: no cover - another backend was chosen first
@@ -29,12 +31,7 @@ TOL = {np.float32: (1e-5, 1e-5), np.float64: (1e-12, 1e-12)}
 
 
 def close(actual: Any, expected: Any, dtype: Any, what: str) -> None:
-    actual = np.asarray(actual, np.float64)
-    expected = np.asarray(expected, np.float64)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    rtol, atol = TOL[dtype]
-    scale = max(1.0, float(np.abs(expected).max()))
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale, err_msg=what)
+    assert_scaled_close(actual, expected, *TOL[dtype], what)
 
 
 def to_np(value: Any) -> Any:

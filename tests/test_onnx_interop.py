@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from closeness import assert_scaled_close
+
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -30,12 +32,7 @@ T, N, IN, H = 5, 3, 4, 6
 
 
 def close(actual: Any, expected: Any, dtype: Any, what: str) -> None:
-    actual = np.asarray(actual, np.float64)
-    expected = np.asarray(expected, np.float64)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    rtol, atol = TOL[dtype]
-    scale = max(1.0, float(np.abs(expected).max()) if expected.size else 1.0)
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale, err_msg=what)
+    assert_scaled_close(actual, expected, *TOL[dtype], what)
 
 
 def session(model: Any) -> Any:

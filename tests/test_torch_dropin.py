@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from closeness import assert_scaled_close
+
 torch = pytest.importorskip("torch")
 frt = pytest.importorskip("fusedrnn.torch")
 rnn_utils = pytest.importorskip("torch.nn.utils.rnn")
@@ -31,16 +33,7 @@ TOL = {torch.float32: (1e-4, 1e-5), torch.float64: (1e-10, 1e-10)}
 
 
 def close(actual: Any, expected: Any, dtype: Any, what: str) -> None:
-    a = actual.detach().double().numpy() if isinstance(actual, torch.Tensor) else np.asarray(actual, float)
-    e = (
-        expected.detach().double().numpy()
-        if isinstance(expected, torch.Tensor)
-        else np.asarray(expected, float)
-    )
-    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
-    rtol, atol = TOL[dtype]
-    scale = max(1.0, float(np.abs(e).max())) if e.size else 1.0
-    np.testing.assert_allclose(a, e, rtol=rtol, atol=atol * scale, err_msg=what)
+    assert_scaled_close(actual, expected, *TOL[dtype], what)
 
 
 IN, H, T, N = 5, 7, 6, 4

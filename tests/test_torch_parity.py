@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fusedrnn as fr
+from closeness import assert_scaled_close
 
 torch = pytest.importorskip("torch")
 # PyTorch's own notice that it runs projected LSTMs without oneDNN: not about this package.
@@ -25,12 +26,7 @@ TORCH_DTYPES = {np.float32: torch.float32, np.float64: torch.float64}
 
 
 def close(actual: Any, expected: Any, dtype: Any, what: str) -> None:
-    actual = np.asarray(actual, np.float64)
-    expected = np.asarray(expected, np.float64)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    rtol, atol = TOL[dtype]
-    scale = max(1.0, float(np.abs(expected).max()) if expected.size else 1.0)
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale, err_msg=what)
+    assert_scaled_close(actual, expected, *TOL[dtype], what)
 
 
 def to_np(t: Any) -> np.ndarray:
