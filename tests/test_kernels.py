@@ -290,6 +290,28 @@ def test_larger_shapes(kind: str, dtype: str, rng: np.random.Generator, assert_c
     run_backward(problem, rng, assert_close)
 
 
+@pytest.mark.parametrize("kind", CELL_KINDS)
+def test_input_projection_step_by_step_gives_the_same_numbers(kind: str, rng: np.random.Generator) -> None:
+    """The input projection computed step by step, inside the time loop (as one-step calls and large batches
+    do), against the usual one product before the loop: the AVX2 kernels sum each element in one order
+    whatever the number of rows, so the numbers are the same bits; other builds never project per step."""
+    layer = make_layer(kind, 40, 70, num_layers=2, bidirectional=True, dtype=np.float32, seed=5)
+    x = rng.standard_normal((9, 5, 40)).astype(np.float32)
+    lengths = np.array([9, 3, 7, 1, 9])
+    y, state = layer(x, lengths=lengths)
+    fr._core.force_projection_per_step(True)
+    try:
+        assert fr._core.projection_per_step_forced()
+        y_steps, state_steps = layer(x, lengths=lengths)
+    finally:
+        fr._core.force_projection_per_step(False)
+    assert not fr._core.projection_per_step_forced()
+    np.testing.assert_array_equal(y_steps, y)
+    for got, want in zip(state_steps if isinstance(state, tuple) else [state_steps],
+                         state if isinstance(state, tuple) else [state]):
+        np.testing.assert_array_equal(got, want)
+
+
 # Cells: one step of one layer, so the reference runs with T=1, L=1 and the cell's names suffixed _l0.
 CELL_CLASSES = {
     "rnn_tanh": lambda i, h, **kw: fr.RNNCell(i, h, nonlinearity="tanh", **kw),

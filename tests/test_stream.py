@@ -62,6 +62,29 @@ def test_steps_match_the_call(kind, batch, rng):
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_steps_match_the_call_whichever_way_the_weights_are_swept(kind, rng):
+    """Steps alternate the order in which they read the weights (a stream's calls too); the order never
+    changes a sum. One step before the reset puts the stream's steps on the other order than the call's."""
+    layer = (fr.LSTM if kind == "lstm" else fr.GRU)(20, 70, num_layers=2, seed=2)
+    x = rng.standard_normal((11, 2, 20)).astype(np.float32)
+    s = layer.stream(2)
+    s.step(x[0])
+    s.reset()
+    steps = np.stack([s.step(x[t]) for t in range(11)])
+    if fr._core.isa == "avx2":
+        np.testing.assert_array_equal(steps, layer(x)[0])
+    else:
+        np.testing.assert_allclose(steps, layer(x)[0], rtol=0, atol=2e-6)
+
+
+def test_a_stream_keeps_its_workspace_to_its_own_stack():
+    layer, other = fr.LSTM(4, 6), fr.LSTM(4, 6)
+    h = np.zeros((1, 1, 6), np.float32)
+    with pytest.raises(ValueError, match="workspace: expected one made by this stack"):
+        layer._stack.step(np.zeros((1, 4), np.float32), h, h.copy(), other._stack.new_workspace())
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_unbatched_stream_and_initial_state(kind, rng):
     layer = MAKERS[kind](num_layers=2, seed=1)
     x = rng.standard_normal((7, 5)).astype(np.float32)

@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -59,6 +60,15 @@ py::object array_or_none(const std::optional<Array<T>>& a) { return a ? py::obje
 
 struct TapeHandle;
 
+// Workspaces a stream keeps from step to step (opaque to Python). One call uses them at a time: a call
+// that finds them busy (a stream stepped from two threads at once) works on its own instead.
+struct WorkspaceHandle {
+  std::shared_ptr<const void> owner;  // the core stack they were made for
+  std::shared_ptr<fusedrnn::StackWorkspace<float>> f32;
+  std::shared_ptr<fusedrnn::StackWorkspace<double>> f64;
+  std::shared_ptr<std::atomic<bool>> busy = std::make_shared<std::atomic<bool>>(false);
+};
+
 // One class for both dtypes: exactly one of f32 / f64 is set.
 class PyStack {
  public:
@@ -101,11 +111,23 @@ class PyStack {
                           const py::object& masks);
   py::tuple backward(const TapeHandle& tape, const py::object& grad_y, const py::object& grad_h_n,
                      const py::object& grad_c_n);
-  py::array step(const py::object& x, const py::object& h, const py::object& c);
+  py::array step(const py::object& x, const py::object& h, const py::object& c, WorkspaceHandle* workspace);
+  WorkspaceHandle new_workspace() const {
+    WorkspaceHandle handle;
+    if (f64_) {
+      handle.owner = f64_;
+      handle.f64 = f64_->new_workspace();
+    } else {
+      handle.owner = f32_;
+      handle.f32 = f32_->new_workspace();
+    }
+    return handle;
+  }
 
  private:
   template <typename T>
-  py::array step_impl(const fusedrnn::Stack<T>& stack, const py::object& x, const py::object& h, const py::object& c);
+  py::array step_impl(const fusedrnn::Stack<T>& stack, const py::object& x, const py::object& h, const py::object& c,
+                      fusedrnn::StackWorkspace<T>* workspace);
 
   template <typename T>
   void set_weights_impl(fusedrnn::Stack<T>& stack, const py::sequence& params) {
@@ -285,23 +307,29 @@ T* state_in_place(const py::object& obj, const std::string& name, const std::vec
   return a.mutable_data();
 }
 
+// x: (N, I), or (I,) for one unbatched sequence (N = 1); h (L*D, N, H_out) and c (L*D, N, H) are the
+// state, updated in place. Returns y: (N, D*H_out), or (D*H_out,) for an unbatched x. A stream calls this
+// once per time step, so the checks read the array header directly and build no strings unless they fail.
 template <typename T>
 py::array PyStack::step_impl(const fusedrnn::Stack<T>& stack, const py::object& x_obj, const py::object& h_obj,
-                             const py::object& c_obj) {
+                             const py::object& c_obj, fusedrnn::StackWorkspace<T>* workspace) {
   const auto& cfg = cfg_;
-  if (!py::isinstance<py::array>(x_obj)) throw py::type_error("x: expected a numpy array");
+  if (!py::isinstance<py::array>(x_obj)) throw py::type_error("x: expected a numpy array, got " + std::string(py::str(x_obj.get_type())));
   const auto x_nd = py::reinterpret_borrow<py::array>(x_obj);
-  if (x_nd.ndim() != 3 || x_nd.shape(0) != 1 || x_nd.shape(1) < 1)
-    throw py::value_error("x: expected shape (1, N, input_size) with N >= 1");
-  const Index batch = x_nd.shape(1), H_out = cfg.output_size();
-  Array<T> x = checked_array<T>(x_obj, "x", {1, batch, cfg.input_size});
+  const bool unbatched = x_nd.ndim() == 1;
+  if (!unbatched && (x_nd.ndim() != 2 || x_nd.shape(0) < 1))
+    throw py::value_error("x: expected shape (N, input_size) with N >= 1, or (input_size,), got ndim " +
+                          std::to_string(x_nd.ndim()));
+  const Index batch = unbatched ? 1 : x_nd.shape(0), H_out = cfg.output_size();
+  Array<T> x = unbatched ? checked_array<T>(x_obj, "x", {cfg.input_size}) : checked_array<T>(x_obj, "x", {batch, cfg.input_size});
   T* h = state_in_place<T>(h_obj, "h", state_shape(cfg, batch, H_out));
   T* c = nullptr;
   if (cfg.has_cell_state())
     c = state_in_place<T>(c_obj, "c", state_shape(cfg, batch, cfg.hidden_size));
   else if (!c_obj.is_none())
     throw py::value_error("c: expected None for a cell without a cell state");
-  Array<T> y({batch, cfg.directions() * H_out});
+  const Index width = cfg.directions() * H_out;
+  Array<T> y = unbatched ? Array<T>(width) : Array<T>({batch, width});
   fusedrnn::ForwardArgs<T> args;
   args.steps = 1;
   args.batch = batch;
@@ -311,6 +339,7 @@ py::array PyStack::step_impl(const fusedrnn::Stack<T>& stack, const py::object& 
   args.y = y.mutable_data();
   args.h_n = h;
   args.c_n = c;
+  args.workspace = workspace;
   {
     py::gil_scoped_release release;
     stack.forward(args);
@@ -318,9 +347,18 @@ py::array PyStack::step_impl(const fusedrnn::Stack<T>& stack, const py::object& 
   return y;
 }
 
-py::array PyStack::step(const py::object& x, const py::object& h, const py::object& c) {
-  if (f64_) return step_impl(*f64_, x, h, c);
-  return step_impl(*f32_, x, h, c);
+py::array PyStack::step(const py::object& x, const py::object& h, const py::object& c, WorkspaceHandle* workspace) {
+  if (workspace && workspace->owner != (f64_ ? std::static_pointer_cast<const void>(f64_) : std::static_pointer_cast<const void>(f32_)))
+    throw py::value_error("workspace: expected one made by this stack's new_workspace()");
+  if (workspace && workspace->busy->exchange(true, std::memory_order_acquire)) workspace = nullptr;
+  struct Release {
+    WorkspaceHandle* held;
+    ~Release() {
+      if (held) held->busy->store(false, std::memory_order_release);
+    }
+  } release{workspace};
+  if (f64_) return step_impl(*f64_, x, h, c, workspace ? workspace->f64.get() : nullptr);
+  return step_impl(*f32_, x, h, c, workspace ? workspace->f32.get() : nullptr);
 }
 
 py::tuple PyStack::forward(const py::object& x, const py::object& h0, const py::object& c0, const py::object& lengths) {
@@ -352,6 +390,9 @@ PYBIND11_MODULE(FUSEDRNN_MODULE_NAME, m) {
       .def_readonly("steps", &TapeHandle::steps)
       .def_readonly("batch", &TapeHandle::batch);
 
+  py::class_<WorkspaceHandle>(m, "Workspace", py::module_local(),
+                              "Workspaces a stream keeps from step to step (opaque).");
+
   py::class_<PyStack>(m, "Stack", py::module_local(), "A stack of recurrent layers (time-major arrays; see fusedrnn._config).")
       .def(py::init<const std::string&, Index, Index, Index, bool, bool, Index, bool, bool, bool, bool, double, bool, bool>(),
            py::arg("cell"),
@@ -366,11 +407,18 @@ PYBIND11_MODULE(FUSEDRNN_MODULE_NAME, m) {
            py::arg("lengths") = py::none())
       .def("forward_train", &PyStack::forward_train, py::arg("x"), py::arg("h0") = py::none(),
            py::arg("c0") = py::none(), py::arg("lengths") = py::none(), py::arg("dropout_masks") = py::none())
+      .def("new_workspace", &PyStack::new_workspace,
+           "Workspaces for step() to keep from step to step (for one thread at a time).")
       .def("step", &PyStack::step, py::arg("x"), py::arg("h"), py::arg("c") = py::none(),
-           "One time step, the state (h, c) updated in place; returns y (N, D*H_out).")
+           py::arg("workspace") = py::none(),
+           "One time step of x (N, I), or (I,) unbatched; the state h (L*D, N, H_out), c (L*D, N, H) is "
+           "updated in place. Returns y (N, D*H_out), or (D*H_out,).")
       .def("backward", &PyStack::backward, py::arg("saved"), py::arg("grad_y"), py::arg("grad_h_n") = py::none(),
            py::arg("grad_c_n") = py::none());
 
+  m.def("force_projection_per_step", &fusedrnn::force_projection_per_step, py::arg("on"),
+        "For measuring: every call computes its input projection step by step, as a one-step call does.");
+  m.def("projection_per_step_forced", &fusedrnn::projection_per_step_forced);
   m.def("set_num_threads", &fusedrnn::set_num_threads, py::arg("n"), "Sets the number of threads fusedrnn may use.");
   m.def("get_num_threads", &fusedrnn::get_num_threads, "The number of threads fusedrnn may use.");
 }

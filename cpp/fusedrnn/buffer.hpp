@@ -33,8 +33,10 @@ class Buffer {
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
 
-  // Makes room for `count` values; the contents are unspecified.
+  // Makes room for `count` values; the contents are unspecified. A buffer already holding exactly
+  // `count` values keeps its block (a stream's workspaces are sized again at every step).
   void allocate(std::size_t count) {
+    if (count == size_ && data_) return;
     release();
     if (count == 0) return;
     data_ = static_cast<T*>(detail::cache_take(count * sizeof(T)));

@@ -44,6 +44,19 @@ struct LayerWorkspace {
   ScratchMatrix<T> grad_ih; // [G*H, I] packed-order weight gradients before unpacking
   ScratchMatrix<T> grad_hh; // [G*H, H_out]
   ScratchMatrix<T> peephole_grad;  // [1, 3*H] LSTM peepholes, packed order
+  // Forward: whether the call's first step sweeps the weights backwards (steps alternate, and so do a
+  // stream's one-step calls).
+  bool backwards_first = false;
+};
+
+// The workspaces of one stack call: one per direction (shared by the layers in turn) and, for inference,
+// the outputs of the inner layers (ping-ponged). A call makes its own; a stream keeps one from step to
+// step, so that a step allocates nothing.
+template <typename T>
+struct StackWorkspace {
+  std::vector<LayerWorkspace<T>> directions;
+  Buffer<T> between[2];
+  unsigned calls = 0;
 };
 
 // Calls f(begin, size) for this member's share of fixed-size chunks of [0, count). The chunks depend
@@ -55,6 +68,11 @@ void for_my_chunks(const Team& team, Index count, Index chunk, F&& f) {
   team.share((count + chunk - 1) / chunk, 1, c0, c1);
   for (long c = c0; c < c1; ++c) f(c * chunk, std::min(chunk, count - c * chunk));
 }
+
+// For measuring (fusedrnn._core.force_projection_per_step): when set, every call projects its input step
+// by step, as a stream's one-step call does, so a long call times the arithmetic of such a step without
+// its per-call work. Defined in stack.cpp.
+bool projection_per_step_forced();
 
 constexpr Index kRowChunk = 256;     // rows of the big products over all steps
 constexpr Index kColumnChunk = 64;   // columns of the per-step products split across a team
@@ -96,7 +114,7 @@ struct Layer {
   // more than one big product saves. The panel kernels sum every element the same way either way.
   static bool project_per_step(const LayerWeights<T>& w, Index steps, Index batch) {
     const std::size_t bytes = static_cast<std::size_t>(steps * batch * G * w.hidden_size) * sizeof(T);
-    return has_panel_kernels<T>() && batch >= 16 && bytes > (std::size_t{8} << 20);
+    return has_panel_kernels<T>() && (projection_per_step_forced() || steps == 1 || (batch >= 16 && bytes > (std::size_t{8} << 20)));
   }
 
   // xg[rows, G*H] = x[rows, I] · W_ihᵀ + bias_x, this member's share. The panel kernels' results do not
@@ -166,16 +184,23 @@ struct Layer {
         }
       }
       const ConstMatrixMap<T> h_mat(h_cur, batch, H_out);
-      for (long k = k0; k < k1; ++k) {
+      // Every other step reads the weights in the opposite order (slices, products and panels), so
+      // that it starts on what the step before left in the cache.
+      const bool backwards = ws.backwards_first != (s % 2 == 1);
+      for (long j = 0; j < k1 - k0; ++j) {
+        const long k = backwards ? k1 - 1 - j : k0 + j;
         const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, col0 = G * u0;
         const Index product_cols = Cell::kTwoPhase ? 2 * Hs : G * Hs;
-        if (per_step)
+        auto project_slice = [&] {
           panel_product(x + trow * w.input_size, batch, w.input_size, w.input_size,
                         w.ih_panels.data() + col0 * w.input_size, G * Hs, w.bias_x.data() + col0,
-                        ws.xg.data() + col0, GH);
+                        ws.xg.data() + col0, GH, backwards);
+        };
+        if (per_step && !backwards) project_slice();
         if (!panel_product(h_cur, batch, H_out, H_out, w.hh_panels.data() + w.panel_begin[k], product_cols, nullptr,
-                           ws.hg.data() + col0, GH))
+                           ws.hg.data() + col0, GH, backwards))
           ws.hg.middleCols(col0, product_cols).noalias() = h_mat * w.w_hh_t.middleCols(col0, product_cols);
+        if (per_step && backwards) project_slice();
         for (Index n = 0; n < batch; ++n) {
           T* gates = kTraining ? tape->gates.data() + (trow + n) * SH + S * u0 : ws.gates.data() + n * SH + S * u0;
           T* y_row = y + (trow + n) * y_stride;

@@ -116,13 +116,16 @@ constexpr int panels_per_tile() {
   return R == 1 ? 4 : R == 2 ? 3 : R == 3 ? 2 : 1;
 }
 
-// Rows [0, R) of A against every panel, P(R) panels at a time, for one k-block.
+// Rows [0, R) of A against every panel, P(R) panels at a time, for one k-block; the groups of panels
+// last to first when backwards.
 template <int R>
 inline void row_block(const float* a, Index lda, const float* panels, Index panel_stride, Index K, Index ncols,
-                      const float* init, bool accumulate, float* c, Index ldc) {
+                      const float* init, bool accumulate, float* c, Index ldc, bool backwards) {
   constexpr int P = panels_per_tile<R>();
   constexpr Index span = P * kPanelWidth;
-  for (Index c0 = 0; c0 < ncols; c0 += span) {
+  const Index groups = (ncols + span - 1) / span;
+  for (Index g = 0; g < groups; ++g) {
+    const Index c0 = (backwards ? groups - 1 - g : g) * span;
     const Index width = std::min(span, ncols - c0);
     const float* b = panels + (c0 / kPanelWidth) * panel_stride;
     const float* init_here = init ? init + c0 : nullptr;
@@ -137,11 +140,11 @@ inline void row_block(const float* a, Index lda, const float* panels, Index pane
 }
 
 inline void rows_tail(Index R, const float* a, Index lda, const float* panels, Index panel_stride, Index K,
-                      Index ncols, const float* init, bool accumulate, float* c, Index ldc) {
+                      Index ncols, const float* init, bool accumulate, float* c, Index ldc, bool backwards) {
   switch (R) {
-    case 1: row_block<1>(a, lda, panels, panel_stride, K, ncols, init, accumulate, c, ldc); break;
-    case 2: row_block<2>(a, lda, panels, panel_stride, K, ncols, init, accumulate, c, ldc); break;
-    case 3: row_block<3>(a, lda, panels, panel_stride, K, ncols, init, accumulate, c, ldc); break;
+    case 1: row_block<1>(a, lda, panels, panel_stride, K, ncols, init, accumulate, c, ldc, backwards); break;
+    case 2: row_block<2>(a, lda, panels, panel_stride, K, ncols, init, accumulate, c, ldc, backwards); break;
+    case 3: row_block<3>(a, lda, panels, panel_stride, K, ncols, init, accumulate, c, ldc, backwards); break;
     default: break;
   }
 }
@@ -152,8 +155,10 @@ inline void rows_tail(Index R, const float* a, Index lda, const float* panels, I
 // C[M, ncols] (row stride ldc) = init + A[M, K] (row stride lda) · B, B packed by pack_panels with K
 // rows (K >= 1); init: a row [ncols] added to every row of C, or nullptr for none. Returns false when
 // this build has no kernel for T (the caller then uses a general product).
+// backwards: visit the panels last to first (same results). When a step's weights outgrow the cache,
+// sweeping them alternately forwards and backwards starts each step on what the last one left cached.
 inline bool panel_product(const float* A, Index M, Index K, Index lda, const float* panels, Index ncols,
-                          const float* init, float* C, Index ldc) {
+                          const float* init, float* C, Index ldc, bool backwards = false) {
 #ifdef FUSEDRNN_PANEL_KERNELS
   using namespace panel_detail;
   const Index panel_stride = K * kPanelWidth;
@@ -163,7 +168,7 @@ inline bool panel_product(const float* A, Index M, Index K, Index lda, const flo
     const float* a = A + k0;
     const float* b = panels + k0 * kPanelWidth;
     if (M < 4) {  // too few rows for a tall tile: several panels side by side instead
-      rows_tail(M, a, lda, b, panel_stride, depth, ncols, accumulate ? nullptr : init, accumulate, C, ldc);
+      rows_tail(M, a, lda, b, panel_stride, depth, ncols, accumulate ? nullptr : init, accumulate, C, ldc, backwards);
       continue;
     }
     // Tiles of 4 to 6 rows cover M, so that one pass over the panels serves every row: at small M the
@@ -177,7 +182,9 @@ inline bool panel_product(const float* A, Index M, Index K, Index lda, const flo
       last_heights[1] = (6 + rest) / 2;
     }
     // Panel by panel, so that the panel's k-block stays in L1 while the tiles walk down A.
-    for (Index p = 0; p < panel_count(ncols); ++p) {
+    const Index panels_here = panel_count(ncols);
+    for (Index q = 0; q < panels_here; ++q) {
+      const Index p = backwards ? panels_here - 1 - q : q;
       const Index c0 = p * kPanelWidth, width = std::min(kPanelWidth, ncols - c0);
       const float* init_here = init && !accumulate ? init + c0 : nullptr;
       const float* bp = b + p * panel_stride;
@@ -199,12 +206,13 @@ inline bool panel_product(const float* A, Index M, Index K, Index lda, const flo
   }
   return true;
 #else
-  (void)A, (void)M, (void)K, (void)lda, (void)panels, (void)ncols, (void)init, (void)C, (void)ldc;
+  (void)A, (void)M, (void)K, (void)lda, (void)panels, (void)ncols, (void)init, (void)C, (void)ldc, (void)backwards;
   return false;
 #endif
 }
 
-inline bool panel_product(const double*, Index, Index, Index, const double*, Index, const double*, double*, Index) {
+inline bool panel_product(const double*, Index, Index, Index, const double*, Index, const double*, double*, Index,
+                          bool = false) {
   return false;
 }
 

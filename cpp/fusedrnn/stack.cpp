@@ -1,12 +1,14 @@
 #include "fusedrnn/stack.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <stdexcept>
 #include <thread>
 
 #include "fusedrnn/cells/gru.hpp"
 #include "fusedrnn/cells/lstm.hpp"
 #include "fusedrnn/cells/rnn.hpp"
+#include "fusedrnn/layer.hpp"
 #include "fusedrnn/panels.hpp"
 
 namespace fusedrnn {
@@ -44,6 +46,13 @@ static std::vector<Index> unit_slices(Index H) {
   begin.push_back(H);
   return begin;
 }
+
+namespace {
+std::atomic<bool> g_projection_per_step{false};
+}  // namespace
+
+bool projection_per_step_forced() { return g_projection_per_step.load(std::memory_order_relaxed); }
+void force_projection_per_step(bool on) { g_projection_per_step.store(on, std::memory_order_relaxed); }
 
 template <typename T>
 Stack<T>::Stack(const StackConfig& config) : config_(config) {
@@ -179,6 +188,11 @@ template <typename T>
 void Stack<T>::forward(const ForwardArgs<T>& args) const {
   const auto weights = this->weights();
   with_cell<T>(config_, [&](auto cell) { StackRunner<decltype(cell), T>::forward(config_, *weights, args, nullptr); });
+}
+
+template <typename T>
+std::shared_ptr<StackWorkspace<T>> Stack<T>::new_workspace() const {
+  return std::make_shared<StackWorkspace<T>>();
 }
 
 template <typename T>

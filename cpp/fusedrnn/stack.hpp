@@ -31,6 +31,9 @@ struct StackTape {
 };
 
 template <typename T>
+struct StackWorkspace;  // layer.hpp
+
+template <typename T>
 struct ForwardArgs {
   Index steps = 0;                     // T
   Index batch = 0;                     // N
@@ -42,6 +45,8 @@ struct ForwardArgs {
   T* y = nullptr;                      // [T, N, D*H_out] out
   T* h_n = nullptr;                    // [D*L, N, H_out] out
   T* c_n = nullptr;                    // [D*L, N, H] out, LSTM only
+  StackWorkspace<T>* workspace = nullptr;  // inference: workspaces kept across calls (Stack::new_workspace),
+                                           // used by one call at a time; nullptr = the call's own
 };
 
 template <typename T>
@@ -67,6 +72,8 @@ class Stack : public std::enable_shared_from_this<Stack<T>> {
   void set_weights(const std::vector<const T*>& params);
 
   void forward(const ForwardArgs<T>& args) const;                     // inference
+  // Workspaces for inference calls that a caller keeps from call to call (ForwardArgs::workspace).
+  std::shared_ptr<StackWorkspace<T>> new_workspace() const;
   void forward_train(const ForwardArgs<T>& args, StackTape<T>& tape) const;
   void backward(const StackTape<T>& tape, const BackwardArgs<T>& args) const;
 
@@ -81,6 +88,11 @@ class Stack : public std::enable_shared_from_this<Stack<T>> {
   std::shared_ptr<const WeightSet<T>> weights_;  // [L*D]
   mutable std::mutex mutex_;                     // guards the weights_ pointer only
 };
+
+// For measuring: forces every call to compute its input projection step by step (where the panel
+// kernels exist), the way a one-step call does; see layer.hpp.
+void force_projection_per_step(bool on);
+bool projection_per_step_forced();
 
 // The cell-specific drivers; each cell's are compiled in their own translation unit.
 template <typename Cell, typename T>

@@ -92,9 +92,16 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
   ScopedFlushDenormals flush;
 
   // Everything is allocated before the threads start.
-  std::vector<LayerWorkspace<T>> ws(static_cast<std::size_t>(D));
-  for (Index d = 0; d < D; ++d) Layer<Cell, T>::resize_forward(ws[d], weights[d], steps, batch, training);
-  Buffer<T> buffers[2];  // inference: the outputs of inner layers, ping-ponged
+  StackWorkspace<T> own;
+  StackWorkspace<T>& work = a.workspace && !training ? *a.workspace : own;
+  std::vector<LayerWorkspace<T>>& ws = work.directions;
+  if (ws.size() != static_cast<std::size_t>(D)) ws = std::vector<LayerWorkspace<T>>(static_cast<std::size_t>(D));
+  for (Index d = 0; d < D; ++d) {
+    Layer<Cell, T>::resize_forward(ws[d], weights[d], steps, batch, training);
+    ws[d].backwards_first = work.calls % 2 == 1;  // a stream's steps alternate too
+  }
+  ++work.calls;
+  Buffer<T>* buffers = work.between;  // inference: the outputs of inner layers, ping-ponged
   if (training) {
     tape->steps = steps;
     tape->batch = batch;

@@ -42,8 +42,20 @@ _module = _load()
 
 Stack = _module.Stack
 Saved = _module.Saved
+Workspace = _module.Workspace
 set_num_threads = _module.set_num_threads
 get_num_threads = _module.get_num_threads
+force_projection_per_step = _module.force_projection_per_step
+projection_per_step_forced = _module.projection_per_step_forced
 isa: str = _module.isa
 
-__all__ = ["Stack", "Saved", "set_num_threads", "get_num_threads", "isa"]
+__all__ = [
+    "Stack",
+    "Saved",
+    "Workspace",
+    "set_num_threads",
+    "get_num_threads",
+    "force_projection_per_step",
+    "projection_per_step_forced",
+    "isa",
+]

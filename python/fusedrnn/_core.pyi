@@ -28,6 +28,9 @@ class Saved:
     @property
     def batch(self) -> int: ...
 
+class Workspace:
+    """Workspaces a stream keeps from step to step (opaque)."""
+
 class Stack:
     """A stack of recurrent layers (see fusedrnn._config.StackConfig for the meaning of the arguments)."""
 
@@ -61,9 +64,14 @@ class Stack:
         lengths: _IntArray | None = None,
     ) -> tuple[_Array, _Array, _Array | None]:
         """Inference: (y, h_n, c_n); c_n is None unless the cell is "lstm"."""
-    def step(self, x: _Array, h: _Array, c: _Array | None = None) -> _Array:
-        """One time step, x (1, N, I): updates h (L*D, N, H_out) and c (L*D, N, H), which must be
-        C-contiguous writable arrays of the model's dtype, in place; returns y (N, D*H_out)."""
+    def new_workspace(self) -> Workspace:
+        """Workspaces for ``step`` to keep from step to step (one call at a time uses them)."""
+    def step(
+        self, x: _Array, h: _Array, c: _Array | None = None, workspace: Workspace | None = None
+    ) -> _Array:
+        """One time step, x (N, I) or unbatched (I,): updates h (L*D, N, H_out) and c (L*D, N, H), which
+        must be C-contiguous writable arrays of the model's dtype, in place; returns y (N, D*H_out), or
+        (D*H_out,) for an unbatched x."""
     def forward_train(
         self,
         x: _Array,
@@ -87,3 +95,10 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     """The number of threads the kernels may use."""
+
+def force_projection_per_step(on: bool) -> None:
+    """For measuring: every call computes its input projection step by step (where the AVX2 kernels
+    run), as a one-step call does, so a long call times the arithmetic of one step without per-call work."""
+
+def projection_per_step_forced() -> bool:
+    """Whether ``force_projection_per_step`` is on."""

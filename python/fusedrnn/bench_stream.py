@@ -6,8 +6,12 @@ For each cell kind (LSTM, GRU) it times, interleaved, in rounds:
 - ``stream.step``: ``s = layer.stream(1)``; ``s.step(x_t)`` (x_t (1, I)), the state carried by the stream;
 - ``cell``: fusedrnn's ``LSTMCell``/``GRUCell`` called as ``h, c = cell(x_t, (h, c))``;
 - ``torch cell``: torch's cell called the same way under ``torch.no_grad()`` (when torch is installed);
-- ``arithmetic``: one call of the same layer over ``steps`` steps, divided by ``steps`` -- what a step
-  costs inside the kernels when no per-call work is paid, the floor a step could reach.
+- ``arithmetic``: one call of the same layer over ``steps`` steps, divided by ``steps``, with the input
+  projection computed step by step (``_core.force_projection_per_step``) -- exactly the products and
+  gates of a stream's step, x_t · W_ihᵀ included, without the per-call work: the floor a step can reach;
+- ``sequence call``: the same call as a layer normally runs it, the input projection of all steps as one
+  product before the loop, divided by ``steps`` -- what a step costs when the whole input is known in
+  advance (a stream cannot know it: x_{t+1} may depend on y_t), shown for comparison;
 
 and reports medians over the rounds in microseconds per step, ``overhead`` = stream.step - arithmetic and
 ``torch/stream`` = torch cell / stream.step. Every implementation's answer is checked against the
@@ -50,6 +54,7 @@ def _per_call_us(fn: Callable[[], Any], calls: int) -> float:
 def _contenders(kind: str, input_size: int, hidden: int, steps: int, seed: int) -> dict[str, Any]:
     """name -> (callable doing one step, per-call divisor, its first output) for one cell kind."""
     import fusedrnn as fr
+    from fusedrnn import _core
 
     rng = np.random.default_rng(seed)
     layer_cls, cell_cls = (fr.LSTM, fr.LSTMCell) if kind == "lstm" else (fr.GRU, fr.GRUCell)
@@ -84,7 +89,15 @@ def _contenders(kind: str, input_size: int, hidden: int, steps: int, seed: int) 
 
         out["cell"] = (cell_step, 1, cell(x_t, np.zeros((1, hidden), np.float32)))
 
-    out["arithmetic"] = (lambda: layer(x_long), steps, layer(x_long)[0][0])
+    def per_step_projection_call() -> Any:
+        _core.force_projection_per_step(True)
+        try:
+            return layer(x_long)
+        finally:
+            _core.force_projection_per_step(False)
+
+    out["arithmetic"] = (per_step_projection_call, steps, per_step_projection_call()[0][0])
+    out["sequence call"] = (lambda: layer(x_long), steps, layer(x_long)[0][0])
 
     torch = _torch()
     if torch is not None:

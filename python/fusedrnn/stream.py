@@ -55,10 +55,10 @@ class Stream:
         "_unbatched",
         "_batch",
         "_x_shape",
-        "_core_x_shape",
         "_h",
         "_c",
         "_has_c",
+        "_workspace",
         "steps",
     )
 
@@ -74,8 +74,8 @@ class Stream:
         self._unbatched = batch_size is None
         self._batch = 1 if batch_size is None else v.check_int("batch_size", batch_size, 1)
         self._x_shape = (layer.input_size,) if self._unbatched else (self._batch, layer.input_size)
-        self._core_x_shape = (1, self._batch, layer.input_size)
         self._has_c = layer._has_cell_state
+        self._workspace = layer._stack.new_workspace()  # kept from step to step: a step allocates nothing
         self.reset(state)
 
     # -- state ---------------------------------------------------------------------------------------
@@ -134,26 +134,24 @@ class Stream:
 
     def step(self, x_t: Any) -> np.ndarray:
         """Advance by one step: x_t (N, I) or, unbatched, (I,) -> y_t (N, H_out) / (H_out,)."""
-        if type(x_t) is np.ndarray and x_t.dtype == self._dtype and x_t.shape == self._x_shape:
-            x = x_t.reshape(self._core_x_shape)
-        else:
-            x = self._convert(x_t)
+        if type(x_t) is not np.ndarray or x_t.dtype != self._dtype or x_t.shape != self._x_shape:
+            x_t = self._convert(x_t)
         layer = self._layer
         if layer._dirty:  # weights changed since the last upload: upload them now
             layer._begin_call()
             layer._end_call()
         # The compiled stack works on an immutable snapshot of the weights, so it needs no lock here;
-        # it updates the stream's own state arrays in place.
-        y = layer._stack.step(x, self._h, self._c)
+        # it updates the stream's own state arrays in place, and takes x_t as it is, (N, I) or (I,).
+        y = layer._stack.step(x_t, self._h, self._c, self._workspace)
         self.steps += 1
-        return y[0] if self._unbatched else y
+        return y
 
     def _convert(self, x_t: Any) -> np.ndarray:
         arr = v.as_real_array("x_t", x_t)
         if arr.shape != self._x_shape:
             what = "(input_size,) for an unbatched stream" if self._unbatched else "(batch_size, input_size)"
             raise ValueError(f"x_t must have shape {self._x_shape} {what}, got shape {tuple(arr.shape)}")
-        return v.convert(arr, self._dtype).reshape(self._core_x_shape)
+        return v.convert(arr, self._dtype)
 
     def __repr__(self) -> str:
         return f"Stream({self._layer!r}, batch_size={self.batch_size}, steps={self.steps})"
