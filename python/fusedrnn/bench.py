@@ -1584,7 +1584,7 @@ def run(threads: list[int] | None = None, *, quick: bool = False, repeat: int | 
 
     # One step at a time (streams and cells) against torch's cells, at one thread: per-call overhead.
     stream_lines = io.StringIO()
-    stream_rows = bench_stream.run(threads=1, rounds=3 if quick else 15, calls=200 if quick else 2000,
+    stream_rows = bench_stream.run(threads=1, rounds=3 if quick else 80, calls=200 if quick else 400,
                                    steps=20 if quick else 200, out=stream_lines)
     sections.append(stream_lines.getvalue().rstrip("\n").split("\n"))
     stream_name = "LSTM stream.step N=1 I=128 H=128"

@@ -126,8 +126,8 @@ def run(
     input_size: int = 128,
     kinds: tuple[str, ...] = ("lstm", "gru"),
     threads: int = 1,
-    rounds: int = 15,
-    calls: int = 2000,
+    rounds: int = 80,
+    calls: int = 400,
     steps: int = 200,
     seed: int = 0,
     out: Any = None,
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--input", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=80)
     args = parser.parse_args(argv)
     run(hidden=args.hidden, input_size=args.input, threads=args.threads, rounds=args.rounds)
     return 0
