@@ -145,3 +145,34 @@ def test_one_and_two_threads_give_identical_answers(make, batch, threads):
                       _arrays(layer(x, lengths=lengths)) if lengths is not None else [])
     for part, name in enumerate(("forward", "record + backward", "forward, varying lengths")):
         _assert_identical(answers[2][part], answers[1][part], f"{name}: 2 threads against 1")
+
+
+@pytest.mark.parametrize("make", THREAD_COUNT_CASES.values(), ids=THREAD_COUNT_CASES.keys())
+@pytest.mark.parametrize("batch", [1, 8], ids=["N1", "N8"])
+def test_slices_taken_over_from_another_thread_give_identical_answers(make, batch, threads):
+    """Forward steps hand out hidden-unit slices to whichever thread claims them first, so a late thread's
+    work is done by another. Here every thread goes for the other's slices first, so slices change hands
+    all the time; the answers must still be those of one thread."""
+    layer = make()
+    rng = np.random.default_rng(batch + 10)
+    steps = 9
+    x = rng.standard_normal((steps, batch, layer.input_size)).astype(np.float32)
+    y, _ = layer(x)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    lengths = np.maximum(1, steps - np.arange(batch) % steps) if batch > 1 else None
+
+    def answers():
+        return (_infer(layer, x), _train(layer, x, gy),
+                _arrays(layer(x, lengths=lengths)) if lengths is not None else [])
+
+    threads(1)
+    serial = answers()
+    threads(2)
+    fr._core.claim_others_first(True)
+    try:
+        for _ in range(3):
+            got = answers()
+            for part, name in enumerate(("forward", "record + backward", "forward, varying lengths")):
+                _assert_identical(got[part], serial[part], f"{name}: slices changing hands")
+    finally:
+        fr._core.claim_others_first(False)

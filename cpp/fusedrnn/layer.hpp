@@ -163,6 +163,9 @@ struct Layer {
     long k0, k1, q0, q1;
     team.share(w.slices(), 1, k0, k1);     // my hidden-unit slices
     team.share(H_out, kColumnChunk, q0, q1);  // my columns of h (copies, projection)
+    // One phase per step: the members claim slices (see StepClaims) rather than meet at a barrier, so a
+    // late member's slices are taken over by the others.
+    const bool claiming = team.claims && team.size > 1 && !Cell::kTwoPhase && !project;
     std::vector<std::uint8_t> active(lengths ? batch : 0);
     T* h_cur = h;
     T* h_next = ws.h_alt.data();
@@ -174,7 +177,9 @@ struct Layer {
         for (Index n = 0; n < batch; ++n) active[n] = t < lengths[n];
       auto is_active = [&](Index n) { return !lengths || active[n]; };
       const Index trow = t * batch;
-      if (kTraining) {
+      // Claiming: each slice is taken by whoever claims it first, so the slice copies to the tape go
+      // with the slice; otherwise each member copies its columns.
+      if (kTraining && !claiming) {
         for (Index n = 0; n < batch; ++n) {
           std::copy(h_cur + n * H_out + q0, h_cur + n * H_out + q1, tape->h_prev.data() + (trow + n) * H_out + q0);
           if (Cell::kHasCellState)
@@ -187,10 +192,14 @@ struct Layer {
       // Every other step reads the weights in the opposite order (slices, products and panels), so
       // that it starts on what the step before left in the cache.
       const bool backwards = ws.backwards_first != (s % 2 == 1);
-      for (long j = 0; j < k1 - k0; ++j) {
-        const long k = backwards ? k1 - 1 - j : k0 + j;
+      auto run_slice = [&](long k) {
         const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, col0 = G * u0;
         const Index product_cols = Cell::kTwoPhase ? 2 * Hs : G * Hs;
+        if (kTraining && claiming)
+          for (Index n = 0; n < batch; ++n) {
+            std::copy_n(h_cur + n * H + u0, Hs, tape->h_prev.data() + (trow + n) * H + u0);
+            if (Cell::kHasCellState) std::copy_n(c + n * H + u0, Hs, tape->c_prev.data() + (trow + n) * H + u0);
+          }
         auto project_slice = [&] {
           panel_product(x + trow * w.input_size, batch, w.input_size, w.input_size,
                         w.ih_panels.data() + col0 * w.input_size, G * Hs, w.bias_x.data() + col0,
@@ -229,7 +238,28 @@ struct Layer {
             if (!project) std::copy(row.h, row.h + Hs, y_row + u0);
           }
         }
+      };
+      if (claiming) {
+        // My slices first, then any another member has not claimed yet, each list in the sweep's order.
+        const long K = w.slices(), mine = k1 - k0, others = K - mine;
+        const bool others_first = StepClaims::others_first();
+        for (long i = 0; i < K; ++i) {
+          const long j = others_first ? (i + mine) % K : i;
+          long k;
+          if (j < mine)
+            k = backwards ? k1 - 1 - j : k0 + j;
+          else
+            k = (k1 + (backwards ? others - 1 - (j - mine) : j - mine)) % K;
+          if (team.claims->claim(static_cast<int>(k), s)) {
+            run_slice(k);
+            team.claims->finish();
+          }
+        }
+        team.claims->wait_step(s);
+        std::swap(h_cur, h_next);
+        continue;
       }
+      for (long j = 0; j < k1 - k0; ++j) run_slice(backwards ? k1 - 1 - j : k0 + j);
       if constexpr (Cell::kTwoPhase) {
         team.sync();  // every unit's r ⊙ h is in ws.m
         for (long k = k0; k < k1; ++k) {

@@ -177,6 +177,36 @@ void SpinBarrier::wait() {
   sleepers_.fetch_sub(1, std::memory_order_relaxed);
 }
 
+namespace {
+std::atomic<bool> g_claim_others_first{false};
+}  // namespace
+
+void StepClaims::set_others_first(bool on) { g_claim_others_first.store(on, std::memory_order_relaxed); }
+bool StepClaims::others_first() { return g_claim_others_first.load(std::memory_order_relaxed); }
+
+void StepClaims::reset(int slices) {
+  slices_ = static_cast<unsigned>(std::max(1, std::min(slices, kMaxSlices)));
+  for (auto& slot : slots_) slot.claimed.store(0, std::memory_order_relaxed);
+  finished_.store(0, std::memory_order_relaxed);
+}
+
+void StepClaims::finish() {
+  finished_.fetch_add(1, std::memory_order_acq_rel);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) wake_all(finished_);
+}
+
+void StepClaims::wait_step(long step) {
+  const unsigned target = static_cast<unsigned>(step + 1) * slices_;
+  // Spin first, then sleep (as SpinBarrier::wait does).
+  for (int spins = 0; spins < 2000; ++spins) {
+    if (finished_.load(std::memory_order_acquire) >= target) return;
+    cpu_relax();
+  }
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  for (unsigned seen; (seen = finished_.load(std::memory_order_seq_cst)) < target;) wait_while_equal(finished_, seen);
+  sleepers_.fetch_sub(1, std::memory_order_relaxed);
+}
+
 void Team::share(long count, long grain, long& begin, long& end) const {
   const long units = (count + grain - 1) / grain;
   const long per = units / size, extra = units % size;

@@ -26,11 +26,47 @@ class SpinBarrier {
   std::atomic<int> sleepers_{0};
 };
 
-// A team of threads working on one piece of work: member `rank` of `size`, sharing `barrier`.
+// The time steps of a team that shares a layer's hidden-unit slices by claiming them: at each step every
+// member claims its own slices first, then any slice no one has claimed yet, and the step ends once every
+// slice is finished. A member that comes late (its thread just woken, its core taken away for a while)
+// has its slices taken over instead of holding the others at a barrier. Each slice's results are the
+// same whoever computes it.
+class StepClaims {
+ public:
+  static constexpr int kMaxSlices = 8;
+  // For testing: members go for the other members' slices first, so that slices change hands at every
+  // step, not only when a member is late.
+  static void set_others_first(bool on);
+  static bool others_first();
+  // Before the team's first step, by one member; the team must sync after it.
+  void reset(int slices);
+  // Whether the caller is to compute `slice` at `step` (true for exactly one caller).
+  bool claim(int slice, long step) {
+    long expected = step;  // slots_[k] counts the steps for which slice k has been claimed
+    return slots_[slice].claimed.compare_exchange_strong(expected, step + 1, std::memory_order_acq_rel);
+  }
+  // A claimed slice is done (its results are visible to whoever wait_step()s after this).
+  void finish();
+  // Returns once every slice of `step` is finished.
+  void wait_step(long step);
+
+ private:
+  struct alignas(64) Slot {
+    std::atomic<long> claimed{0};
+  };
+  Slot slots_[kMaxSlices];
+  alignas(64) std::atomic<unsigned> finished_{0};  // slices finished over all steps (a futex word)
+  alignas(64) std::atomic<int> sleepers_{0};
+  unsigned slices_ = 1;
+};
+
+// A team of threads working on one piece of work: member `rank` of `size`, sharing `barrier`, and
+// `claims` where the work is claimed step by step (or nullptr).
 struct Team {
   int rank = 0;
   int size = 1;
   SpinBarrier* barrier = nullptr;
+  StepClaims* claims = nullptr;
   void sync() const {
     if (size > 1) barrier->wait();
   }

@@ -47,6 +47,7 @@ set_num_threads = _module.set_num_threads
 get_num_threads = _module.get_num_threads
 force_projection_per_step = _module.force_projection_per_step
 projection_per_step_forced = _module.projection_per_step_forced
+claim_others_first = _module.claim_others_first
 isa: str = _module.isa
 
 __all__ = [
@@ -57,5 +58,6 @@ __all__ = [
     "get_num_threads",
     "force_projection_per_step",
     "projection_per_step_forced",
+    "claim_others_first",
     "isa",
 ]

@@ -102,3 +102,7 @@ def force_projection_per_step(on: bool) -> None:
 
 def projection_per_step_forced() -> bool:
     """Whether ``force_projection_per_step`` is on."""
+
+def claim_others_first(on: bool) -> None:
+    """For testing: the threads of a team claim the other threads' hidden-unit slices of each time step
+    first, so that slices change hands at every step (results must not change)."""

@@ -59,6 +59,7 @@ class Stream:
         "_c",
         "_has_c",
         "_workspace",
+        "_core_step",
         "steps",
     )
 
@@ -70,12 +71,13 @@ class Stream:
                 "is known; call the layer on the whole sequence instead"
             )
         self._layer = layer
-        self._dtype = layer.dtype
+        self._dtype = np.dtype(layer.dtype.type)  # NumPy's own instance, which step() checks by identity
         self._unbatched = batch_size is None
         self._batch = 1 if batch_size is None else v.check_int("batch_size", batch_size, 1)
         self._x_shape = (layer.input_size,) if self._unbatched else (self._batch, layer.input_size)
         self._has_c = layer._has_cell_state
         self._workspace = layer._stack.new_workspace()  # kept from step to step: a step allocates nothing
+        self._core_step = layer._stack.step
         self.reset(state)
 
     # -- state ---------------------------------------------------------------------------------------
@@ -134,7 +136,9 @@ class Stream:
 
     def step(self, x_t: Any) -> np.ndarray:
         """Advance by one step: x_t (N, I) or, unbatched, (I,) -> y_t (N, H_out) / (H_out,)."""
-        if type(x_t) is not np.ndarray or x_t.dtype != self._dtype or x_t.shape != self._x_shape:
+        # The common case costs three comparisons (NumPy's own dtypes are singletons); anything else is
+        # converted, or explained, by _convert.
+        if type(x_t) is not np.ndarray or x_t.dtype is not self._dtype or x_t.shape != self._x_shape:
             x_t = self._convert(x_t)
         layer = self._layer
         if layer._dirty:  # weights changed since the last upload: upload them now
@@ -142,7 +146,7 @@ class Stream:
             layer._end_call()
         # The compiled stack works on an immutable snapshot of the weights, so it needs no lock here;
         # it updates the stream's own state arrays in place, and takes x_t as it is, (N, I) or (I,).
-        y = layer._stack.step(x_t, self._h, self._c, self._workspace)
+        y = self._core_step(x_t, self._h, self._c, self._workspace)
         self.steps += 1
         return y
 
