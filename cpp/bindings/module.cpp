@@ -380,6 +380,55 @@ py::tuple PyStack::backward(const TapeHandle& tape, const py::object& grad_y, co
   return backward_impl(*f32_, tape.f32, grad_y, grad_h_n, grad_c_n);
 }
 
+// The compiled half of fusedrnn.Stream, which subclasses it in Python (construction, state, reset and
+// conversions live there): step() goes from Python to the kernels in one call, with no Python frame.
+class PyStreamBase {
+ public:
+  PyStreamBase(py::object stack, py::object layer, const std::vector<Index>& x_shape, bool is_double)
+      : stack_obj_(std::move(stack)), layer_(std::move(layer)), x_shape_(x_shape), is_double_(is_double) {
+    stack_ = &stack_obj_.cast<PyStack&>();
+    workspace_ = stack_->new_workspace();
+  }
+
+  // x_t as the stream expects it (exactly the model's dtype, C-contiguous, shape x_shape) goes straight
+  // to the kernels; anything else through the subclass's _convert, which converts or explains.
+  py::object step(const py::object& x) {
+    py::object arr = x;
+    if (!expected(x)) arr = py::cast(this).attr("_convert")(x);  // the Python object of the subclass
+    if (layer_.attr(dirty_name_).cast<bool>()) {  // weights changed since the last upload: upload them now
+      layer_.attr("_begin_call")();
+      layer_.attr("_end_call")();
+    }
+    py::object y = stack_->step(arr, h, c, &workspace_);
+    ++steps;
+    return y;
+  }
+
+  py::object h = py::none();  // the state the kernels update in place (the subclass sets them)
+  py::object c = py::none();
+  long steps = 0;
+
+ private:
+  bool expected(const py::object& x) const {
+    const bool ok = is_double_ ? py::array_t<double, py::array::c_style>::check_(x)
+                               : py::array_t<float, py::array::c_style>::check_(x);
+    if (!ok) return false;
+    const auto a = py::reinterpret_borrow<py::array>(x);
+    if (a.ndim() != static_cast<py::ssize_t>(x_shape_.size())) return false;
+    for (std::size_t k = 0; k < x_shape_.size(); ++k)
+      if (a.shape(static_cast<py::ssize_t>(k)) != x_shape_[k]) return false;
+    return true;
+  }
+
+  py::object stack_obj_;  // keeps the PyStack alive
+  PyStack* stack_ = nullptr;
+  py::object layer_;
+  py::str dirty_name_{"_dirty"};
+  std::vector<Index> x_shape_;
+  bool is_double_;
+  WorkspaceHandle workspace_;  // kept from step to step: a step allocates nothing
+};
+
 }  // namespace
 
 PYBIND11_MODULE(FUSEDRNN_MODULE_NAME, m) {
@@ -415,6 +464,17 @@ PYBIND11_MODULE(FUSEDRNN_MODULE_NAME, m) {
            "updated in place. Returns y (N, D*H_out), or (D*H_out,).")
       .def("backward", &PyStack::backward, py::arg("saved"), py::arg("grad_y"), py::arg("grad_h_n") = py::none(),
            py::arg("grad_c_n") = py::none());
+
+  py::class_<PyStreamBase>(m, "StreamBase", py::module_local(),
+                           "The compiled part of fusedrnn.Stream (see stream.py).")
+      .def(py::init<py::object, py::object, const std::vector<Index>&, bool>(), py::arg("stack"), py::arg("layer"),
+           py::arg("x_shape"), py::arg("double"))
+      .def("step", &PyStreamBase::step, py::arg("x_t"),
+          "Advance by one step: x_t (N, I) or, unbatched, (I,) -> y_t (N, H_out) / (H_out,), the last layer's "
+          "output. Any array-like x_t is accepted (converted to the model's dtype, shape checked).")
+      .def_readwrite("_h", &PyStreamBase::h)
+      .def_readwrite("_c", &PyStreamBase::c)
+      .def_readwrite("steps", &PyStreamBase::steps, "The number of steps taken since the last reset.");
 
   m.def("force_projection_per_step", &fusedrnn::force_projection_per_step, py::arg("on"),
         "For measuring: every call computes its input projection step by step, as a one-step call does.");

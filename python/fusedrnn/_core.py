@@ -43,6 +43,7 @@ _module = _load()
 Stack = _module.Stack
 Saved = _module.Saved
 Workspace = _module.Workspace
+StreamBase = _module.StreamBase
 set_num_threads = _module.set_num_threads
 get_num_threads = _module.get_num_threads
 force_projection_per_step = _module.force_projection_per_step
@@ -54,6 +55,7 @@ __all__ = [
     "Stack",
     "Saved",
     "Workspace",
+    "StreamBase",
     "set_num_threads",
     "get_num_threads",
     "force_projection_per_step",

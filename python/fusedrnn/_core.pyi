@@ -31,6 +31,16 @@ class Saved:
 class Workspace:
     """Workspaces a stream keeps from step to step (opaque)."""
 
+class StreamBase:
+    """The compiled part of ``fusedrnn.Stream``, which subclasses it."""
+
+    _h: _Array
+    _c: _Array | None
+    steps: int
+    def __init__(self, stack: Stack, layer: object, x_shape: Sequence[int], double: bool) -> None: ...
+    def step(self, x_t: object) -> _Array:
+        """Advance by one step: x_t (N, I) or (I,) -> y_t (N, H_out) / (H_out,)."""
+
 class Stack:
     """A stack of recurrent layers (see fusedrnn._config.StackConfig for the meaning of the arguments)."""
 

@@ -17,9 +17,10 @@ Uses: autoregressive generation (feed the sample drawn from y_t back as x_{t+1})
 A bidirectional layer cannot stream (its reverse direction starts at the end of the sequence), and a
 stream never applies dropout (it is inference, like a call).
 
-Cost: a step is one call of the compiled kernels with T = 1. The Python side checks ``x_t`` by its type,
-dtype and shape only (other inputs take a slower path that converts and explains errors), and picks up
-weights changed by an optimizer or ``load_state_dict`` between steps.
+Cost: ``step`` is compiled (``_core.StreamBase``): from Python it is one call, which checks ``x_t``'s
+dtype and shape (other inputs take a slower path that converts and explains errors), picks up weights
+changed by an optimizer or ``load_state_dict`` between steps, and runs the kernels with T = 1 on
+workspaces the stream keeps, so a step allocates nothing but y_t.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import _core
 from . import _validation as v
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["Stream"]
 
 
-class Stream:
+class Stream(_core.StreamBase):
     """A layer's state carried from one time step to the next (made by ``layer.stream``).
 
     step(x_t) -> y_t: advance every layer by one step. x_t (N, I), or (I,) for an unbatched stream;
@@ -49,19 +51,7 @@ class Stream:
     Not thread-safe: one stream belongs to one thread (several streams may run the same layer at once).
     """
 
-    __slots__ = (
-        "_layer",
-        "_dtype",
-        "_unbatched",
-        "_batch",
-        "_x_shape",
-        "_h",
-        "_c",
-        "_has_c",
-        "_workspace",
-        "_core_step",
-        "steps",
-    )
+    __slots__ = ("_layer", "_dtype", "_unbatched", "_batch", "_x_shape", "_has_c")
 
     def __init__(self, layer: RNNBase, batch_size: int | None, state: Any = None) -> None:
         if layer.bidirectional:
@@ -71,13 +61,12 @@ class Stream:
                 "is known; call the layer on the whole sequence instead"
             )
         self._layer = layer
-        self._dtype = np.dtype(layer.dtype.type)  # NumPy's own instance, which step() checks by identity
+        self._dtype = layer.dtype
         self._unbatched = batch_size is None
         self._batch = 1 if batch_size is None else v.check_int("batch_size", batch_size, 1)
         self._x_shape = (layer.input_size,) if self._unbatched else (self._batch, layer.input_size)
         self._has_c = layer._has_cell_state
-        self._workspace = layer._stack.new_workspace()  # kept from step to step: a step allocates nothing
-        self._core_step = layer._stack.step
+        super().__init__(layer._stack, layer, list(self._x_shape), self._dtype == np.float64)
         self.reset(state)
 
     # -- state ---------------------------------------------------------------------------------------
@@ -134,21 +123,10 @@ class Stream:
 
     # -- stepping ------------------------------------------------------------------------------------
 
-    def step(self, x_t: Any) -> np.ndarray:
-        """Advance by one step: x_t (N, I) or, unbatched, (I,) -> y_t (N, H_out) / (H_out,)."""
-        # The common case costs three comparisons (NumPy's own dtypes are singletons); anything else is
-        # converted, or explained, by _convert.
-        if type(x_t) is not np.ndarray or x_t.dtype is not self._dtype or x_t.shape != self._x_shape:
-            x_t = self._convert(x_t)
-        layer = self._layer
-        if layer._dirty:  # weights changed since the last upload: upload them now
-            layer._begin_call()
-            layer._end_call()
-        # The compiled stack works on an immutable snapshot of the weights, so it needs no lock here;
-        # it updates the stream's own state arrays in place, and takes x_t as it is, (N, I) or (I,).
-        y = self._core_step(x_t, self._h, self._c, self._workspace)
-        self.steps += 1
-        return y
+    # step(x_t) is compiled (_core.StreamBase.step): an array of the model's dtype and shape goes straight
+    # to the kernels, which update the state arrays _h and _c in place on an immutable snapshot of the
+    # weights (no lock needed); weights changed since the last upload are uploaded first; anything else
+    # goes through _convert.
 
     def _convert(self, x_t: Any) -> np.ndarray:
         arr = v.as_real_array("x_t", x_t)
