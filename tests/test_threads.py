@@ -176,3 +176,10 @@ def test_slices_taken_over_from_another_thread_give_identical_answers(make, batc
                 _assert_identical(got[part], serial[part], f"{name}: slices changing hands")
     finally:
         fr._core.claim_others_first(False)
+    fr._core.claim_steps(False)  # and the barrier every step, as the two-phase cells always do
+    try:
+        got = answers()
+    finally:
+        fr._core.claim_steps(True)
+    for part, name in enumerate(("forward", "record + backward", "forward, varying lengths")):
+        _assert_identical(got[part], serial[part], f"{name}: a barrier every step")

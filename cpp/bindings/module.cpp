@@ -479,6 +479,8 @@ PYBIND11_MODULE(FUSEDRNN_MODULE_NAME, m) {
   m.def("force_projection_per_step", &fusedrnn::force_projection_per_step, py::arg("on"),
         "For measuring: every call computes its input projection step by step, as a one-step call does.");
   m.def("projection_per_step_forced", &fusedrnn::projection_per_step_forced);
+  m.def("claim_steps", &fusedrnn::StepClaims::set_enabled, py::arg("on"),
+        "For measuring: off makes the threads of a team meet at a barrier every step instead of claiming slices.");
   m.def("claim_others_first", &fusedrnn::StepClaims::set_others_first, py::arg("on"),
         "For testing: threads claim the other threads' hidden-unit slices of a step first.");
   m.def("set_num_threads", &fusedrnn::set_num_threads, py::arg("n"), "Sets the number of threads fusedrnn may use.");

@@ -60,6 +60,7 @@ struct Teams {
   SpinBarrier second;
   StepClaims first_claims;  // the forward steps of each team
   StepClaims second_claims;
+  bool claims_on = StepClaims::enabled();  // read once: every member of a call must agree
   int split;  // ranks [0, split) work on direction 0, [split, size) on direction 1; 0 = one team for both
   Teams(int size, bool bidirectional)
       : all(size),
@@ -67,9 +68,10 @@ struct Teams {
         second(bidirectional && size >= 2 ? size / 2 : 1),
         split(bidirectional && size >= 2 ? (size + 1) / 2 : 0) {}
   Team team_of(int rank) {
-    if (split == 0) return Team{rank, all.size(), &all, &first_claims};
-    if (rank < split) return Team{rank, split, &first, &first_claims};
-    return Team{rank - split, all.size() - split, &second, &second_claims};
+    StepClaims* first_team_claims = claims_on ? &first_claims : nullptr;
+    if (split == 0) return Team{rank, all.size(), &all, first_team_claims};
+    if (rank < split) return Team{rank, split, &first, first_team_claims};
+    return Team{rank - split, all.size() - split, &second, claims_on ? &second_claims : nullptr};
   }
   // The directions a rank works on: [begin, end).
   void directions_of(int rank, Index D, Index& begin, Index& end) const {
@@ -153,7 +155,7 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
         if (team.rank == 0) {
           detail::init_state(a.h0, slot, batch, H_out, a.h_n);
           if (Cell::kHasCellState) detail::init_state(a.c0, slot, batch, H, a.c_n);
-          team.claims->reset(static_cast<int>(weights[static_cast<std::size_t>(slot)].slices()));
+          if (team.claims) team.claims->reset(static_cast<int>(weights[static_cast<std::size_t>(slot)].slices()));
         }
         team.sync();
         T* h = a.h_n + slot * batch * H_out;

@@ -179,7 +179,11 @@ void SpinBarrier::wait() {
 
 namespace {
 std::atomic<bool> g_claim_others_first{false};
+std::atomic<bool> g_claims_enabled{true};
 }  // namespace
+
+void StepClaims::set_enabled(bool on) { g_claims_enabled.store(on, std::memory_order_relaxed); }
+bool StepClaims::enabled() { return g_claims_enabled.load(std::memory_order_relaxed); }
 
 void StepClaims::set_others_first(bool on) { g_claim_others_first.store(on, std::memory_order_relaxed); }
 bool StepClaims::others_first() { return g_claim_others_first.load(std::memory_order_relaxed); }

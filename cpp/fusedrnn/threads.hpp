@@ -38,6 +38,9 @@ class StepClaims {
   // step, not only when a member is late.
   static void set_others_first(bool on);
   static bool others_first();
+  // For measuring: when off, teams meet at a barrier every step instead (each member its own slices).
+  static void set_enabled(bool on);
+  static bool enabled();
   // Before the team's first step, by one member; the team must sync after it.
   void reset(int slices);
   // Whether the caller is to compute `slice` at `step` (true for exactly one caller).

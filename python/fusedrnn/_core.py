@@ -49,6 +49,7 @@ get_num_threads = _module.get_num_threads
 force_projection_per_step = _module.force_projection_per_step
 projection_per_step_forced = _module.projection_per_step_forced
 claim_others_first = _module.claim_others_first
+claim_steps = _module.claim_steps
 isa: str = _module.isa
 
 __all__ = [
@@ -61,5 +62,6 @@ __all__ = [
     "force_projection_per_step",
     "projection_per_step_forced",
     "claim_others_first",
+    "claim_steps",
     "isa",
 ]

@@ -113,6 +113,10 @@ def force_projection_per_step(on: bool) -> None:
 def projection_per_step_forced() -> bool:
     """Whether ``force_projection_per_step`` is on."""
 
+def claim_steps(on: bool) -> None:
+    """For measuring: with ``False`` the threads of a team meet at a barrier every time step, each on its
+    own hidden-unit slices, instead of claiming slices (the default, ``True``)."""
+
 def claim_others_first(on: bool) -> None:
     """For testing: the threads of a team claim the other threads' hidden-unit slices of each time step
     first, so that slices change hands at every step (results must not change)."""
