@@ -240,7 +240,7 @@ struct Layer {
         }
       };
       if (claiming) {
-        // My slices first, then any another member has not claimed yet, each list in the sweep's order.
+        // My slices first, then any that another member has not claimed yet, each list in the sweep's order.
         const long K = w.slices(), mine = k1 - k0, others = K - mine;
         const bool others_first = StepClaims::others_first();
         for (long i = 0; i < K; ++i) {
