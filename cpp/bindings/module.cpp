@@ -96,6 +96,10 @@ class PyStack {
   }
 
   bool is_double() const { return f64_ != nullptr; }
+  // The core stack, as tapes and workspaces record which stack made them.
+  std::shared_ptr<const void> core() const {
+    return f64_ ? std::static_pointer_cast<const void>(f64_) : std::static_pointer_cast<const void>(f32_);
+  }
   const fusedrnn::StackConfig& config() const { return cfg_; }
   std::vector<std::vector<Index>> param_shapes() const { return f64_ ? f64_->param_shapes() : f32_->param_shapes(); }
 
@@ -114,13 +118,11 @@ class PyStack {
   py::array step(const py::object& x, const py::object& h, const py::object& c, WorkspaceHandle* workspace);
   WorkspaceHandle new_workspace() const {
     WorkspaceHandle handle;
-    if (f64_) {
-      handle.owner = f64_;
+    handle.owner = core();
+    if (f64_)
       handle.f64 = f64_->new_workspace();
-    } else {
-      handle.owner = f32_;
+    else
       handle.f32 = f32_->new_workspace();
-    }
     return handle;
   }
 
@@ -244,7 +246,7 @@ py::tuple PyStack::forward_impl(const fusedrnn::Stack<T>& stack, const py::objec
     stack.forward_train(args, *tape);
   }
   TapeHandle handle;
-  handle.owner = std::static_pointer_cast<const void>(stack.shared_from_this());
+  handle.owner = core();
   handle.steps = steps;
   handle.batch = batch;
   if constexpr (std::is_same_v<T, double>)
@@ -309,7 +311,7 @@ T* state_in_place(const py::object& obj, const std::string& name, const std::vec
 
 // x: (N, I), or (I,) for one unbatched sequence (N = 1); h (L*D, N, H_out) and c (L*D, N, H) are the
 // state, updated in place. Returns y: (N, D*H_out), or (D*H_out,) for an unbatched x. A stream calls this
-// once per time step, so the checks read the array header directly and build no strings unless they fail.
+// once per time step: the checks read the array headers and compose a message only when they fail.
 template <typename T>
 py::array PyStack::step_impl(const fusedrnn::Stack<T>& stack, const py::object& x_obj, const py::object& h_obj,
                              const py::object& c_obj, fusedrnn::StackWorkspace<T>* workspace) {
@@ -348,7 +350,7 @@ py::array PyStack::step_impl(const fusedrnn::Stack<T>& stack, const py::object& 
 }
 
 py::array PyStack::step(const py::object& x, const py::object& h, const py::object& c, WorkspaceHandle* workspace) {
-  if (workspace && workspace->owner != (f64_ ? std::static_pointer_cast<const void>(f64_) : std::static_pointer_cast<const void>(f32_)))
+  if (workspace && workspace->owner != core())
     throw py::value_error("workspace: expected one made by this stack's new_workspace()");
   if (workspace && workspace->busy->exchange(true, std::memory_order_acquire)) workspace = nullptr;
   struct Release {
@@ -374,7 +376,7 @@ py::tuple PyStack::forward_train(const py::object& x, const py::object& h0, cons
 
 py::tuple PyStack::backward(const TapeHandle& tape, const py::object& grad_y, const py::object& grad_h_n,
                             const py::object& grad_c_n) {
-  if (tape.owner != (f64_ ? std::static_pointer_cast<const void>(f64_) : std::static_pointer_cast<const void>(f32_)))
+  if (tape.owner != core())
     throw py::value_error("saved: expected a tape recorded by this stack");
   if (f64_) return backward_impl(*f64_, tape.f64, grad_y, grad_h_n, grad_c_n);
   return backward_impl(*f32_, tape.f32, grad_y, grad_h_n, grad_c_n);
@@ -384,8 +386,8 @@ py::tuple PyStack::backward(const TapeHandle& tape, const py::object& grad_y, co
 // conversions live there): step() goes from Python to the kernels in one call, with no Python frame.
 class PyStreamBase {
  public:
-  PyStreamBase(py::object stack, py::object layer, const std::vector<Index>& x_shape, bool is_double)
-      : stack_obj_(std::move(stack)), layer_(std::move(layer)), x_shape_(x_shape), is_double_(is_double) {
+  PyStreamBase(py::object stack, py::object layer, const std::vector<Index>& x_shape)
+      : stack_obj_(std::move(stack)), layer_(std::move(layer)), x_shape_(x_shape) {
     stack_ = &stack_obj_.cast<PyStack&>();
     workspace_ = stack_->new_workspace();
   }
@@ -410,8 +412,8 @@ class PyStreamBase {
 
  private:
   bool expected(const py::object& x) const {
-    const bool ok = is_double_ ? py::array_t<double, py::array::c_style>::check_(x)
-                               : py::array_t<float, py::array::c_style>::check_(x);
+    const bool ok = stack_->is_double() ? py::array_t<double, py::array::c_style>::check_(x)
+                                        : py::array_t<float, py::array::c_style>::check_(x);
     if (!ok) return false;
     const auto a = py::reinterpret_borrow<py::array>(x);
     if (a.ndim() != static_cast<py::ssize_t>(x_shape_.size())) return false;
@@ -425,7 +427,6 @@ class PyStreamBase {
   py::object layer_;
   py::str dirty_name_{"_dirty"};
   std::vector<Index> x_shape_;
-  bool is_double_;
   WorkspaceHandle workspace_;  // kept from step to step: a step allocates nothing
 };
 
@@ -467,8 +468,8 @@ PYBIND11_MODULE(FUSEDRNN_MODULE_NAME, m) {
 
   py::class_<PyStreamBase>(m, "StreamBase", py::module_local(),
                            "The compiled part of fusedrnn.Stream (see stream.py).")
-      .def(py::init<py::object, py::object, const std::vector<Index>&, bool>(), py::arg("stack"), py::arg("layer"),
-           py::arg("x_shape"), py::arg("double"))
+      .def(py::init<py::object, py::object, const std::vector<Index>&>(), py::arg("stack"), py::arg("layer"),
+           py::arg("x_shape"))
       .def("step", &PyStreamBase::step, py::arg("x_t"),
           "Advance by one step: x_t (N, I) or, unbatched, (I,) -> y_t (N, H_out) / (H_out,), the last layer's "
           "output. Any array-like x_t is accepted (converted to the model's dtype, shape checked).")

@@ -37,7 +37,7 @@ class StreamBase:
     _h: _Array
     _c: _Array | None
     steps: int
-    def __init__(self, stack: Stack, layer: object, x_shape: Sequence[int], double: bool) -> None: ...
+    def __init__(self, stack: Stack, layer: object, x_shape: Sequence[int]) -> None: ...
     def step(self, x_t: object) -> _Array:
         """Advance by one step: x_t (N, I) or (I,) -> y_t (N, H_out) / (H_out,)."""
 
