@@ -148,6 +148,39 @@ def test_one_and_two_threads_give_identical_answers(make, batch, threads):
 
 
 @pytest.mark.parametrize("make", THREAD_COUNT_CASES.values(), ids=THREAD_COUNT_CASES.keys())
+@pytest.mark.parametrize("batch", [5, 40], ids=["N5", "N40"])
+def test_sequences_split_across_threads_give_identical_answers(make, batch, threads, monkeypatch):
+    """At large batch each thread takes its own sequences through every step (where no step needs values
+    from other sequences), instead of a share of every step's hidden units. Here from 1 sequence per
+    thread on (5: 3 and 2 rows, below the kernels' smallest tile), and bidirectional layers on one team,
+    so that the split reaches every layer; the answers must be those of one thread."""
+    monkeypatch.setenv("FUSEDRNN_DIRECTIONS", "sequential")
+    layer = make()
+    rng = np.random.default_rng(batch + 20)
+    steps = 7
+    x = rng.standard_normal((steps, batch, layer.input_size)).astype(np.float32)
+    y, _ = layer(x)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    lengths = np.maximum(1, steps - np.arange(batch) % steps)
+
+    def answers():
+        return _infer(layer, x), _train(layer, x, gy), _arrays(layer(x, lengths=lengths))
+
+    default_rows = fr._core.rows_per_member()
+    assert default_rows > 0
+    threads(1)
+    serial = answers()
+    threads(2)
+    fr._core.set_rows_per_member(1)
+    try:
+        got = answers()
+    finally:
+        fr._core.set_rows_per_member(default_rows)
+    for part, name in enumerate(("forward", "record + backward", "forward, varying lengths")):
+        _assert_identical(got[part], serial[part], f"{name}: sequences split across threads")
+
+
+@pytest.mark.parametrize("make", THREAD_COUNT_CASES.values(), ids=THREAD_COUNT_CASES.keys())
 @pytest.mark.parametrize("batch", [1, 8], ids=["N1", "N8"])
 def test_slices_taken_over_from_another_thread_give_identical_answers(make, batch, threads):
     """Forward steps hand out hidden-unit slices to whichever thread claims them first, so a late thread's

@@ -482,6 +482,10 @@ PYBIND11_MODULE(FUSEDRNN_MODULE_NAME, m) {
   m.def("projection_per_step_forced", &fusedrnn::projection_per_step_forced);
   m.def("claim_steps", &fusedrnn::StepClaims::set_enabled, py::arg("on"),
         "For measuring: off makes the threads of a team meet at a barrier every step instead of claiming slices.");
+  m.def("rows_per_member", &fusedrnn::rows_per_member,
+        "The batch size per thread from which a team splits the sequences rather than the hidden units.");
+  m.def("set_rows_per_member", &fusedrnn::set_rows_per_member, py::arg("rows"),
+        "For measuring and testing: the batch size per thread from which teams split the sequences (0: never).");
   m.def("claim_others_first", &fusedrnn::StepClaims::set_others_first, py::arg("on"),
         "For testing: threads claim the other threads' hidden-unit slices of a step first.");
   m.def("set_num_threads", &fusedrnn::set_num_threads, py::arg("n"), "Sets the number of threads fusedrnn may use.");

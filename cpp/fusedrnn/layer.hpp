@@ -4,7 +4,8 @@
 // shared by the team). Each step, every member computes the recurrent product for the hidden-unit
 // slices it owns (its columns of the packed W_hhᵀ, which stay in its cache for all T steps) and the
 // cell's fused pass for those units, then the team meets at one spin barrier. Projection (LSTM) and
-// the reset-before GRU add a second phase, and a barrier, per step.
+// the reset-before GRU add a second phase, and a barrier, per step. At large batch the members split
+// the sequences instead (see split_rows): each takes its own through every step, with no barrier.
 // Backward through time: per step the cells' gate-gradient pass on each member's slices, a barrier,
 // then each member's columns of dh = dg · W_hh. The gradients of the input, the input weights and the
 // recurrent weights are big products over all T*N rows after the loop.
@@ -117,6 +118,15 @@ struct Layer {
     return has_panel_kernels<T>() && (projection_per_step_forced() || steps == 1 || (batch >= 16 && bytes > (std::size_t{8} << 20)));
   }
 
+  // Whether the members split the batch instead of the hidden units: each runs its own sequences through
+  // every step with all the weights, and the team meets only around the products over all steps. Only
+  // where a row's values need nothing from other rows within a step (no projection, no reset-before GRU,
+  // no peephole sums over rows) and the panel kernels give every element the same bits for any number
+  // of rows.
+  static bool split_rows(const Team& team, const LayerWeights<T>& w) {
+    return team.split_rows && has_panel_kernels<T>() && !Cell::kTwoPhase && w.proj_size == 0 && !w.peephole;
+  }
+
   // xg[rows, G*H] = x[rows, I] · W_ihᵀ + bias_x, this member's share. The panel kernels' results do not
   // depend on the blocking, so the work is cut in columns too (a batch-1 call has few rows), in the
   // order of the slices, so that each member produces the columns its slices read.
@@ -154,18 +164,24 @@ struct Layer {
     const bool project = w.proj_size > 0;
 
     const bool per_step = project_per_step(w, steps, batch);
+    const bool by_rows = split_rows(team, w);
     if (!per_step) {
       project_input(team, w, rows, x, ws.xg.data());
       team.sync();
     }
     auto xg_row = [&](Index trow, Index n) { return ws.xg.data() + (per_step ? n : trow + n) * GH; };
 
-    long k0, k1, q0, q1;
-    team.share(w.slices(), 1, k0, k1);     // my hidden-unit slices
-    team.share(H_out, kColumnChunk, q0, q1);  // my columns of h (copies, projection)
+    long k0 = 0, k1 = w.slices(), q0 = 0, q1 = H_out, n0 = 0, n1 = batch;
+    if (by_rows) {
+      team.share(batch, 1, n0, n1);  // my sequences, every slice and column
+    } else {
+      team.share(w.slices(), 1, k0, k1);     // my hidden-unit slices
+      team.share(H_out, kColumnChunk, q0, q1);  // my columns of h (copies, projection)
+    }
+    const Index my_rows = n1 - n0;
     // One phase per step: the members claim slices (see StepClaims) rather than meet at a barrier, so a
     // late member's slices are taken over by the others.
-    const bool claiming = team.claims && team.size > 1 && !Cell::kTwoPhase && !project;
+    const bool claiming = team.claims && team.size > 1 && !by_rows && !Cell::kTwoPhase && !project;
     std::vector<std::uint8_t> active(lengths ? batch : 0);
     T* h_cur = h;
     T* h_next = ws.h_alt.data();
@@ -180,7 +196,7 @@ struct Layer {
       // Claiming: each slice is taken by whoever claims it first, so the slice copies to the tape go
       // with the slice; otherwise each member copies its columns.
       if (kTraining && !claiming) {
-        for (Index n = 0; n < batch; ++n) {
+        for (Index n = n0; n < n1; ++n) {
           std::copy(h_cur + n * H_out + q0, h_cur + n * H_out + q1, tape->h_prev.data() + (trow + n) * H_out + q0);
           if (Cell::kHasCellState)
             for (long k = k0; k < k1; ++k)
@@ -196,21 +212,22 @@ struct Layer {
         const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, col0 = G * u0;
         const Index product_cols = Cell::kTwoPhase ? 2 * Hs : G * Hs;
         if (kTraining && claiming)
-          for (Index n = 0; n < batch; ++n) {
+          for (Index n = n0; n < n1; ++n) {
             std::copy_n(h_cur + n * H + u0, Hs, tape->h_prev.data() + (trow + n) * H + u0);
             if (Cell::kHasCellState) std::copy_n(c + n * H + u0, Hs, tape->c_prev.data() + (trow + n) * H + u0);
           }
         auto project_slice = [&] {
-          panel_product(x + trow * w.input_size, batch, w.input_size, w.input_size,
+          panel_product(x + (trow + n0) * w.input_size, my_rows, w.input_size, w.input_size,
                         w.ih_panels.data() + col0 * w.input_size, G * Hs, w.bias_x.data() + col0,
-                        ws.xg.data() + col0, GH, backwards);
+                        ws.xg.data() + n0 * GH + col0, GH, backwards);
         };
         if (per_step && !backwards) project_slice();
-        if (!panel_product(h_cur, batch, H_out, H_out, w.hh_panels.data() + w.panel_begin[k], product_cols, nullptr,
-                           ws.hg.data() + col0, GH, backwards))
-          ws.hg.middleCols(col0, product_cols).noalias() = h_mat * w.w_hh_t.middleCols(col0, product_cols);
+        if (!panel_product(h_cur + n0 * H_out, my_rows, H_out, H_out, w.hh_panels.data() + w.panel_begin[k],
+                           product_cols, nullptr, ws.hg.data() + n0 * GH + col0, GH, backwards))
+          ws.hg.block(n0, col0, my_rows, product_cols).noalias() =
+              h_mat.middleRows(n0, my_rows) * w.w_hh_t.middleCols(col0, product_cols);
         if (per_step && backwards) project_slice();
-        for (Index n = 0; n < batch; ++n) {
+        for (Index n = n0; n < n1; ++n) {
           T* gates = kTraining ? tape->gates.data() + (trow + n) * SH + S * u0 : ws.gates.data() + n * SH + S * u0;
           T* y_row = y + (trow + n) * y_stride;
           if (!is_active(n)) {
@@ -260,6 +277,10 @@ struct Layer {
         continue;
       }
       for (long j = 0; j < k1 - k0; ++j) run_slice(backwards ? k1 - 1 - j : k0 + j);
+      if (by_rows) {
+        std::swap(h_cur, h_next);
+        continue;
+      }
       if constexpr (Cell::kTwoPhase) {
         team.sync();  // every unit's r ⊙ h is in ws.m
         for (long k = k0; k < k1; ++k) {
@@ -305,7 +326,7 @@ struct Layer {
       std::swap(h_cur, h_next);
     }
     if (h_cur != h)
-      for (Index n = 0; n < batch; ++n) std::copy(h_cur + n * H_out + q0, h_cur + n * H_out + q1, h + n * H_out + q0);
+      for (Index n = n0; n < n1; ++n) std::copy(h_cur + n * H_out + q0, h_cur + n * H_out + q1, h + n * H_out + q0);
     team.sync();
   }
 
@@ -321,9 +342,14 @@ struct Layer {
     const bool project = P > 0;
     T* const dg_hid_base = Cell::kSeparateHiddenGrad ? ws.dg_hid.data() : ws.dg_in.data();
 
-    long k0, k1, q0, q1;
-    team.share(w.slices(), 1, k0, k1);
-    team.share(H_out, kColumnChunk, q0, q1);
+    const bool by_rows = split_rows(team, w);
+    long k0 = 0, k1 = w.slices(), q0 = 0, q1 = H_out, n0 = 0, n1 = batch;
+    if (by_rows) {
+      team.share(batch, 1, n0, n1);
+    } else {
+      team.share(w.slices(), 1, k0, k1);
+      team.share(H_out, kColumnChunk, q0, q1);
+    }
     if (w.peephole)  // the workspace serves every layer: start this one's sums from zero
       for (long k = k0; k < k1; ++k)
         std::fill(ws.peephole_grad.data() + 3 * w.unit_begin[k], ws.peephole_grad.data() + 3 * w.unit_begin[k + 1], T(0));
@@ -369,7 +395,7 @@ struct Layer {
       }
       for (long k = k0; k < k1; ++k) {
         const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, col0 = G * u0;
-        for (Index n = 0; n < batch; ++n) {
+        for (Index n = n0; n < n1; ++n) {
           if (!is_active(n)) {
             std::fill_n(ws.dg_in.data() + (trow + n) * GH + col0, G * Hs, T(0));
             if (Cell::kSeparateHiddenGrad) std::fill_n(dg_hid_base + (trow + n) * GH + col0, G * Hs, T(0));
@@ -407,24 +433,34 @@ struct Layer {
           }
         }
       }
-      team.sync();  // the whole step's dg is known
-      MatrixMap<T> dh_next_mat(dh_next, batch, H_out);
-      for_my_chunks(team, H_out, kColumnChunk, [&](Index c0, Index width) {
-        auto cols = dh_next_mat.middleCols(c0, width);
-        const T* dg_t = dg_hid_base + trow * GH;
-        if (!panel_product(dg_t, batch, GH, GH, w.hh_t_panels.data() + (c0 / kPanelWidth) * GH * kPanelWidth, width,
-                           nullptr, dh_next + c0, H_out))
-          cols.noalias() = ConstMatrixMap<T>(dg_t, batch, GH) * w.w_hh_t.middleRows(c0, width).transpose();
-        if (Cell::kDirectHiddenGrad) cols += ws.direct.middleCols(c0, width);
-        for (Index n = 0; n < batch; ++n)
+      // dh entering the step, rows [n0, n1) and columns [c0, c0 + width).
+      auto hidden_grad = [&](Index c0, Index width) {
+        const Index count = n1 - n0;
+        const T* dg_t = dg_hid_base + (trow + n0) * GH;
+        auto block = MatrixMap<T>(dh_next, batch, H_out).block(n0, c0, count, width);
+        if (!panel_product(dg_t, count, GH, GH, w.hh_t_panels.data() + (c0 / kPanelWidth) * GH * kPanelWidth, width,
+                           nullptr, dh_next + n0 * H_out + c0, H_out))
+          block.noalias() = ConstMatrixMap<T>(dg_t, count, GH) * w.w_hh_t.middleRows(c0, width).transpose();
+        if (Cell::kDirectHiddenGrad) block += ws.direct.block(n0, c0, count, width);
+        for (Index n = n0; n < n1; ++n)
           if (!is_active(n))
             std::copy(dh_cur + n * H_out + c0, dh_cur + n * H_out + c0 + width, dh_next + n * H_out + c0);
-      });
-      team.sync();
+      };
+      if (by_rows) {
+        hidden_grad(0, H_out);
+      } else {
+        team.sync();  // the whole step's dg is known
+        for_my_chunks(team, H_out, kColumnChunk, hidden_grad);
+        team.sync();
+      }
       std::swap(dh_cur, dh_next);
     }
     if (dh_cur != dh)
-      for (Index n = 0; n < batch; ++n) std::copy(dh_cur + n * H_out + q0, dh_cur + n * H_out + q1, dh + n * H_out + q0);
+      for (Index n = n0; n < n1; ++n) std::copy(dh_cur + n * H_out + q0, dh_cur + n * H_out + q1, dh + n * H_out + q0);
+    if (by_rows) {
+      team.sync();  // every row's dg is known
+      team.share(w.slices(), 1, k0, k1);  // the weight gradients are shared by slices
+    }
 
     // The big products over all steps.
     long r0, r1;

@@ -162,32 +162,36 @@ inline bool panel_product(const float* A, Index M, Index K, Index lda, const flo
 #ifdef FUSEDRNN_PANEL_KERNELS
   using namespace panel_detail;
   const Index panel_stride = K * kPanelWidth;
-  for (Index k0 = 0; k0 < K; k0 += kDepth) {
-    const Index depth = std::min(kDepth, K - k0);
-    const bool accumulate = k0 > 0;
-    const float* a = A + k0;
-    const float* b = panels + k0 * kPanelWidth;
-    if (M < 4) {  // too few rows for a tall tile: several panels side by side instead
-      rows_tail(M, a, lda, b, panel_stride, depth, ncols, accumulate ? nullptr : init, accumulate, C, ldc, backwards);
-      continue;
+  if (M < 4) {  // too few rows for a tall tile: several panels side by side instead
+    for (Index k0 = 0; k0 < K; k0 += kDepth) {
+      const bool accumulate = k0 > 0;
+      rows_tail(M, A + k0, lda, panels + k0 * kPanelWidth, panel_stride, std::min(kDepth, K - k0), ncols,
+                accumulate ? nullptr : init, accumulate, C, ldc, backwards);
     }
-    // Tiles of 4 to 6 rows cover M, so that one pass over the panels serves every row: at small M the
-    // panels come from L2 or L3, and a second pass for the leftover rows would read them all again.
-    const Index sixes = M / 6, rest = M % 6;
-    Index last_heights[2] = {rest, 0};
-    Index full = sixes;
-    if (rest > 0 && rest < 4) {  // 6 + rest rows as two tiles of 3 to 5
-      --full;
-      last_heights[0] = (6 + rest + 1) / 2;
-      last_heights[1] = (6 + rest) / 2;
-    }
-    // Panel by panel, so that the panel's k-block stays in L1 while the tiles walk down A.
-    const Index panels_here = panel_count(ncols);
-    for (Index q = 0; q < panels_here; ++q) {
-      const Index p = backwards ? panels_here - 1 - q : q;
-      const Index c0 = p * kPanelWidth, width = std::min(kPanelWidth, ncols - c0);
+    return true;
+  }
+  // Tiles of 4 to 6 rows cover M, so that one pass over the panels serves every row: at small M the
+  // panels come from L2 or L3, and a second pass for the leftover rows would read them all again.
+  const Index sixes = M / 6, rest = M % 6;
+  Index last_heights[2] = {rest, 0};
+  Index full = sixes;
+  if (rest > 0 && rest < 4) {  // 6 + rest rows as two tiles of 3 to 5
+    --full;
+    last_heights[0] = (6 + rest + 1) / 2;
+    last_heights[1] = (6 + rest) / 2;
+  }
+  // Panel by panel, each panel's k-blocks in turn, so that the weights are read in one sequential
+  // stream and a k-block of the panel stays in L1 while the tiles walk down A.
+  const Index panels_here = panel_count(ncols);
+  for (Index q = 0; q < panels_here; ++q) {
+    const Index p = backwards ? panels_here - 1 - q : q;
+    const Index c0 = p * kPanelWidth, width = std::min(kPanelWidth, ncols - c0);
+    for (Index k0 = 0; k0 < K; k0 += kDepth) {
+      const Index depth = std::min(kDepth, K - k0);
+      const bool accumulate = k0 > 0;
+      const float* a = A + k0;
       const float* init_here = init && !accumulate ? init + c0 : nullptr;
-      const float* bp = b + p * panel_stride;
+      const float* bp = panels + p * panel_stride + k0 * kPanelWidth;
       Index r = 0;
       for (Index t = 0; t < full; ++t, r += 6)
         tile_at<6, 1>(a + r * lda, lda, bp, panel_stride, depth, init_here, accumulate, C + r * ldc + c0, ldc, width);

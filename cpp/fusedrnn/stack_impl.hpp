@@ -61,17 +61,24 @@ struct Teams {
   StepClaims first_claims;  // the forward steps of each team
   StepClaims second_claims;
   bool claims_on = StepClaims::enabled();  // read once: every member of a call must agree
+  long rows_per_member = fusedrnn::rows_per_member();  // likewise
+  Index batch;
   int split;  // ranks [0, split) work on direction 0, [split, size) on direction 1; 0 = one team for both
-  Teams(int size, bool bidirectional)
+  Teams(int size, bool bidirectional, Index batch)
       : all(size),
         first(bidirectional && size >= 2 ? (size + 1) / 2 : size),
         second(bidirectional && size >= 2 ? size / 2 : 1),
+        batch(batch),
         split(bidirectional && size >= 2 ? (size + 1) / 2 : 0) {}
   Team team_of(int rank) {
     StepClaims* first_team_claims = claims_on ? &first_claims : nullptr;
-    if (split == 0) return Team{rank, all.size(), &all, first_team_claims};
-    if (rank < split) return Team{rank, split, &first, first_team_claims};
-    return Team{rank - split, all.size() - split, &second, claims_on ? &second_claims : nullptr};
+    if (split == 0) return with_rows(Team{rank, all.size(), &all, first_team_claims});
+    if (rank < split) return with_rows(Team{rank, split, &first, first_team_claims});
+    return with_rows(Team{rank - split, all.size() - split, &second, claims_on ? &second_claims : nullptr});
+  }
+  Team with_rows(Team team) const {
+    team.split_rows = team.size > 1 && rows_per_member > 0 && batch >= rows_per_member * team.size;
+    return team;
   }
   // The directions a rank works on: [begin, end).
   void directions_of(int rank, Index D, Index& begin, Index& end) const {
@@ -141,7 +148,7 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
   };
 
   ParallelRegion region(detail::wanted_threads(cfg, batch, weights[0].slices()));
-  detail::Teams teams(region.size(), D == 2 && detail::directions_concurrently(cfg, batch));
+  detail::Teams teams(region.size(), D == 2 && detail::directions_concurrently(cfg, batch), batch);
   region.run([&](int rank) {
     const Team team = teams.team_of(rank);
     const Team everyone{rank, teams.all.size(), &teams.all};
@@ -209,7 +216,7 @@ void StackRunner<Cell, T>::backward(const StackConfig& cfg, const StackTape<T>& 
   auto grad_input = [&](Index layer) -> T* { return layer == 0 ? a.grad_x : grad_between[(layer - 1) % 2].data(); };
 
   ParallelRegion region(detail::wanted_threads(cfg, batch, weights[0].slices()));
-  detail::Teams teams(region.size(), D == 2 && detail::directions_concurrently(cfg, batch));
+  detail::Teams teams(region.size(), D == 2 && detail::directions_concurrently(cfg, batch), batch);
   region.run([&](int rank) {
     const Team team = teams.team_of(rank);
     const Team everyone{rank, teams.all.size(), &teams.all};

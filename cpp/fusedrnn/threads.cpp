@@ -182,6 +182,13 @@ std::atomic<bool> g_claim_others_first{false};
 std::atomic<bool> g_claims_enabled{true};
 }  // namespace
 
+namespace {
+std::atomic<long> g_rows_per_member{kDefaultRowsPerMember};
+}  // namespace
+
+long rows_per_member() { return g_rows_per_member.load(std::memory_order_relaxed); }
+void set_rows_per_member(long rows) { g_rows_per_member.store(rows, std::memory_order_relaxed); }
+
 void StepClaims::set_enabled(bool on) { g_claims_enabled.store(on, std::memory_order_relaxed); }
 bool StepClaims::enabled() { return g_claims_enabled.load(std::memory_order_relaxed); }
 

@@ -64,18 +64,26 @@ class StepClaims {
 };
 
 // A team of threads working on one piece of work: member `rank` of `size`, sharing `barrier`, and
-// `claims` where the work is claimed step by step (or nullptr).
+// `claims` where the work is claimed step by step (or nullptr). split_rows: the members may each take
+// their own sequences of the batch through every time step, rather than share each step's hidden units.
 struct Team {
   int rank = 0;
   int size = 1;
   SpinBarrier* barrier = nullptr;
   StepClaims* claims = nullptr;
+  bool split_rows = false;
   void sync() const {
     if (size > 1) barrier->wait();
   }
   // The share [begin, end) of `count` items (in units of `grain`) that this member takes.
   void share(long count, long grain, long& begin, long& end) const;
 };
+
+// A team splits the batch rather than each step's hidden units from rows_per_member() sequences per
+// member on. Settable for measuring and testing; 0 never splits.
+constexpr long kDefaultRowsPerMember = 16;
+long rows_per_member();
+void set_rows_per_member(long rows);
 
 // A parallel region: takes up to `wanted` threads from the persistent pool (the caller is rank 0),
 // or only the caller when another region holds the pool, so concurrent calls never wait on each

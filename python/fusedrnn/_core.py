@@ -50,6 +50,8 @@ force_projection_per_step = _module.force_projection_per_step
 projection_per_step_forced = _module.projection_per_step_forced
 claim_others_first = _module.claim_others_first
 claim_steps = _module.claim_steps
+rows_per_member = _module.rows_per_member
+set_rows_per_member = _module.set_rows_per_member
 isa: str = _module.isa
 
 __all__ = [
@@ -63,5 +65,7 @@ __all__ = [
     "projection_per_step_forced",
     "claim_others_first",
     "claim_steps",
+    "rows_per_member",
+    "set_rows_per_member",
     "isa",
 ]

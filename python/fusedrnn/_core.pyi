@@ -117,6 +117,13 @@ def claim_steps(on: bool) -> None:
     """For measuring: with ``False`` the threads of a team meet at a barrier every time step, each on its
     own hidden-unit slices, instead of claiming slices (the default, ``True``)."""
 
+def rows_per_member() -> int:
+    """The batch size per thread from which a team of threads splits the sequences of a call (each thread
+    takes its sequences through every step) rather than each step's hidden units."""
+
+def set_rows_per_member(rows: int) -> None:
+    """For measuring and testing: set ``rows_per_member`` (0: teams never split the sequences)."""
+
 def claim_others_first(on: bool) -> None:
     """For testing: the threads of a team claim the other threads' hidden-unit slices of each time step
     first, so that slices change hands at every step (results must not change)."""
