@@ -11,6 +11,7 @@ step at batch 1: H >= 128 for LSTM and GRU, H = 256 for a plain RNN).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -128,23 +129,47 @@ THREAD_COUNT_CASES = {
 }
 
 
-@pytest.mark.parametrize("make", THREAD_COUNT_CASES.values(), ids=THREAD_COUNT_CASES.keys())
-@pytest.mark.parametrize("batch", [1, 8], ids=["N1", "N8"])
-def test_one_and_two_threads_give_identical_answers(make, batch, threads):
+def _all_answers(make, batch, seed, steps):
+    """answers(): a new layer's inference, record + backward and (batch > 1) varying-lengths answers on
+    fixed inputs, as lists of arrays; call it at each setting to compare."""
     layer = make()
-    rng = np.random.default_rng(batch)
-    steps = 9
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((steps, batch, layer.input_size)).astype(np.float32)
     y, _ = layer(x)
     gy = rng.standard_normal(y.shape).astype(np.float32)
     lengths = np.maximum(1, steps - np.arange(batch) % steps) if batch > 1 else None
-    answers = {}
+
+    def answers():
+        return (_infer(layer, x), _train(layer, x, gy),
+                _arrays(layer(x, lengths=lengths)) if lengths is not None else [])
+
+    return answers
+
+
+def _assert_same_answers(got, want, what):
+    for part, name in enumerate(("forward", "record + backward", "forward, varying lengths")):
+        _assert_identical(got[part], want[part], f"{name}: {what}")
+
+
+@contextlib.contextmanager
+def _switched(setter, on, off):
+    """A kernels' measuring or testing switch, set to `on` inside the block and to `off` after it."""
+    setter(on)
+    try:
+        yield
+    finally:
+        setter(off)
+
+
+@pytest.mark.parametrize("make", THREAD_COUNT_CASES.values(), ids=THREAD_COUNT_CASES.keys())
+@pytest.mark.parametrize("batch", [1, 8], ids=["N1", "N8"])
+def test_one_and_two_threads_give_identical_answers(make, batch, threads):
+    answers = _all_answers(make, batch, seed=batch, steps=9)
+    results = {}
     for n in (1, 2):
         threads(n)
-        answers[n] = (_infer(layer, x), _train(layer, x, gy),
-                      _arrays(layer(x, lengths=lengths)) if lengths is not None else [])
-    for part, name in enumerate(("forward", "record + backward", "forward, varying lengths")):
-        _assert_identical(answers[2][part], answers[1][part], f"{name}: 2 threads against 1")
+        results[n] = answers()
+    _assert_same_answers(results[2], results[1], "2 threads against 1")
 
 
 @pytest.mark.parametrize("make", THREAD_COUNT_CASES.values(), ids=THREAD_COUNT_CASES.keys())
@@ -155,29 +180,15 @@ def test_sequences_split_across_threads_give_identical_answers(make, batch, thre
     thread on (5: 3 and 2 rows, below the kernels' smallest tile), and bidirectional layers on one team,
     so that the split reaches every layer; the answers must be those of one thread."""
     monkeypatch.setenv("FUSEDRNN_DIRECTIONS", "sequential")
-    layer = make()
-    rng = np.random.default_rng(batch + 20)
-    steps = 7
-    x = rng.standard_normal((steps, batch, layer.input_size)).astype(np.float32)
-    y, _ = layer(x)
-    gy = rng.standard_normal(y.shape).astype(np.float32)
-    lengths = np.maximum(1, steps - np.arange(batch) % steps)
-
-    def answers():
-        return _infer(layer, x), _train(layer, x, gy), _arrays(layer(x, lengths=lengths))
-
+    answers = _all_answers(make, batch, seed=batch + 20, steps=7)
     default_rows = fr._core.rows_per_member()
     assert default_rows > 0
     threads(1)
     serial = answers()
     threads(2)
-    fr._core.set_rows_per_member(1)
-    try:
+    with _switched(fr._core.set_rows_per_member, 1, default_rows):
         got = answers()
-    finally:
-        fr._core.set_rows_per_member(default_rows)
-    for part, name in enumerate(("forward", "record + backward", "forward, varying lengths")):
-        _assert_identical(got[part], serial[part], f"{name}: sequences split across threads")
+    _assert_same_answers(got, serial, "sequences split across threads")
 
 
 @pytest.mark.parametrize("make", THREAD_COUNT_CASES.values(), ids=THREAD_COUNT_CASES.keys())
@@ -188,33 +199,13 @@ def test_slices_taken_over_from_another_thread_give_identical_answers(make, batc
     all the time; the answers must still be those of one thread. Bidirectional layers run on one team, so
     that their directions share slices too."""
     monkeypatch.setenv("FUSEDRNN_DIRECTIONS", "sequential")
-    layer = make()
-    rng = np.random.default_rng(batch + 10)
-    steps = 9
-    x = rng.standard_normal((steps, batch, layer.input_size)).astype(np.float32)
-    y, _ = layer(x)
-    gy = rng.standard_normal(y.shape).astype(np.float32)
-    lengths = np.maximum(1, steps - np.arange(batch) % steps) if batch > 1 else None
-
-    def answers():
-        return (_infer(layer, x), _train(layer, x, gy),
-                _arrays(layer(x, lengths=lengths)) if lengths is not None else [])
-
+    answers = _all_answers(make, batch, seed=batch + 10, steps=9)
     threads(1)
     serial = answers()
     threads(2)
-    fr._core.claim_others_first(True)
-    try:
+    with _switched(fr._core.claim_others_first, True, False):
         for _ in range(3):
-            got = answers()
-            for part, name in enumerate(("forward", "record + backward", "forward, varying lengths")):
-                _assert_identical(got[part], serial[part], f"{name}: slices changing hands")
-    finally:
-        fr._core.claim_others_first(False)
-    fr._core.claim_steps(False)  # and the barrier every step, as the two-phase cells always do
-    try:
-        got = answers()
-    finally:
-        fr._core.claim_steps(True)
-    for part, name in enumerate(("forward", "record + backward", "forward, varying lengths")):
-        _assert_identical(got[part], serial[part], f"{name}: a barrier every step")
+            _assert_same_answers(answers(), serial, "slices changing hands")
+    # and the barrier every step, as the two-phase cells always do
+    with _switched(fr._core.claim_steps, False, True):
+        _assert_same_answers(answers(), serial, "a barrier every step")
