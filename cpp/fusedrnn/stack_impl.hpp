@@ -40,9 +40,9 @@ inline int wanted_threads(const StackConfig& cfg, Index batch, Index slices) {
 // Whether a bidirectional layer runs its directions at once (a team each) rather than one after the
 // other on the whole team. At once measures as fast (within 2 %) or faster at every batch, even at
 // batch 1 where each core then streams a whole direction's weights from L3 (2 threads, 2-layer LSTM
-// H=256 N=1: 5.98 ms against 6.42, 7.80 against 7.78; GRU 4.37 against 4.92; one-layer LSTM H=512 8.55
-// against 8.90): the directions never wait for each other. FUSEDRNN_DIRECTIONS ("concurrent" or "sequential") overrides
-// the choice, for measuring.
+// H=256 N=1: 5.98 ms against 6.42, 7.80 against 7.78; GRU 4.37 against 4.92; one-layer LSTM H=512
+// 8.55 against 8.90): the directions never wait for each other. FUSEDRNN_DIRECTIONS=sequential puts
+// them one after the other, for measuring and testing.
 inline bool directions_concurrently() {
   if (const char* env = std::getenv("FUSEDRNN_DIRECTIONS")) return std::strcmp(env, "sequential") != 0;
   return true;

@@ -180,9 +180,6 @@ void SpinBarrier::wait() {
 namespace {
 std::atomic<bool> g_claim_others_first{false};
 std::atomic<bool> g_claims_enabled{true};
-}  // namespace
-
-namespace {
 std::atomic<long> g_rows_per_member{kDefaultRowsPerMember};
 }  // namespace
 
