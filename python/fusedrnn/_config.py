@@ -57,6 +57,21 @@ class StackConfig:
     def layer_input_size(self, layer: int) -> int:
         return self.input_size if layer == 0 else self.num_directions * self.output_size
 
+    def num_arrays(self) -> int:
+        """How many parameter arrays ``param_shapes()`` lists, in closed form."""
+        per_direction = 2 + 2 * self.bias + (self.proj_size > 0) + self.peephole
+        return self.num_layers * self.num_directions * per_direction
+
+    def num_parameters(self) -> int:
+        """The number of scalar parameters, in closed form: sizes too large to allocate are refused from
+        it before anything is built per layer (a list of 10**8 layers' shapes takes minutes)."""
+        gh = self.gates * self.hidden_size
+        # Per direction of every layer: W_hh, the biases, W_hr, the peepholes; W_ih depends on the layer.
+        rest = gh * self.output_size + 2 * gh * self.bias + self.proj_size * self.hidden_size
+        rest += 3 * self.hidden_size * self.peephole
+        w_ih = gh * (self.input_size + (self.num_layers - 1) * self.num_directions * self.output_size)
+        return self.num_directions * (w_ih + self.num_layers * rest)
+
     def param_names(self) -> list[str]:
         """All parameter names in PyTorch's order: per layer, per direction: w_ih, w_hh, b_ih, b_hh, w_hr
         (then the LSTM peepholes w_ph)."""

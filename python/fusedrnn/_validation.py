@@ -150,6 +150,8 @@ def check_dropout(value: Any) -> float:
 def check_dtype(value: Any) -> np.dtype:
     """float32 or float64, given as a NumPy dtype, a type, a string or a torch dtype."""
     original = value
+    if value is None:  # NumPy reads None as float64; PyTorch as the default dtype: neither is guessed
+        raise TypeError("dtype must be numpy.float32 or numpy.float64, got None")
     text = str(value)
     if text in ("torch.float32", "torch.float64"):
         value = text[len("torch.") :]

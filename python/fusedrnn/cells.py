@@ -57,8 +57,14 @@ class _CellBase(_Recurrent):
         self.bias = v.check_bool("bias", bias)
         lbr = v.check_bool("linear_before_reset", linear_before_reset)
         config = StackConfig(cell, self.input_size, self.hidden_size, 1, self.bias, False, 0, lbr)
-        names = [name[: -len("_l0")] for name in config.param_names()]
-        self._init_parameters(config, names, dtype, seed)
+        self._init_parameters(config, dtype, seed)
+
+    def _param_names(self, stack_names: list[str]) -> list[str]:
+        # One layer, one direction: PyTorch's cell names are the layer's without the suffix "_l0".
+        return [name[: -len("_l0")] for name in stack_names]
+
+    def _size_text(self) -> str:
+        return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size})"
 
     @property
     def _has_cell_state(self) -> bool:

@@ -21,6 +21,7 @@ unbatched, the N axis is absent. ``lengths`` gives PyTorch's packed-sequence sem
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import warnings
@@ -41,6 +42,11 @@ __all__ = ["RNNBase", "RNN", "LSTM", "GRU", "Tape", "Gradients"]
 # The gates' activation of LSTM and GRU: the logistic function, or Keras 3's hard sigmoid
 # relu6(a + 3) / 6 = clip(a / 6 + 1/2, 0, 1) (derivative 1/6 where it is not saturated).
 GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
+
+# A lower bound of the memory each parameter array costs besides its values (the NumPy object, its name
+# and dict entry, the kernels' per-layer structures): about 900 bytes measured. It dominates the cost of
+# a very deep stack of tiny layers.
+_BYTES_PER_ARRAY = 512
 
 
 class Gradients:
@@ -112,6 +118,9 @@ class _Recurrent:
 
     Concurrency: any number of calls may run at once (the kernels release the GIL). A re-upload waits
     until no call is using the stack, and calls wait while it runs.
+
+    Copies (``copy.copy``, ``copy.deepcopy``, pickle) are independent models: their own parameter arrays,
+    random generator (in the same state) and compiled stack.
     """
 
     _config: StackConfig
@@ -120,20 +129,22 @@ class _Recurrent:
 
     # -- construction ------------------------------------------------------------------------------
 
-    def _init_parameters(self, config: StackConfig, names: list[str], dtype: Any, seed: Any) -> None:
+    def _init_parameters(self, config: StackConfig, dtype: Any, seed: Any) -> None:
         self._config = config
         self._dtype = v.check_dtype(dtype)
         self._rng = v.make_rng(seed)
-        self._names = names
-        shapes = [shape for _, shape in config.param_shapes()]
-        count = sum(math.prod(shape) for shape in shapes)
-        # The layer's arrays plus the compiled stack's packed copy.
+        count = config.num_parameters()
+        # The layer's arrays plus the compiled stack's packed copy, and each array's bookkeeping; checked
+        # from closed forms, before anything is built per layer.
         v.check_allocation(
-            2 * count * self._dtype.itemsize, f"{type(self).__name__} with {count:,} parameters"
+            2 * count * self._dtype.itemsize + config.num_arrays() * _BYTES_PER_ARRAY,
+            lambda: f"{self._size_text()} with {count:,} parameters",
         )
+        named_shapes = config.param_shapes()
+        self._names = self._param_names([name for name, _ in named_shapes])
         bound = 1.0 / math.sqrt(config.hidden_size)
         params: dict[str, np.ndarray] = {}
-        for name, shape in zip(names, shapes):
+        for name, (_, shape) in zip(self._names, named_shapes):
             # U(-1/sqrt(H), 1/sqrt(H)), PyTorch's default for every parameter.
             arr = self._rng.random(shape, dtype=self._dtype)
             arr *= 2 * bound
@@ -142,6 +153,22 @@ class _Recurrent:
         self._params = params
         self._setup_runtime()
         self._upload_if_idle()
+
+    def _param_names(self, stack_names: list[str]) -> list[str]:
+        """The parameters' names, given the stack's (``StackConfig.param_names()``, PyTorch's layer names)."""
+        return stack_names
+
+    def _size_text(self) -> str:
+        """The constructor's size arguments, for the message that refuses them as too large."""
+        c = self._config
+        args = [f"input_size={c.input_size}", f"hidden_size={c.hidden_size}", f"num_layers={c.num_layers}"]
+        if c.bidirectional:
+            args.append("bidirectional=True")
+        if c.proj_size:
+            args.append(f"proj_size={c.proj_size}")
+        if c.peephole:
+            args.append("peephole=True")
+        return f"{type(self).__name__}({', '.join(args)})"
 
     def _setup_runtime(self) -> None:
         c = self._config
@@ -176,6 +203,29 @@ class _Recurrent:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._setup_runtime()
+
+    # A copy is an independent model: its own parameter arrays, generator and compiled stack. A plain
+    # shallow copy would share the arrays but not the compiled stack, so loading weights into one model
+    # would change the other's state_dict and not its calls.
+
+    def __copy__(self) -> _Recurrent:
+        state = self.__getstate__()
+        with self._lock:  # not torn by a concurrent load_state_dict
+            state["_params"] = {name: arr.copy() for name, arr in self._params.items()}
+        state["_rng"] = copy.deepcopy(self._rng)
+        clone = type(self).__new__(type(self))
+        clone.__setstate__(state)
+        return clone
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Recurrent:
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        # Through memo, arrays copied along with the model (an optimizer's references to its parameters)
+        # stay the copy's parameters.
+        with self._lock:
+            state = copy.deepcopy(self.__getstate__(), memo)
+        clone.__setstate__(state)
+        return clone
 
     # -- weights -----------------------------------------------------------------------------------
 
@@ -240,6 +290,7 @@ class _Recurrent:
         their value, unknown ones are ignored. A misshapen or non-numeric value always raises. Atomic:
         everything is checked before anything changes, so on error the model is unchanged.
         """
+        strict = v.check_bool("strict", strict)
         if not isinstance(state_dict, Mapping):
             raise TypeError(
                 f"state_dict must be a mapping of parameter name -> array, got {v.describe(state_dict)}"
@@ -404,7 +455,7 @@ class RNNBase(_Recurrent):
         peephole = v.check_bool("peephole", peephole)
         input_forget = v.check_bool("input_forget", input_forget)
         if isinstance(clip, bool) or not isinstance(clip, (int, float, np.integer, np.floating)):
-            raise TypeError(f"clip: expected a number >= 0 (0 for none), got {type(clip).__name__}")
+            raise TypeError(f"clip: expected a number >= 0 (0 for none), got {v.describe(clip)}")
         clip = float(clip)
         if not clip >= 0 or math.isinf(clip):
             raise ValueError(f"clip: expected a finite number >= 0 (0 for none), got {clip}")
@@ -436,7 +487,7 @@ class RNNBase(_Recurrent):
             input_forget,
             hard_gates,
         )
-        self._init_parameters(config, config.param_names(), dtype, seed)
+        self._init_parameters(config, dtype, seed)
 
     @property
     def num_directions(self) -> int:

@@ -49,6 +49,7 @@ class Stream(_core.StreamBase):
     steps: the number of steps taken since the last reset.
 
     Not thread-safe: one stream belongs to one thread (several streams may run the same layer at once).
+    ``copy.copy(s)`` forks the stream: a second stream of the same layer from the same state.
     """
 
     __slots__ = ("_layer", "_dtype", "_unbatched", "_batch", "_x_shape", "_has_c")
@@ -137,3 +138,17 @@ class Stream(_core.StreamBase):
 
     def __repr__(self) -> str:
         return f"Stream({self._layer!r}, batch_size={self.batch_size}, steps={self.steps})"
+
+    # -- copies --------------------------------------------------------------------------------------
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """copy.copy: a second stream of the same layer; copy.deepcopy and pickle: a stream of a copy of
+        the layer. Either way from this stream's state and step count, and stepping one leaves the
+        other's state alone (a fork, as beam search wants)."""
+        return _restore, (self._layer, self.batch_size, self.state, self.steps)
+
+
+def _restore(layer: RNNBase, batch_size: int | None, state: Any, steps: int) -> Stream:
+    stream = Stream(layer, batch_size, state)
+    stream.steps = steps
+    return stream
