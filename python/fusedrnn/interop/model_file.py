@@ -21,7 +21,9 @@ layer or cell (its constructor's arguments), or a wrapper (``Reverse``, ``SumDir
 
 A truncated, corrupted, hostile or foreign file raises ``ModelFileError`` (a ValueError) that says which;
 a file from a newer format version says so. Loading allocates nothing before the sizes it implies have
-been checked against the file's own size.
+been checked against the file's own size. Every header value is checked for its JSON type, and a
+``WithDefaults``' stored state and lengths against its layer (the shapes and dtype a call accepts,
+lengths in [1, 2**31 - 1]), so that a file that loads gives a model that can be called.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from .. import _validation as v
 from .._config import StackConfig
 from ..cells import GRUCell, LSTMCell, RNNCell
 from ..layers import GRU, LSTM, RNN, RNNBase
-from .wrappers import Reverse, SumDirections, WithDefaults
+from .wrappers import Reverse, SumDirections, WithDefaults, unwrap
 
 __all__ = ["save", "load", "ModelFileError", "FORMAT_VERSION"]
 
@@ -117,23 +119,43 @@ def _describe(obj: Any, tensors: dict[str, np.ndarray], depth: int) -> dict[str,
     if isinstance(obj, Reverse):
         return {"kind": "Reverse", "order": obj.order, "layer": _describe(obj.layer, tensors, depth + 1)}
     if isinstance(obj, SumDirections):
+        if _summed(obj.layer):
+            raise ValueError(
+                "save: a SumDirections around a SumDirections cannot be called, and is not saved"
+            )
         return {"kind": "SumDirections", "layer": _describe(obj.layer, tensors, depth + 1)}
     if isinstance(obj, WithDefaults):
         spec: dict[str, Any] = {"kind": "WithDefaults", "layer": _describe(obj.layer, tensors, depth + 1)}
         dtype = np.dtype(obj.dtype)
         state = obj.state
-        parts: list[str] = []
+        values: dict[str, np.ndarray] = {}
         if state is not None:
-            values = state if isinstance(state, (tuple, list)) else (state,)
-            for name, value in zip(("h0", "c0"), values):
+            parts = state if isinstance(state, (tuple, list)) else (state,)
+            for name, value in zip(("h0", "c0"), parts):
                 if value is not None:
-                    tensors[f"defaults/{depth}/{name}"] = v.as_array(f"{name}", value, dtype)
-                    parts.append(name)
-        spec["state"] = parts
-        spec["state_is_tuple"] = isinstance(state, (tuple, list))
+                    values[name] = v.as_array(f"{name}", value, dtype)
+        lengths = None
         if obj.lengths is not None:
-            tensors[f"defaults/{depth}/lengths"] = np.asarray(obj.lengths, np.int64)
-        spec["lengths"] = obj.lengths is not None
+            lengths = np.asarray(obj.lengths)
+            if lengths.dtype.kind not in "iuf" or (
+                lengths.dtype.kind == "f"
+                and not (np.isfinite(lengths) & (lengths == np.round(lengths))).all()
+            ):
+                raise ValueError(
+                    f"save: the WithDefaults' lengths must be whole numbers, got {lengths.tolist()}"
+                )
+        is_tuple = isinstance(state, (tuple, list))
+        # What save writes, load reads: load refuses defaults no call could use, so save does too.
+        problem = _defaults_problem(obj.layer, values, is_tuple, lengths, "WithDefaults")
+        if problem:
+            raise ValueError(f"save: {problem}")
+        for name, value in values.items():
+            tensors[f"defaults/{depth}/{name}"] = value
+        if lengths is not None:
+            tensors[f"defaults/{depth}/lengths"] = lengths.astype(np.int64)  # in range: checked above
+        spec["state"] = list(values)
+        spec["state_is_tuple"] = is_tuple
+        spec["lengths"] = lengths is not None
         return spec
     if isinstance(obj, (RNNBase, LSTMCell, GRUCell, RNNCell)):
         dtype = str(np.dtype(obj.dtype))
@@ -185,6 +207,17 @@ def _describe(obj: Any, tensors: dict[str, np.ndarray], depth: int) -> dict[str,
     for name, arr in obj.state_dict().items():
         tensors[f"params/{name}"] = arr
     return {"kind": kind, "dtype": dtype, "options": options}
+
+
+def _summed(obj: Any) -> bool:
+    """Whether a SumDirections is among ``obj``'s wrappers: its directions' outputs are added already,
+    and a second SumDirections around it would split H_out features in two halves it does not have
+    (SumDirections itself does not refuse it)."""
+    while isinstance(obj, (Reverse, SumDirections, WithDefaults)):
+        if isinstance(obj, SumDirections):
+            return True
+        obj = obj.layer
+    return False
 
 
 def _encode(obj: Any) -> bytes:
@@ -261,6 +294,17 @@ def save(layer: Any, path: Any) -> None:
 
 # -- load -----------------------------------------------------------------------------------------------
 
+# The longest default length a file may hold: ONNX's sequence_lens are int32, and to_onnx writes a
+# layer's default lengths as such (a longer one would wrap around there).
+_MAX_LENGTH = 2**31 - 1
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    bool: "true or false",
+    list: "a list",
+    dict: "a JSON object",
+}
+
 
 def _fail(source: str, message: str) -> ModelFileError:
     return ModelFileError(f"{source}: {message}")
@@ -270,20 +314,36 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name} in JSON")
 
 
+def _json(value: Any) -> str:
+    """A JSON value as a file spells it, cut short, for messages."""
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_type(source: str, where: str, value: Any, expected: type) -> Any:
+    # type(), not isinstance(): JSON's true and false are not the integers 1 and 0.
+    if type(value) is not expected:
+        raise _fail(source, f"{where} must be {_TYPE_NAMES[expected]}, got {_json(value)}")
+    return value
+
+
 def _check_value(source: str, where: str, value: Any, kind: Any) -> Any:
     if kind == "int":
         if type(value) is not int or value < 0:
-            raise _fail(source, f"{where} must be a non-negative integer, got {value!r}")
+            raise _fail(source, f"{where} must be a non-negative integer, got {_json(value)}")
     elif kind == "bool":
-        if type(value) is not bool:
-            raise _fail(source, f"{where} must be true or false, got {value!r}")
+        _check_type(source, where, value, bool)
     elif kind == "float":
-        if type(value) not in (int, float) or not math.isfinite(value):
-            raise _fail(source, f"{where} must be a finite number, got {value!r}")
-        value = float(value)
+        try:  # an integer too large for a float is not a finite number either
+            number = float(value) if type(value) in (int, float) else math.nan
+        except OverflowError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise _fail(source, f"{where} must be a finite number, got {_json(value)}")
+        value = number
     elif isinstance(kind, tuple):
-        if value not in kind:
-            raise _fail(source, f"{where} must be one of {list(kind)}, got {value!r}")
+        if type(value) is not str or value not in kind:
+            raise _fail(source, f"{where} must be one of {list(kind)}, got {_json(value)}")
     return value
 
 
@@ -291,13 +351,67 @@ def _expect_keys(
     source: str, where: str, obj: Any, required: set[str], optional: set[str] = frozenset()
 ) -> None:
     if not isinstance(obj, dict):
-        raise _fail(source, f"{where} must be a JSON object, got {type(obj).__name__}")
+        raise _fail(source, f"{where} must be a JSON object, got {_json(obj)}")
     missing = required - set(obj)
     extra = set(obj) - required - optional
     if missing:
         raise _fail(source, f"{where} lacks {sorted(missing)}")
     if extra:
         raise _fail(source, f"{where} has unknown entries {sorted(extra)}")
+
+
+def _defaults_problem(
+    layer: Any, state: dict[str, np.ndarray], is_tuple: bool, lengths: np.ndarray | None, where: str
+) -> str | None:
+    """Why no call could use ``WithDefaults(layer)`` with this default state (``{"h0": array, "c0":
+    array}``, either absent) and these lengths, in a call's own terms; None when calls can. A file must
+    never give a model that fails on every call."""
+    inner = unwrap(layer)
+    if not isinstance(inner, RNNBase):
+        return f"{where}.layer must be an LSTM, GRU or RNN layer, got a {type(inner).__name__}"
+    c = inner.config
+    kind = {"lstm": "LSTM", "gru": "GRU"}.get(c.cell, "RNN")
+    if kind == "LSTM" and state and not is_tuple:
+        return f"{where}.state_is_tuple must be true for an LSTM's default state (h0, c0), got false"
+    if kind != "LSTM" and is_tuple:
+        return f"{where}.state_is_tuple must be false for a {kind}'s default state (one array h0), got true"
+    if kind != "LSTM" and "c0" in state:
+        return f"{where}.state lists 'c0', but a {kind} has no cell state"
+    lead = c.num_layers * c.num_directions
+    batch: tuple[int, ...] | None = None  # (N,), or () for unbatched calls, as the first array has it
+    first = ""
+    for name, arr in state.items():
+        width, meaning = (c.output_size, "H_out") if name == "h0" else (c.hidden_size, "H")
+        field = f"{where}: default state {name}"
+        batched = f"({lead}, N, {width}) (num_layers*num_directions, N, {meaning})"
+        unbatched = f"({lead}, {width}) (num_layers*num_directions, {meaning}) for unbatched calls"
+        if arr.ndim not in (2, 3):
+            return f"{field} must have shape {batched}, or {unbatched}, got {arr.shape}"
+        if arr.ndim == 3 and arr.shape[1] < 1:
+            return f"{field} must have shape {batched} with N >= 1, got {arr.shape}"
+        if batch is None:
+            batch, first = arr.shape[1:-1], name
+        if arr.shape != (lead, *batch, width):
+            as_first = (
+                "" if first == name else (f" with N={batch[0]} as {first}" if batch else f" as {first}")
+            )
+            return f"{field} must have shape {batched if batch else unbatched}{as_first}, got {arr.shape}"
+    if lengths is not None:
+        field = f"{where}: default lengths"
+        if batch is None and not (lengths.ndim == 0 or (lengths.ndim == 1 and len(lengths) >= 1)):
+            return f"{field} must have shape (N,) with N >= 1, or () for unbatched calls, got {lengths.shape}"
+        if batch == () and lengths.shape not in ((), (1,)):
+            return f"{field} must have shape () or (1,) for unbatched calls, as {first}, got {lengths.shape}"
+        if batch and lengths.shape != batch:
+            return f"{field} must have shape ({batch[0]},), one per sequence of {first}, got {lengths.shape}"
+        flat = lengths.reshape(-1)
+        bad = np.flatnonzero((flat < 1) | (flat > _MAX_LENGTH))
+        if bad.size:
+            return (
+                f"{field} must each be between 1 and {_MAX_LENGTH} (ONNX's int32 sequence_lens), "
+                f"got {flat[bad[0]].item()!r} at index {int(bad[0])}"
+            )
+    return None
 
 
 def _stack_config(kind: str, options: dict[str, Any]) -> StackConfig:
@@ -354,37 +468,23 @@ class _Reader:
         if depth > _MAX_NESTING:
             raise _fail(source, f"{where}: wrappers nested more than {_MAX_NESTING} deep")
         if not isinstance(spec, dict) or "kind" not in spec:
-            raise _fail(source, f"{where} must be an object with a 'kind'")
-        kind = spec["kind"]
+            raise _fail(source, f"{where} must be a JSON object with a 'kind', got {_json(spec)}")
+        kind = _check_type(source, f"{where}.kind", spec["kind"], str)
         if kind == "Reverse":
             _expect_keys(source, where, spec, {"kind", "order", "layer"})
             order = _check_value(source, f"{where}.order", spec["order"], ("original", "processing"))
             return self._wrap(lambda: Reverse(self.build(spec["layer"], depth + 1), order), where)
         if kind == "SumDirections":
             _expect_keys(source, where, spec, {"kind", "layer"})
-            return self._wrap(lambda: SumDirections(self.build(spec["layer"], depth + 1)), where)
-        if kind == "WithDefaults":
-            _expect_keys(source, where, spec, {"kind", "layer", "state", "state_is_tuple", "lengths"})
             inner = self.build(spec["layer"], depth + 1)
-            parts = spec["state"]
-            if not isinstance(parts, list) or not set(parts) <= {"h0", "c0"} or len(set(parts)) != len(parts):
-                raise _fail(source, f"{where}.state must list some of 'h0', 'c0', got {parts!r}")
-            is_tuple = _check_value(source, f"{where}.state_is_tuple", spec["state_is_tuple"], "bool")
-            has_lengths = _check_value(source, f"{where}.lengths", spec["lengths"], "bool")
-            names = [f"defaults/{depth}/{p}" for p in parts]
-            if has_lengths:
-                names.append(f"defaults/{depth}/lengths")
-            for name in names:
-                if name not in self.tensors:
-                    raise _fail(source, f"{where}: tensor {name!r} is missing")
-            values = {p: self.array(f"defaults/{depth}/{p}") for p in parts}
-            state: Any = None
-            if is_tuple:
-                state = (values.get("h0"), values.get("c0"))
-            elif values:
-                state = values.get("h0")
-            lengths = self.array(f"defaults/{depth}/lengths") if has_lengths else None
-            return self._wrap(lambda: WithDefaults(inner, state=state, lengths=lengths), where)
+            if _summed(inner):
+                raise _fail(
+                    source,
+                    f"{where}.layer must be a layer whose directions are not summed yet, got {inner!r:.100}",
+                )
+            return self._wrap(lambda: SumDirections(inner), where)
+        if kind == "WithDefaults":
+            return self._with_defaults(spec, depth, where)
         if kind not in _OPTIONS:
             raise _fail(
                 source,
@@ -449,6 +549,46 @@ class _Reader:
         layer.load_state_dict({name: self.array(f"params/{name}") for name, _ in shapes})
         return layer
 
+    def _with_defaults(self, spec: dict[str, Any], depth: int, where: str) -> Any:
+        source = self.source
+        _expect_keys(source, where, spec, {"kind", "layer", "state", "state_is_tuple", "lengths"})
+        inner = self.build(spec["layer"], depth + 1)
+        parts = _check_type(source, f"{where}.state", spec["state"], list)
+        if not all(type(p) is str and p in ("h0", "c0") for p in parts) or len(set(parts)) != len(parts):
+            raise _fail(source, f"{where}.state must list some of 'h0', 'c0' (each once), got {_json(parts)}")
+        is_tuple = _check_value(source, f"{where}.state_is_tuple", spec["state_is_tuple"], "bool")
+        has_lengths = _check_value(source, f"{where}.lengths", spec["lengths"], "bool")
+        if not isinstance(unwrap(inner), RNNBase):
+            raise _fail(
+                source, f"{where}.layer must be an LSTM, GRU or RNN layer, got a {type(inner).__name__}"
+            )
+        dtype = np.dtype(inner.dtype)
+        stored = {
+            p: (f"defaults/{depth}/{p}", dtype.newbyteorder("<").str, f"the layer's {dtype}") for p in parts
+        }
+        if has_lengths:
+            stored["lengths"] = (f"defaults/{depth}/lengths", "<i8", "int64")
+        for name, expected, meaning in stored.values():
+            if name not in self.tensors:
+                raise _fail(source, f"{where}: tensor {name!r} is missing")
+            if self.tensors[name]["dtype"] != expected:
+                raise _fail(
+                    source,
+                    f"{where}: tensor {name!r} must be stored as {expected} ({meaning}), "
+                    f"got {self.tensors[name]['dtype']}",
+                )
+        values = {p: self.array(f"defaults/{depth}/{p}") for p in parts}
+        lengths = self.array(f"defaults/{depth}/lengths") if has_lengths else None
+        problem = _defaults_problem(inner, values, is_tuple, lengths, where)
+        if problem:
+            raise _fail(source, problem)
+        state: Any = None
+        if is_tuple:
+            state = (values.get("h0"), values.get("c0"))
+        elif values:
+            state = values["h0"]
+        return self._wrap(lambda: WithDefaults(inner, state=state, lengths=lengths), where)
+
     def _wrap(self, make: Any, where: str) -> Any:
         try:
             return make()
@@ -492,30 +632,28 @@ def _decode(data: bytes, source: str) -> Any:
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _fail(source, f"corrupted header (not valid JSON: {str(exc)[:200]})") from None
     _expect_keys(source, "header", header, {"format_version", "fusedrnn_version", "model", "tensors"})
-    if header["format_version"] != version:
+    if _check_type(source, "header.format_version", header["format_version"], int) != version:
         raise _fail(source, "corrupted header (format versions disagree)")
-    entries = header["tensors"]
-    if not isinstance(entries, list):
-        raise _fail(source, "header.tensors must be a list")
+    _check_type(source, "header.fusedrnn_version", header["fusedrnn_version"], str)
+    entries = _check_type(source, "header.tensors", header["tensors"], list)
     data_start = -(-header_end // _ALIGN) * _ALIGN
     tensors: dict[str, dict[str, Any]] = {}
     data_end = 0
     for k, entry in enumerate(entries):
         where = f"header.tensors[{k}]"
         _expect_keys(source, where, entry, {"name", "dtype", "shape", "offset", "nbytes"})
-        name = entry["name"]
-        if not isinstance(name, str) or name in tensors:
-            raise _fail(source, f"{where}.name must be a unique string, got {name!r}")
-        if entry["dtype"] not in _DTYPES:
-            raise _fail(source, f"{where}.dtype must be one of {list(_DTYPES)}, got {entry['dtype']!r}")
-        shape = entry["shape"]
-        if not isinstance(shape, list) or len(shape) > 4 or any(type(d) is not int or d < 0 for d in shape):
+        name = _check_type(source, f"{where}.name", entry["name"], str)
+        if name in tensors:
+            raise _fail(source, f"{where}.name must be unique, got {_json(name)} a second time")
+        if _check_type(source, f"{where}.dtype", entry["dtype"], str) not in _DTYPES:
+            raise _fail(source, f"{where}.dtype must be one of {list(_DTYPES)}, got {_json(entry['dtype'])}")
+        shape = _check_type(source, f"{where}.shape", entry["shape"], list)
+        if len(shape) > 4 or any(type(d) is not int or d < 0 for d in shape):
             raise _fail(
-                source, f"{where}.shape must be a list of at most 4 non-negative integers, got {shape!r}"
+                source, f"{where}.shape must be a list of at most 4 non-negative integers, got {_json(shape)}"
             )
         for key in ("offset", "nbytes"):
-            if type(entry[key]) is not int or entry[key] < 0:
-                raise _fail(source, f"{where}.{key} must be a non-negative integer")
+            _check_value(source, f"{where}.{key}", entry[key], "int")
         if entry["nbytes"] != math.prod(shape) * _DTYPES[entry["dtype"]].itemsize:
             raise _fail(source, f"{where}: nbytes {entry['nbytes']} does not match shape {shape}")
         if entry["offset"] < data_end or entry["offset"] % _ALIGN:

@@ -29,7 +29,11 @@ step. A sequence of length 0 (ONNX allows it, fusedrnn's layers do not) gives ze
 
 from __future__ import annotations
 
+import math
+import ntpath
 import os
+import re
+import stat
 import warnings
 from typing import Any
 
@@ -81,6 +85,23 @@ _KNOWN_ATTRIBUTES = {
     },
 }
 _OPSET = 14  # the first with the layout attribute; every attribute used here exists there
+# The oldest onnx this module works with: to_onnx writes IR version 8 models, which onnx reads and
+# checks from 1.10 on. (External data is checked here, not left to onnx: see _external_file.)
+_MIN_ONNX = (1, 10)
+# The AttributeProto type of each attribute the converter reads (the operators' schemas, opset 7 to 22).
+_ATTRIBUTE_TYPES = {
+    "activation_alpha": "FLOATS",
+    "activation_beta": "FLOATS",
+    "activations": "STRINGS",
+    "clip": "FLOAT",
+    "direction": "STRING",
+    "hidden_size": "INT",
+    "input_forget": "INT",
+    "layout": "INT",
+    "linear_before_reset": "INT",
+}
+# The longest sequence_lens value: ONNX's sequence_lens are int32.
+_MAX_LENGTH = 2**31 - 1
 
 
 def _import_onnx() -> Any:
@@ -90,6 +111,13 @@ def _import_onnx() -> Any:
         raise ImportError(
             "fusedrnn's ONNX import and export need the onnx package: pip install onnx"
         ) from exc
+    match = re.match(r"(\d+)\.(\d+)", str(getattr(onnx, "__version__", "")))
+    if match is None or (int(match[1]), int(match[2])) < _MIN_ONNX:
+        wanted = ".".join(map(str, _MIN_ONNX))
+        raise ImportError(
+            f"fusedrnn's ONNX import and export need onnx >= {wanted}, "
+            f"{getattr(onnx, '__version__', 'an unknown version')} is installed: pip install -U onnx"
+        )
     return onnx
 
 
@@ -102,13 +130,14 @@ def _reorder(a: np.ndarray, perm: list[int], hidden: int) -> np.ndarray:
 # -- import ---------------------------------------------------------------------------------------------
 
 
-def _load_model(model: Any) -> Any:
+def _load_model(model: Any) -> tuple[Any, str | None]:
+    """(the ModelProto, the folder its external data is read from, None unless given a path)."""
     onnx = _import_onnx()
     if isinstance(model, onnx.ModelProto):
-        return model
+        return model, None
     if isinstance(model, (bytes, bytearray)):
         try:
-            return onnx.load_from_string(bytes(model))
+            return onnx.load_from_string(bytes(model)), None
         except Exception as exc:
             raise ValueError(f"from_onnx: the bytes given are not an ONNX model: {exc}") from None
     if isinstance(model, (str, os.PathLike)):
@@ -116,9 +145,12 @@ def _load_model(model: Any) -> Any:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"from_onnx: no such file: {path!r}")
         try:
-            return onnx.load(path)
+            # External data is read here, after its location is checked, never by onnx (onnx < 1.16
+            # follows symlinks out of the model's folder).
+            loaded = onnx.load(path, load_external_data=False)
         except Exception as exc:
             raise ValueError(f"from_onnx: {path!r} is not a readable ONNX model: {exc}") from None
+        return loaded, os.path.dirname(os.path.abspath(path))
     raise TypeError(f"from_onnx expects a path, bytes or an onnx.ModelProto, got {v.describe(model)}")
 
 
@@ -134,33 +166,137 @@ def _constants(graph: Any) -> dict[str, Any]:
     return out
 
 
-def _array(tensor: Any, what: str) -> np.ndarray:
+def _external_file(tensor: Any, base_dir: str, what: str) -> tuple[str, int, int]:
+    """(file, offset, length) of a tensor's external data, after checking that the file is a regular
+    file inside ``base_dir`` (symlinks followed) and the bytes inside the file."""
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = info.get("location", "")
+    where = f"{what}: external data location {location!r}"
+    parts = re.split(r"[/\\]", location)
+    if not location or "\0" in location or os.path.isabs(location) or ntpath.isabs(location):
+        raise ValueError(f"{where} must be a relative path inside the model's folder")
+    if ".." in parts:
+        raise ValueError(f"{where} must be a path inside the model's folder, without '..'")
+    root = os.path.realpath(base_dir)
+    path = os.path.realpath(os.path.join(root, location))
+    if os.path.commonpath([root, path]) != root:
+        raise ValueError(f"{where} resolves to {path!r}, outside the model's folder {root!r}")
+    try:
+        info_stat = os.stat(path)
+    except OSError:
+        info_stat = None
+    if info_stat is None or not stat.S_ISREG(info_stat.st_mode):
+        raise ValueError(f"{where} is not a file in the model's folder")
+    size = info_stat.st_size
+    numbers = {}
+    for key, default in (("offset", 0), ("length", None)):
+        text = info.get(key)
+        if text is None:
+            numbers[key] = default
+        elif re.fullmatch(r"[0-9]{1,20}", text):
+            numbers[key] = int(text)
+        else:
+            raise ValueError(f"{what}: external data {key} {text!r} must be a non-negative integer")
+    offset = numbers["offset"]
+    if offset > size:
+        raise ValueError(
+            f"{what}: external data offset {offset} is beyond the end of {location!r} ({size} bytes)"
+        )
+    length = size - offset if numbers["length"] is None else numbers["length"]
+    if offset + length > size:
+        raise ValueError(
+            f"{what}: external data length {length} at offset {offset} goes beyond the end of "
+            f"{location!r} ({size} bytes)"
+        )
+    return path, offset, length
+
+
+def _array(tensor: Any, what: str, base_dir: str | None = None) -> np.ndarray:
     onnx = _import_onnx()
     from onnx import numpy_helper
 
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
-        raise ValueError(
-            f"{what} is stored outside the model file and was not loaded: pass the model's path to "
-            "from_onnx (or load it with onnx.load(path), which reads external data)"
-        )
+        if base_dir is None:
+            raise ValueError(
+                f"{what} is stored outside the model file and was not loaded: pass the model's path to "
+                "from_onnx (or load it with onnx.load(path), which reads external data)"
+            )
+        path, offset, length = _external_file(tensor, base_dir, what)
+        try:
+            # O_NOFOLLOW: the checked path is already resolved, a symlink put there since is refused.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+            with os.fdopen(fd, "rb") as f:
+                f.seek(offset)
+                data = f.read(length)
+        except OSError as exc:
+            raise ValueError(f"{what}: its external data cannot be read from {path!r}: {exc}") from None
+        loaded = onnx.TensorProto()
+        loaded.CopyFrom(tensor)
+        del loaded.external_data[:]
+        loaded.data_location = onnx.TensorProto.DEFAULT
+        loaded.raw_data = data
+        tensor = loaded
     try:
         return numpy_helper.to_array(tensor)
     except Exception as exc:
         raise ValueError(f"{what} cannot be read: {exc}") from None
 
 
-def _attributes(node: Any) -> dict[str, Any]:
-    from onnx import helper
+def _attribute_value(attr: Any) -> Any:
+    """What an attribute holds, whatever its type, for messages (strings as bytes)."""
+    kind = attr.type
+    A = type(attr)
+    fields = {
+        A.FLOAT: "f",
+        A.INT: "i",
+        A.STRING: "s",
+        A.FLOATS: "floats",
+        A.INTS: "ints",
+        A.STRINGS: "strings",
+    }
+    if kind not in fields:
+        return None
+    value = getattr(attr, fields[kind])
+    return list(value) if kind in (A.FLOATS, A.INTS, A.STRINGS) else value
 
-    out = {}
+
+def _attributes(node: Any, label: str) -> dict[str, Any]:
+    """The node's attributes by name, each checked to have its ONNX type: ints, floats, str (UTF-8),
+    lists of floats or of str. Unknown attributes raise NotImplementedError."""
+    A = _import_onnx().AttributeProto
+    names = [attr.name for attr in node.attribute]
+    unknown = sorted(set(names) - _KNOWN_ATTRIBUTES[node.op_type])
+    if unknown:
+        raise NotImplementedError(f"{label}: attribute {', '.join(unknown)} is not supported")
+    out: dict[str, Any] = {}
     for attr in node.attribute:
-        value = helper.get_attribute_value(attr)
-        if isinstance(value, bytes):
-            value = value.decode()
-        elif isinstance(value, list):
-            value = [x.decode() if isinstance(x, bytes) else x for x in value]
-        out[attr.name] = value
+        name = attr.name
+        if names.count(name) > 1:
+            raise ValueError(f"{label}: attribute {name} is given {names.count(name)} times")
+        expected = _ATTRIBUTE_TYPES[name]
+        if attr.type != getattr(A, expected):
+            actual = A.AttributeType.Name(attr.type) if attr.type in A.AttributeType.values() else attr.type
+            shown = _attribute_value(attr)
+            shown = "" if shown is None else f" ({shown!r:.80})"
+            raise ValueError(f"{label}: attribute {name} must be of type {expected}, got {actual}{shown}")
+        value = _attribute_value(attr)
+        if expected in ("STRING", "STRINGS"):
+            try:
+                value = value.decode("utf-8") if expected == "STRING" else [s.decode("utf-8") for s in value]
+            except UnicodeDecodeError:
+                raise ValueError(f"{label}: attribute {name} must be UTF-8 text, got {value!r:.80}") from None
+        if expected == "FLOATS" and not all(math.isfinite(x) for x in value):
+            raise ValueError(f"{label}: attribute {name} must hold finite numbers, got {value}")
+        out[name] = value
     return out
+
+
+def _flag(label: str, attrs: dict[str, Any], name: str) -> bool:
+    """An INT attribute that must be 0 or 1 (absent: 0)."""
+    value = attrs.get(name, 0)
+    if value not in (0, 1):
+        raise ValueError(f"{label}: attribute {name} must be 0 or 1, got {value}")
+    return bool(value)
 
 
 def _float_dtype(arr: np.ndarray, what: str) -> Any:
@@ -197,8 +333,11 @@ def _check_activations(op: str, label: str, attrs: dict[str, Any], directions: i
     if all(d == hard for d in per_direction):
         alphas = [float(a) for a in attrs.get("activation_alpha", [])]
         betas = [float(b) for b in attrs.get("activation_beta", [])]
-        if alphas and betas and all(abs(a - 1 / 6) < 1e-6 for a in alphas) and all(
-            abs(b - 0.5) < 1e-6 for b in betas
+        if (
+            alphas
+            and betas
+            and all(abs(a - 1 / 6) < 1e-6 for a in alphas)
+            and all(abs(b - 0.5) < 1e-6 for b in betas)
         ):
             return "hard_sigmoid"
         raise NotImplementedError(
@@ -220,23 +359,65 @@ def _layer_options(op: str, label: str, attrs: dict[str, Any]) -> dict[str, Any]
     if clip is not None:
         if op != "LSTM":
             raise NotImplementedError(f"{label}: clip={clip}: fusedrnn's {op} has no clip (its LSTM has)")
-        if not float(clip) > 0:
-            raise ValueError(f"{label}: clip={clip} must be a positive number")
-        options["clip"] = float(clip)
-    if op == "LSTM" and int(attrs.get("input_forget", 0)):
+        if not (math.isfinite(clip) and clip > 0):
+            raise ValueError(f"{label}: attribute clip must be a finite positive number, got {clip}")
+        options["clip"] = clip
+    if op == "LSTM" and _flag(label, attrs, "input_forget"):
         options["input_forget"] = True
     if op == "GRU":
-        options["linear_before_reset"] = bool(int(attrs.get("linear_before_reset", 0)))
+        options["linear_before_reset"] = _flag(label, attrs, "linear_before_reset")
     return options
 
 
-def _convert_node(node: Any, constants: dict[str, Any], label: str) -> Any:
+def _default_state(
+    label: str,
+    arrays: list[tuple[str, str, np.ndarray]],
+    dtype: Any,
+    layout: int,
+    directions: int,
+    hidden: int,
+) -> tuple[dict[str, np.ndarray], int | None]:
+    """The constant states ``[(what, input name, array)]`` checked against the node, in the layer's
+    layout (D, N, H) keyed by what, and their N (None without any)."""
+    order = "(N, num_directions, hidden_size)" if layout else "(num_directions, N, hidden_size)"
+    batch = None
+    first = ""
+    out = {}
+    for what, name, arr in arrays:
+        n = arr.shape[1 - layout] if arr.ndim == 3 else 0
+        if (
+            arr.ndim != 3
+            or n < 1
+            or arr.shape[layout] != directions
+            or arr.shape[2] != hidden
+            or (batch is not None and n != batch)
+        ):
+            if batch is None:
+                shape = f"(N, {directions}, {hidden})" if layout else f"({directions}, N, {hidden})"
+                expected = f"{shape} {order} with N >= 1"
+            else:
+                shape = str((batch, directions, hidden) if layout else (directions, batch, hidden))
+                expected = f"{shape} {order} with N={batch} as {first}"
+            raise ValueError(f"{label}: {what} ({name!r}) must have shape {expected}, got {arr.shape}")
+        if batch is None:
+            batch, first = n, what
+        arr = np.asarray(arr, dtype)
+        out[what] = np.ascontiguousarray(arr.transpose(1, 0, 2)) if layout else arr
+    return out, batch
+
+
+def _convert_node(node: Any, constants: dict[str, Any], label: str, base_dir: str | None) -> Any:
     op = node.op_type
     gates = _GATES[op]
-    attrs = _attributes(node)
-    unknown = sorted(set(attrs) - _KNOWN_ATTRIBUTES[op])
-    if unknown:
-        raise NotImplementedError(f"{label}: attribute {', '.join(unknown)} is not supported")
+    attrs = _attributes(node, label)
+    direction = attrs.get("direction", "forward")
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise ValueError(
+            f"{label}: attribute direction must be forward, reverse or bidirectional, got {direction!r}"
+        )
+    layout = int(_flag(label, attrs, "layout"))
+    if attrs.get("hidden_size", 1) < 1:
+        raise ValueError(f"{label}: attribute hidden_size must be >= 1, got {attrs['hidden_size']}")
     inputs = list(node.input) + [""] * (8 - len(node.input))
     x_name, w_name, r_name, b_name, lens_name, h_name, c_name, p_name = inputs[:8]
     if op != "LSTM" and (c_name or p_name):
@@ -247,7 +428,7 @@ def _convert_node(node: Any, constants: dict[str, Any], label: str) -> Any:
             return None
         if name not in constants:
             return None
-        return _array(constants[name], f"{label}: {what} ({name!r})")
+        return _array(constants[name], f"{label}: {what} ({name!r})", base_dir)
 
     w = const(w_name, "W")
     r = const(r_name, "R")
@@ -258,20 +439,28 @@ def _convert_node(node: Any, constants: dict[str, Any], label: str) -> Any:
     if b_name and b is None or p_name and p is None:
         raise LookupError(f"{label}: B and P must be initializers or Constant outputs to be imported")
     dtype = _float_dtype(w, f"{label}: W")
+    h0 = const(h_name, "initial_h")
+    c0 = const(c_name, "initial_c")
+    lens = const(lens_name, "sequence_lens")
+    # ONNX gives W, R, B, P and the initial states one type T.
+    typed = [
+        ("R", r_name, r),
+        ("B", b_name, b),
+        ("P", p_name, p),
+        ("initial_h", h_name, h0),
+        ("initial_c", c_name, c0),
+    ]
+    for what, name, arr in typed:
+        if arr is not None and arr.dtype != w.dtype:
+            raise TypeError(f"{label}: {what} ({name!r}) must have dtype {w.dtype} (W's), got {arr.dtype}")
 
-    direction = attrs.get("direction", "forward")
-    if direction not in ("forward", "reverse", "bidirectional"):
-        raise ValueError(f"{label}: direction={direction!r} must be forward, reverse or bidirectional")
-    layout = int(attrs.get("layout", 0))
-    if layout not in (0, 1):
-        raise ValueError(f"{label}: layout={layout} must be 0 or 1")
     directions = 2 if direction == "bidirectional" else 1
     if w.ndim != 3 or w.shape[0] != directions or w.shape[1] % gates:
         raise ValueError(
             f"{label}: W has shape {w.shape}, expected ({directions}, {gates}*hidden_size, input_size)"
         )
     hidden = w.shape[1] // gates
-    if "hidden_size" in attrs and int(attrs["hidden_size"]) != hidden:
+    if "hidden_size" in attrs and attrs["hidden_size"] != hidden:
         raise ValueError(f"{label}: hidden_size={attrs['hidden_size']} but W has shape {w.shape}")
     input_size = w.shape[2]
     expected = {
@@ -282,6 +471,29 @@ def _convert_node(node: Any, constants: dict[str, Any], label: str) -> Any:
     for what, (arr, shape) in expected.items():
         if arr is not None and arr.shape != shape:
             raise ValueError(f"{label}: {what} has shape {arr.shape}, expected {shape}")
+    given = [("initial_h", h_name, h0), ("initial_c", c_name, c0)]
+    states, batch = _default_state(
+        label, [g for g in given if g[2] is not None], dtype, layout, directions, hidden
+    )
+    if lens is not None:
+        what = f"{label}: sequence_lens ({lens_name!r})"
+        if lens.dtype.kind not in "iu":
+            raise TypeError(f"{what} must hold integers, got dtype {lens.dtype}")
+        if lens.ndim != 1 or len(lens) < 1:
+            raise ValueError(f"{what} must be 1-D (N,) with N >= 1, got shape {lens.shape}")
+        if batch is not None and lens.shape != (batch,):
+            raise ValueError(
+                f"{what} must have shape ({batch},), one per sequence of the initial state, got {lens.shape}"
+            )
+        bad = np.flatnonzero((lens < 0) | (lens > _MAX_LENGTH))
+        if bad.size:
+            raise ValueError(
+                f"{what} must each be between 0 and {_MAX_LENGTH}, "
+                f"got {lens[bad[0]].item()} at index {bad[0]}"
+            )
+        if (lens == 0).any():
+            raise NotImplementedError(f"{label}: a constant sequence_lens with zero lengths is not supported")
+        lens = lens.astype(np.int64)
     nonlinearity = _check_activations(op, label, attrs, directions)
     options = _layer_options(op, label, attrs)
     if nonlinearity == "hard_sigmoid":
@@ -311,23 +523,11 @@ def _convert_node(node: Any, constants: dict[str, Any], label: str) -> Any:
 
     result: Any = Reverse(layer) if direction == "reverse" else layer
     # Constant initial states and lengths become defaults; all-zero states are what None means already.
-    h0 = const(h_name, "initial_h")
-    c0 = const(c_name, "initial_c")
-    lens = const(lens_name, "sequence_lens")
     default_state: Any = None
-    if h0 is not None or c0 is not None:
-
-        def to_layer(s: np.ndarray | None) -> np.ndarray | None:
-            if s is None:
-                return None
-            s = np.asarray(s, dtype)
-            return np.ascontiguousarray(s.transpose(1, 0, 2)) if layout == 1 else s
-
-        h0, c0 = to_layer(h0), to_layer(c0)
-        if (h0 is not None and h0.any()) or (c0 is not None and c0.any()):
-            default_state = (h0, c0) if op == "LSTM" else h0
-    if lens is not None and (lens < 1).any():
-        raise NotImplementedError(f"{label}: a constant sequence_lens with zero lengths is not supported")
+    if any(s.any() for s in states.values()):
+        default_state = (
+            (states.get("initial_h"), states.get("initial_c")) if op == "LSTM" else states["initial_h"]
+        )
     if default_state is not None or lens is not None:
         result = WithDefaults(result, state=default_state, lengths=lens)
     return result
@@ -341,13 +541,25 @@ def from_onnx(model: Any) -> dict[str, Any]:
     configured to reproduce the node (see the module docstring for the mapping), wrapped in ``Reverse``
     for ``direction="reverse"`` and in ``WithDefaults`` when initial states or lengths are nonzero
     constants. ``call_as_onnx(layer, X, ...)`` runs it with the node's own input and output layouts.
-    Options the kernels do not compute (activations other than the defaults; clip on GRU and RNN) raise
-    NotImplementedError naming the attribute. Nodes whose weights are graph inputs are skipped with a
-    warning; a model with no importable node raises ValueError.
+    Options the kernels do not compute (activations other than the defaults; clip on GRU and RNN;
+    constant zero lengths) raise NotImplementedError naming the attribute. A malformed node (an
+    attribute of the wrong ONNX type or out of range, arrays of the wrong shape) raises ValueError, and
+    arrays of the wrong dtype TypeError, naming the node, the attribute or input, the expected and the
+    actual. Nodes whose weights are graph inputs are skipped with a warning; a model with no importable
+    node raises ValueError.
+
+    External data (a model given by its path) is read by fusedrnn, not onnx, and only from regular files
+    inside the model's folder (after following symlinks), within the file's size; anything else raises
+    ValueError before any external data is read. Needs onnx >= 1.10.
     """
-    onnx_model = _load_model(model)
+    onnx_model, base_dir = _load_model(model)
     graph = onnx_model.graph
     constants = _constants(graph)
+    if base_dir is not None:  # every location checked before any external data is read
+        external = _import_onnx().TensorProto.EXTERNAL
+        for name, tensor in constants.items():
+            if tensor.data_location == external:
+                _external_file(tensor, base_dir, f"from_onnx: tensor {name!r}")
     layers: dict[str, Any] = {}
     skipped = []
     seen_ops = []
@@ -359,7 +571,7 @@ def from_onnx(model: Any) -> dict[str, Any]:
         key = node.name or (outputs[0] if outputs else f"{node.op_type}_{index}")
         label = f"{node.op_type} node {key!r}"
         try:
-            layer = _convert_node(node, constants, label)
+            layer = _convert_node(node, constants, label, base_dir)
         except LookupError as exc:
             skipped.append(str(exc))
             continue
@@ -484,7 +696,6 @@ class _GraphBuilder:
         outputs = [self.name(base or op.lower()) for _ in range(n_outputs)]
         self.nodes.append(helper.make_node(op, inputs, outputs, name=self.name(op), **attrs))
         return outputs if n_outputs > 1 else outputs[0]
-
 
 
 def _layer_state(g: _GraphBuilder, state: str, lo: int, hi: int, base: str) -> str:
