@@ -5,10 +5,13 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <chrono>
+#include <cxxabi.h>
 #include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fusedrnn/stack.hpp"
@@ -48,6 +51,79 @@ std::optional<Array<T>> optional_array(const py::handle& obj, const std::string&
   if (obj.is_none()) return std::nullopt;
   return checked_array<T>(obj, name, shape);
 }
+
+// Work without the GIL. A thread (a daemon thread, say) that comes back from the kernels while the
+// interpreter is finalizing must not take the GIL again: CPython ends such a thread with pthread_exit,
+// whose unwinding cannot pass a destructor (pybind11's gil_scoped_release), and std::terminate aborts
+// the process. Such a thread parks instead, as CPython 3.14 does with its own: the process is exiting.
+[[noreturn]] void park_forever() {
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(24));
+}
+
+bool interpreter_finalizing() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsFinalizing() != 0;
+#else
+  return _Py_IsFinalizing() != 0;
+#endif
+}
+
+void retake_gil(PyThreadState* state) {
+  if (interpreter_finalizing()) park_forever();
+  try {
+    PyEval_RestoreThread(state);
+  } catch (abi::__forced_unwind&) {  // finalizing began in between: pthread_exit's unwinding
+    park_forever();
+  }
+}
+
+template <typename F>
+void without_gil(F&& compute) {
+  PyThreadState* state = PyEval_SaveThread();
+  try {
+    compute();
+  } catch (...) {
+    retake_gil(state);
+    throw;
+  }
+  retake_gil(state);
+}
+
+// Ctrl-C during a long call. Python runs signal handlers only in the main thread, and only with the
+// GIL: a call made from the main thread takes the GIL back every StopRequest::kPollInterval to let
+// them run; a handler's exception (KeyboardInterrupt) stops the call and is raised from it. Calls
+// from other threads run to their end.
+unsigned long g_main_thread_ident = 0;
+
+class SignalPoll {
+ public:
+  SignalPoll() : stop_([this] { return poll(); }) {}
+  SignalPoll(const SignalPoll&) = delete;
+  SignalPoll& operator=(const SignalPoll&) = delete;
+
+  fusedrnn::StopRequest* request() { return PyThread_get_thread_ident() == g_main_thread_ident ? &stop_ : nullptr; }
+
+  // Runs compute() without the GIL; raises the handler's exception if it stopped the call.
+  template <typename F>
+  void run(F&& compute) {
+    try {
+      without_gil(compute);
+    } catch (const fusedrnn::Interrupted&) {
+      if (error_) throw *error_;
+      throw;
+    }
+  }
+
+ private:
+  bool poll() {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() == 0) return false;
+    error_.emplace();  // takes the pending exception
+    return true;
+  }
+  fusedrnn::StopRequest stop_;
+  std::optional<py::error_already_set> error_;
+};
 
 template <typename T>
 const T* data_or_null(const std::optional<Array<T>>& a) { return a ? a->data() : nullptr; }
@@ -143,8 +219,7 @@ class PyStack {
       arrays.push_back(checked_array<T>(params[k], "params[" + std::to_string(k) + "]", shapes[k]));
       pointers.push_back(arrays.back().data());
     }
-    py::gil_scoped_release release;
-    stack.set_weights(pointers);
+    without_gil([&] { stack.set_weights(pointers); });
   }
 
   template <typename T>
@@ -233,18 +308,14 @@ py::tuple PyStack::forward_impl(const fusedrnn::Stack<T>& stack, const py::objec
   args.c_n = mutable_data_or_null(c_n);
 
   py::object c_out = array_or_none(c_n);
+  SignalPoll signals;
+  args.stop = signals.request();
   if (!training) {
-    {
-      py::gil_scoped_release release;
-      stack.forward(args);
-    }
+    signals.run([&] { stack.forward(args); });
     return py::make_tuple(y, h_n, c_out);
   }
   auto tape = std::make_shared<fusedrnn::StackTape<T>>();
-  {
-    py::gil_scoped_release release;
-    stack.forward_train(args, *tape);
-  }
+  signals.run([&] { stack.forward_train(args, *tape); });
   TapeHandle handle;
   handle.owner = core();
   handle.steps = steps;
@@ -288,10 +359,9 @@ py::tuple PyStack::backward_impl(const fusedrnn::Stack<T>& stack, const std::sha
   args.grad_x = grad_x.mutable_data();
   args.grad_h0 = grad_h0.mutable_data();
   args.grad_c0 = mutable_data_or_null(grad_c0);
-  {
-    py::gil_scoped_release release;
-    stack.backward(*tape, args);
-  }
+  SignalPoll signals;
+  args.stop = signals.request();
+  signals.run([&] { stack.backward(*tape, args); });
   return py::make_tuple(grad_x, grad_h0, array_or_none(grad_c0), grads);
 }
 
@@ -342,10 +412,7 @@ py::array PyStack::step_impl(const fusedrnn::Stack<T>& stack, const py::object& 
   args.h_n = h;
   args.c_n = c;
   args.workspace = workspace;
-  {
-    py::gil_scoped_release release;
-    stack.forward(args);
-  }
+  without_gil([&] { stack.forward(args); });
   return y;
 }
 
@@ -435,6 +502,7 @@ class PyStreamBase {
 PYBIND11_MODULE(FUSEDRNN_MODULE_NAME, m) {
   m.doc() = "fusedrnn's compiled kernels: fused RNN, LSTM and GRU stacks, forward and backward.";
   m.attr("isa") = FUSEDRNN_ISA_NAME;
+  g_main_thread_ident = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
 
   py::class_<TapeHandle>(m, "Saved", py::module_local(), "What a training forward keeps for backward (opaque).")
       .def_readonly("steps", &TapeHandle::steps)

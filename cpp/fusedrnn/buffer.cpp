@@ -5,6 +5,11 @@
 #include <new>
 #include <vector>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define FUSEDRNN_HAS_ATFORK 1
+#endif
+
 namespace fusedrnn {
 namespace detail {
 
@@ -38,6 +43,24 @@ Cache& small_cache() {
   static Cache* instance = new Cache;  // never destroyed, as above
   return *instance;
 }
+
+// fork() keeps only the forking thread: a cache locked by another thread at that moment would stay
+// locked in the child. The caches are held across fork() (their critical sections are short) and
+// released on both sides.
+void lock_caches() {
+  cache().mutex.lock();
+  small_cache().mutex.lock();
+}
+void unlock_caches() {
+  small_cache().mutex.unlock();
+  cache().mutex.unlock();
+}
+[[maybe_unused]] const bool g_fork_handlers_installed = [] {
+#ifdef FUSEDRNN_HAS_ATFORK
+  pthread_atfork(lock_caches, unlock_caches, unlock_caches);
+#endif
+  return true;
+}();
 
 // Takes from `blocks` the smallest block that fits `bytes` without wasting more than half of it, or
 // returns nullptr.

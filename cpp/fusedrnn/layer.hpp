@@ -48,6 +48,9 @@ struct LayerWorkspace {
   // Forward: whether the call's first step sweeps the weights backwards (steps alternate, and so do a
   // stream's one-step calls).
   bool backwards_first = false;
+  // Forward: whether the input projection is computed step by step. Decided once per call in
+  // resize_forward, because the switch behind it may change while the call runs.
+  bool project_per_step = false;
 };
 
 // The workspaces of one stack call: one per direction (shared by the layers in turn) and, for inference,
@@ -67,7 +70,7 @@ template <typename F>
 void for_my_chunks(const Team& team, Index count, Index chunk, F&& f) {
   long c0, c1;
   team.share((count + chunk - 1) / chunk, 1, c0, c1);
-  for (long c = c0; c < c1; ++c) f(c * chunk, std::min(chunk, count - c * chunk));
+  for (long c = c0; c < c1 && !team.stopping(); ++c) f(c * chunk, std::min(chunk, count - c * chunk));
 }
 
 // For measuring (fusedrnn._core.force_projection_per_step): when set, every call projects its input step
@@ -78,6 +81,7 @@ bool projection_per_step_forced();
 constexpr Index kRowChunk = 256;     // rows of the big products over all steps
 constexpr Index kColumnChunk = 64;   // columns of the per-step products split across a team
 constexpr Index kProjectionColumns = 16 * kPanelWidth;  // columns of the input projection's tasks
+constexpr Index kGradientRows = 16384;  // rows of the weight gradients' sums per product (about 30 ms)
 
 template <typename Cell, typename T>
 struct Layer {
@@ -85,7 +89,8 @@ struct Layer {
 
   static void resize_forward(LayerWorkspace<T>& ws, const LayerWeights<T>& w, Index steps, Index batch, bool training) {
     const Index H = w.hidden_size, S = Cell::saved_gates(w);
-    ws.xg.resize(project_per_step(w, steps, batch) ? batch : steps * batch, G * H);
+    ws.project_per_step = project_per_step(w, steps, batch);
+    ws.xg.resize(ws.project_per_step ? batch : steps * batch, G * H);
     ws.hg.resize(batch, G * H);
     if (!training) ws.gates.resize(batch, S * H);
     ws.h_alt.resize(batch, w.output_size);
@@ -144,7 +149,7 @@ struct Layer {
     const Index col_chunks = (GH + kProjectionColumns - 1) / kProjectionColumns;
     long t0, t1;
     team.share(row_chunks * col_chunks, 1, t0, t1);
-    for (long task = t0; task < t1; ++task) {
+    for (long task = t0; task < t1 && !team.stopping(); ++task) {
       const Index r0 = (task / col_chunks) * kRowChunk, c0 = (task % col_chunks) * kProjectionColumns;
       panel_product(x + r0 * I, std::min(kRowChunk, rows - r0), I, I, w.ih_panels.data() + c0 * I,
                     std::min(kProjectionColumns, GH - c0), w.bias_x.data() + c0, xg + r0 * GH + c0, GH);
@@ -163,7 +168,7 @@ struct Layer {
     const Index rows = steps * batch;
     const bool project = w.proj_size > 0;
 
-    const bool per_step = project_per_step(w, steps, batch);
+    const bool per_step = ws.project_per_step;
     const bool by_rows = split_rows(team, w);
     if (!per_step) {
       project_input(team, w, rows, x, ws.xg.data());
@@ -188,6 +193,7 @@ struct Layer {
     CellRow<T> row;
     row.w = &w;
     for (Index s = 0; s < steps; ++s) {
+      if (team.leaving(s)) break;
       const Index t = reverse ? steps - 1 - s : s;
       if (lengths)
         for (Index n = 0; n < batch; ++n) active[n] = t < lengths[n];
@@ -222,7 +228,7 @@ struct Layer {
                         ws.xg.data() + n0 * GH + col0, GH, backwards);
         };
         if (per_step && !backwards) project_slice();
-        if (!panel_product(h_cur + n0 * H_out, my_rows, H_out, H_out, w.hh_panels.data() + w.panel_begin[k],
+        if (!panel_product(h_cur + n0 * H_out, my_rows, H_out, H_out, w.hh_slice_panels(k),
                            product_cols, nullptr, ws.hg.data() + n0 * GH + col0, GH, backwards))
           ws.hg.block(n0, col0, my_rows, product_cols).noalias() =
               h_mat.middleRows(n0, my_rows) * w.w_hh_t.middleCols(col0, product_cols);
@@ -286,7 +292,8 @@ struct Layer {
         for (long k = k0; k < k1; ++k) {
           const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, col0 = G * u0;
           // The n gate's panels start at panel 2*Hs/16 of the slice when Hs fills whole panels.
-          const T* n_panels = w.hh_panels.data() + w.panel_begin[k] + (2 * Hs / kPanelWidth) * H * kPanelWidth;
+          const T* n_panels = w.hh_slice_panels(k);
+          if (n_panels) n_panels += (2 * Hs / kPanelWidth) * H * kPanelWidth;
           if (Hs % kPanelWidth != 0 || !panel_product(ws.m.data(), batch, H, H, n_panels, Hs, nullptr,
                                                       ws.hg.data() + col0 + 2 * Hs, GH))
             ws.hg.middleCols(col0 + 2 * Hs, Hs).noalias() = ws.m * w.w_hh_t.middleCols(col0 + 2 * Hs, Hs);
@@ -374,6 +381,7 @@ struct Layer {
       row.peephole_grad = w.peephole ? ws.peephole_grad.data() + 3 * u0 : nullptr;
     };
     for (Index s = steps - 1; s >= 0; --s) {
+      if (team.leaving(steps - 1 - s)) break;
       const Index t = reverse ? steps - 1 - s : s;
       if (lengths)
         for (Index n = 0; n < batch; ++n) active[n] = t < lengths[n];
@@ -438,8 +446,8 @@ struct Layer {
         const Index count = n1 - n0;
         const T* dg_t = dg_hid_base + (trow + n0) * GH;
         auto block = MatrixMap<T>(dh_next, batch, H_out).block(n0, c0, count, width);
-        if (!panel_product(dg_t, count, GH, GH, w.hh_t_panels.data() + (c0 / kPanelWidth) * GH * kPanelWidth, width,
-                           nullptr, dh_next + n0 * H_out + c0, H_out))
+        const T* panels = w.hh_t_panels.empty() ? nullptr : w.hh_t_panels.data() + (c0 / kPanelWidth) * GH * kPanelWidth;
+        if (!panel_product(dg_t, count, GH, GH, panels, width, nullptr, dh_next + n0 * H_out + c0, H_out))
           block.noalias() = ConstMatrixMap<T>(dg_t, count, GH) * w.w_hh_t.middleRows(c0, width).transpose();
         if (Cell::kDirectHiddenGrad) block += ws.direct.block(n0, c0, count, width);
         for (Index n = n0; n < n1; ++n)
@@ -494,14 +502,33 @@ struct Layer {
             ws.dh_out.middleCols(p0, count).transpose() * ws.rows_h;
       });
     const ScratchMatrix<T>& dg_hid = Cell::kSeparateHiddenGrad ? ws.dg_hid : ws.dg_in;
-    for (long k = k0; k < k1; ++k) {
+    for (long k = k0; k < k1 && !team.stopping(); ++k) {
       const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0, col0 = G * u0, width = G * Hs;
-      auto grad_ih = ws.grad_ih.block(0, 0, GH, w.input_size);
-      grad_ih.middleRows(col0, width).noalias() = ws.dg_in.middleCols(col0, width).transpose() * x_all;
-      ws.grad_hh.middleRows(col0, width).noalias() = dg_hid.middleCols(col0, width).transpose() * h_prev_all;
-      if constexpr (Cell::kTwoPhase)
-        ws.grad_hh.middleRows(col0 + 2 * Hs, Hs).noalias() =
-            ws.dg_in.middleCols(col0 + 2 * Hs, Hs).transpose() * ws.rows_h;
+      auto grad_ih = ws.grad_ih.block(0, 0, GH, w.input_size).middleRows(col0, width);
+      // Reset-before GRU: the candidate's rows of grad_hh come from r ⊙ h_prev instead.
+      const Index hidden_width = Cell::kTwoPhase ? 2 * Hs : width;
+      auto grad_hh = ws.grad_hh.middleRows(col0, hidden_width);
+      auto grad_hn = ws.grad_hh.middleRows(col0 + 2 * Hs, Cell::kTwoPhase ? Hs : 0);
+      // Sums over all rows, taken kGradientRows at a time so that a stop is seen within a chunk.
+      for (Index r0 = 0; r0 < rows && !team.stopping(); r0 += kGradientRows) {
+        const Index count = std::min(kGradientRows, rows - r0);
+        auto dg_ih = ws.dg_in.block(r0, col0, count, width);
+        auto dg_hh = dg_hid.block(r0, col0, count, hidden_width);
+        if (r0 == 0) {
+          grad_ih.noalias() = dg_ih.transpose() * x_all.middleRows(r0, count);
+          grad_hh.noalias() = dg_hh.transpose() * h_prev_all.middleRows(r0, count);
+        } else {
+          grad_ih.noalias() += dg_ih.transpose() * x_all.middleRows(r0, count);
+          grad_hh.noalias() += dg_hh.transpose() * h_prev_all.middleRows(r0, count);
+        }
+        if constexpr (Cell::kTwoPhase) {
+          auto dg_n = ws.dg_in.block(r0, col0 + 2 * Hs, count, Hs);
+          if (r0 == 0)
+            grad_hn.noalias() = dg_n.transpose() * ws.rows_h.middleRows(r0, count);
+          else
+            grad_hn.noalias() += dg_n.transpose() * ws.rows_h.middleRows(r0, count);
+        }
+      }
       // Back to PyTorch's row order. The bias gradients are column sums, taken row after row (the
       // rows are contiguous) into an Eigen-owned row, so the summation order, and the last bit,
       // never depends on where a buffer sits.

@@ -47,6 +47,11 @@ struct LayerWeights {
   std::vector<T> hh_t_panels;
 
   Index slices() const { return static_cast<Index>(unit_begin.size()) - 1; }
+  // Slice k's panels of w_hh_t; nullptr where no panels are built (double, and builds without the
+  // panel kernels), whose products go through Eigen.
+  const T* hh_slice_panels(Index k) const {
+    return panel_begin.empty() ? nullptr : hh_panels.data() + panel_begin[static_cast<std::size_t>(k)];
+  }
 };
 
 // Gradients of one layer-direction's parameters, in PyTorch's layouts.

@@ -14,6 +14,8 @@
 
 namespace fusedrnn {
 
+class StopRequest;  // threads.hpp
+
 // The weights of every layer-direction, index layer*D + direction.
 template <typename T>
 using WeightSet = std::vector<LayerWeights<T>>;
@@ -45,6 +47,7 @@ struct ForwardArgs {
   T* y = nullptr;                      // [T, N, D*H_out] out
   T* h_n = nullptr;                    // [D*L, N, H_out] out
   T* c_n = nullptr;                    // [D*L, N, H] out, LSTM only
+  StopRequest* stop = nullptr;         // or nullptr: the call runs to its end
   StackWorkspace<T>* workspace = nullptr;  // inference: workspaces kept across calls (Stack::new_workspace),
                                            // used by one call at a time; nullptr = the call's own
 };
@@ -58,6 +61,7 @@ struct BackwardArgs {
   T* grad_h0 = nullptr;                // [D*L, N, H_out] out
   T* grad_c0 = nullptr;                // [D*L, N, H] out, LSTM only
   std::vector<T*> grad_params;         // out, PyTorch's order and shapes (see Stack::param_shapes)
+  StopRequest* stop = nullptr;         // or nullptr: the call runs to its end
 };
 
 template <typename T>

@@ -6,6 +6,8 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -60,20 +62,28 @@ struct Teams {
   long rows_per_member = fusedrnn::rows_per_member();  // likewise
   Index batch;
   int split;  // ranks [0, split) work on direction 0, [split, size) on direction 1; 0 = one team for both
-  Teams(int size, bool bidirectional, Index batch)
+  StopRequest* stop;
+  std::atomic<long> first_stop_at{LONG_MAX};
+  std::atomic<long> second_stop_at{LONG_MAX};
+  Teams(int size, bool bidirectional, Index batch, StopRequest* stop)
       : all(size),
         first(bidirectional && size >= 2 ? (size + 1) / 2 : size),
         second(bidirectional && size >= 2 ? size / 2 : 1),
         batch(batch),
-        split(bidirectional && size >= 2 ? (size + 1) / 2 : 0) {}
+        split(bidirectional && size >= 2 ? (size + 1) / 2 : 0),
+        stop(stop) {}
   Team team_of(int rank) {
     StepClaims* first_team_claims = claims_on ? &first_claims : nullptr;
-    if (split == 0) return with_rows(Team{rank, all.size(), &all, first_team_claims});
-    if (rank < split) return with_rows(Team{rank, split, &first, first_team_claims});
-    return with_rows(Team{rank - split, all.size() - split, &second, claims_on ? &second_claims : nullptr});
+    if (split == 0) return finish(Team{rank, all.size(), &all, first_team_claims}, &first_stop_at, rank);
+    if (rank < split) return finish(Team{rank, split, &first, first_team_claims}, &first_stop_at, rank);
+    return finish(Team{rank - split, all.size() - split, &second, claims_on ? &second_claims : nullptr},
+                  &second_stop_at, rank);
   }
-  Team with_rows(Team team) const {
+  Team finish(Team team, std::atomic<long>* stop_at, int rank) const {
     team.split_rows = team.size > 1 && rows_per_member > 0 && batch >= rows_per_member * team.size;
+    team.stop = stop;
+    team.stop_at = stop_at;
+    team.poller = rank == 0;
     return team;
   }
   // The directions a rank works on: [begin, end).
@@ -121,6 +131,13 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
     tape->layers.resize(static_cast<std::size_t>(L * D));
     tape->layer_inputs[0].allocate(static_cast<std::size_t>(rows * cfg.input_size));
     std::copy(a.x, a.x + rows * cfg.input_size, tape->layer_inputs[0].data());
+    // x past a sequence's end is ignored and may hold anything (np.empty, NaN as a pad marker); backward's
+    // weight gradient sums over every row, where 0 * NaN would poison it, so the saved copy holds zeros.
+    if (a.lengths)
+      for (Index t = 0; t < steps; ++t)
+        for (Index n = 0; n < batch; ++n)
+          if (t >= a.lengths[n])
+            std::fill_n(tape->layer_inputs[0].data() + (t * batch + n) * cfg.input_size, cfg.input_size, T(0));
     for (Index layer = 1; layer < L; ++layer) tape->layer_inputs[layer].allocate(static_cast<std::size_t>(rows * width));
     for (auto& lt : tape->layers) {
       lt.gates.allocate(static_cast<std::size_t>(rows * Cell::saved_gates(weights[0]) * H));
@@ -144,7 +161,7 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
   };
 
   ParallelRegion region(detail::wanted_threads(cfg, batch, weights[0].slices()));
-  detail::Teams teams(region.size(), D == 2 && detail::directions_concurrently(), batch);
+  detail::Teams teams(region.size(), D == 2 && detail::directions_concurrently(), batch, a.stop);
   region.run([&](int rank) {
     const Team team = teams.team_of(rank);
     const Team everyone{rank, teams.all.size(), &teams.all};
@@ -171,7 +188,9 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
           Layer<Cell, T>::template forward<false>(team, w, steps, batch, d == 1, input, a.lengths, h, c,
                                                   out + d * H_out, width, nullptr, ws[d]);
       }
+      if (a.stop && rank == 0) a.stop->note_round(layer);
       everyone.sync();
+      if (a.stop && a.stop->leave_after(layer)) break;
       if (cfg.residual && layer > 0) {  // out = layer(input) + input; both are [T*N, D*H_out]
         long b, e;
         everyone.share(rows * width, 64, b, e);
@@ -187,6 +206,7 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
       }
     }
   });
+  if (a.stop && a.stop->requested()) throw Interrupted();
 }
 
 template <typename Cell, typename T>
@@ -212,7 +232,7 @@ void StackRunner<Cell, T>::backward(const StackConfig& cfg, const StackTape<T>& 
   auto grad_input = [&](Index layer) -> T* { return layer == 0 ? a.grad_x : grad_between[(layer - 1) % 2].data(); };
 
   ParallelRegion region(detail::wanted_threads(cfg, batch, weights[0].slices()));
-  detail::Teams teams(region.size(), D == 2 && detail::directions_concurrently(), batch);
+  detail::Teams teams(region.size(), D == 2 && detail::directions_concurrently(), batch, a.stop);
   region.run([&](int rank) {
     const Team team = teams.team_of(rank);
     const Team everyone{rank, teams.all.size(), &teams.all};
@@ -247,7 +267,9 @@ void StackRunner<Cell, T>::backward(const StackConfig& cfg, const StackTape<T>& 
                                  Cell::kHasCellState ? a.grad_c0 + slot * batch * H : nullptr,
                                  d == 0 ? gx : dx_reverse.data(), g, ws[d]);
       }
+      if (a.stop && rank == 0) a.stop->note_round(L - 1 - layer);
       everyone.sync();
+      if (a.stop && a.stop->leave_after(L - 1 - layer)) break;
       // Sum the directions' dx, and undo dropout for the layer below.
       const T* mask = layer > 0 && !tape.dropout_masks.empty()
                           ? tape.dropout_masks[static_cast<std::size_t>(layer - 1)].data()
@@ -263,6 +285,7 @@ void StackRunner<Cell, T>::backward(const StackConfig& cfg, const StackTape<T>& 
       everyone.sync();
     }
   });
+  if (a.stop && a.stop->requested()) throw Interrupted();
 }
 
 }  // namespace fusedrnn

@@ -11,6 +11,11 @@
 #include <thread>
 #include <vector>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define FUSEDRNN_HAS_ATFORK 1
+#endif
+
 #ifdef __linux__
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -42,38 +47,34 @@ inline void cpu_relax() {
 #endif
 }
 
-// Persistent workers. A job is published by bumping `generation_`; workers spin on it for a while
-// after their last job (back-to-back calls then start in microseconds) before sleeping on `wake_`.
+// Persistent workers. Each worker has a seat: a job is handed to the workers it needs by writing
+// the job's number into their seats, so a worker reads the work and the team size only for a job that
+// is its own (a worker that sat out the previous job never sees it). Workers spin on their seat for a
+// while after their last job (back-to-back calls then start in microseconds) before sleeping on `wake_`.
+//
+// After fork() only the forking thread exists in the child, and the workers and locks it inherits are
+// dead or held: the child replaces the pool with a fresh one (see pool()) and leaves the old one alone.
 class Pool {
  public:
-  ~Pool() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-      generation_.fetch_add(1);
-    }
-    wake_.notify_all();
-    for (auto& t : workers_) t.join();
-  }
-
   bool try_acquire() { return busy_.try_lock(); }
   void release() { busy_.unlock(); }
 
   // Runs work(rank) for rank in [0, n); the caller must hold the pool.
   void run(int n, const std::function<void(int)>& work) {
-    while (static_cast<int>(workers_.size()) < n - 1) {
-      // A new worker starts from the current generation, so the job published below is its first.
-      const int rank = static_cast<int>(workers_.size()) + 1;
-      const unsigned seen = generation_.load(std::memory_order_acquire);
-      workers_.emplace_back([this, rank, seen] { loop(rank, seen); });
+    while (static_cast<int>(seats_.size()) < n - 1) {
+      seats_.push_back(std::make_unique<Seat>());
+      Seat* seat = seats_.back().get();
+      const int rank = static_cast<int>(seats_.size());
+      // Detached: the pool lives until the process ends (a child after fork() cannot join its parent's).
+      std::thread([this, rank, seat] { loop(rank, *seat); }).detach();
     }
     work_ = &work;
-    active_ = n;
     errors_.assign(static_cast<std::size_t>(n), nullptr);
     pending_.store(n - 1, std::memory_order_relaxed);
+    ++job_;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      generation_.fetch_add(1, std::memory_order_release);
+      for (int rank = 1; rank < n; ++rank) seats_[static_cast<std::size_t>(rank - 1)]->job.store(job_, std::memory_order_release);
     }
     wake_.notify_all();
     try {
@@ -88,46 +89,58 @@ class Pool {
   }
 
  private:
-  void loop(int rank, unsigned seen) {
+  struct alignas(64) Seat {
+    std::atomic<unsigned long> job{0};  // the last job handed to this worker
+  };
+
+  void loop(int rank, Seat& seat) {
+    unsigned long done = 0;
     for (;;) {
       // Spin briefly for the next job, then sleep.
       const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
-      while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until)
+      while (seat.job.load(std::memory_order_acquire) == done && std::chrono::steady_clock::now() < spin_until)
         cpu_relax();
-      if (generation_.load(std::memory_order_acquire) == seen) {
+      if (seat.job.load(std::memory_order_acquire) == done) {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+        wake_.wait(lock, [&] { return seat.job.load(std::memory_order_acquire) != done; });
       }
-      seen = generation_.load(std::memory_order_acquire);
-      if (stop_) return;
-      if (rank < active_) {
-        try {
-          ScopedFlushDenormals flush;
-          (*work_)(rank);
-        } catch (...) {
-          errors_[static_cast<std::size_t>(rank)] = std::current_exception();
-        }
-        pending_.fetch_sub(1, std::memory_order_acq_rel);
+      done = seat.job.load(std::memory_order_acquire);
+      // The job's work and errors were written before its number: this read sees them.
+      try {
+        ScopedFlushDenormals flush;
+        (*work_)(rank);
+      } catch (...) {
+        errors_[static_cast<std::size_t>(rank)] = std::current_exception();
       }
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
     }
   }
 
   std::mutex busy_;   // one caller at a time
   std::mutex mutex_;  // guards sleeping
   std::condition_variable wake_;
-  std::atomic<unsigned> generation_{0};
   std::atomic<int> pending_{0};
+  unsigned long job_ = 0;  // written by the caller holding busy_
   const std::function<void(int)>* work_ = nullptr;
-  int active_ = 0;
-  bool stop_ = false;
   std::vector<std::exception_ptr> errors_;
-  std::vector<std::thread> workers_;
+  std::vector<std::unique_ptr<Seat>> seats_;
 };
 
-Pool& pool() {
-  static Pool instance;
-  return instance;
+// The process's pool, made when the library is loaded. Never destroyed: workers may still be finishing
+// a call from a daemon thread while the interpreter exits. A child after fork() gets a new one; the
+// parent's stays as it was.
+std::atomic<Pool*> g_pool{nullptr};
+
+bool install_pool() {
+  g_pool.store(new Pool, std::memory_order_release);
+#ifdef FUSEDRNN_HAS_ATFORK
+  pthread_atfork(nullptr, nullptr, [] { g_pool.store(new Pool, std::memory_order_release); });
+#endif
+  return true;
 }
+[[maybe_unused]] const bool g_pool_installed = install_pool();
+
+Pool& pool() { return *g_pool.load(std::memory_order_acquire); }
 
 }  // namespace
 
@@ -213,6 +226,14 @@ void StepClaims::wait_step(long step) {
   sleepers_.fetch_add(1, std::memory_order_seq_cst);
   for (unsigned seen; (seen = finished_.load(std::memory_order_seq_cst)) < target;) wait_while_equal(finished_, seen);
   sleepers_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void StopRequest::poll_if_due() {
+  if (requested_.load(std::memory_order_relaxed) || !poll_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_poll_) return;
+  next_poll_ = now + kPollInterval;
+  if (poll_()) requested_.store(true, std::memory_order_release);
 }
 
 void Team::share(long count, long grain, long& begin, long& end) const {

@@ -3,7 +3,11 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <climits>
+#include <exception>
 #include <functional>
+#include <utility>
 
 namespace fusedrnn {
 
@@ -63,6 +67,36 @@ class StepClaims {
   unsigned slices_ = 1;
 };
 
+// Stopping a long call early (Ctrl-C). The caller's thread asks `poll` at most every kPollInterval; once
+// it says stop, each team leaves its time loop at a step that its members agree on (see Team::leaving),
+// the stack leaves after the layer it is in, and the call throws Interrupted.
+class StopRequest {
+ public:
+  static constexpr std::chrono::milliseconds kPollInterval{20};
+  explicit StopRequest(std::function<bool()> poll) : poll_(std::move(poll)) {}
+  // By the caller's thread only.
+  void poll_if_due();
+  bool requested() const { return requested_.load(std::memory_order_acquire); }
+  // By the caller's thread before the region meets after its `round`-th layer; everyone reads
+  // leave_after(round) after that meeting, so all agree.
+  void note_round(long round) {
+    if (requested() && stop_round_.load(std::memory_order_relaxed) == LONG_MAX)
+      stop_round_.store(round, std::memory_order_release);
+  }
+  bool leave_after(long round) const { return round >= stop_round_.load(std::memory_order_acquire); }
+
+ private:
+  std::function<bool()> poll_;
+  std::chrono::steady_clock::time_point next_poll_{};
+  std::atomic<bool> requested_{false};
+  std::atomic<long> stop_round_{LONG_MAX};
+};
+
+// Thrown by a call that a StopRequest ended; its outputs are not valid.
+struct Interrupted : std::exception {
+  const char* what() const noexcept override { return "interrupted"; }
+};
+
 // A team of threads working on one piece of work: member `rank` of `size`, sharing `barrier`, and
 // `claims` where the work is claimed step by step (or nullptr). split_rows: the members may each take
 // their own sequences of the batch through every time step, rather than share each step's hidden units.
@@ -72,8 +106,29 @@ struct Team {
   SpinBarrier* barrier = nullptr;
   StepClaims* claims = nullptr;
   bool split_rows = false;
+  StopRequest* stop = nullptr;           // or nullptr: the call cannot be stopped
+  std::atomic<long>* stop_at = nullptr;  // the team's own: the step at which it leaves its time loop
+  bool poller = false;                   // this member is the caller's thread, which polls `stop`
   void sync() const {
     if (size > 1) barrier->wait();
+  }
+  // Called by every member at the start of its time loop's step number `step` (0, 1, ... in the order
+  // the loop runs them): whether to leave the loop now. The team's rank 0 sets the stop one step ahead,
+  // so a team that meets every step leaves at the same step; a team that does not meet (claims, rows)
+  // has no member waiting on another's step.
+  bool leaving(long step) const {
+    if (!stop) return false;
+    if (poller) stop->poll_if_due();
+    if (rank == 0 && stop->requested() && stop_at->load(std::memory_order_relaxed) == LONG_MAX)
+      stop_at->store(step + 1, std::memory_order_release);
+    return step >= stop_at->load(std::memory_order_acquire);
+  }
+  // Whether the call is being stopped, for work outside the time loop: a member may skip what is left
+  // of its share (the call's outputs are thrown away), but must still meet the team where it meets.
+  bool stopping() const {
+    if (!stop) return false;
+    if (poller) stop->poll_if_due();
+    return stop->requested();
   }
   // The share [begin, end) of `count` items (in units of `grain`) that this member takes.
   void share(long count, long grain, long& begin, long& end) const;
