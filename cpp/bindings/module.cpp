@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <cstring>
 #include <cxxabi.h>
 #include <memory>
 #include <optional>
@@ -14,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "fusedrnn/buffer.hpp"
 #include "fusedrnn/stack.hpp"
 #include "fusedrnn/threads.hpp"
 
@@ -33,7 +36,10 @@ std::string shape_str(const std::vector<Index>& shape) {
   return out.str();
 }
 
-// Converts obj to a C-contiguous array of T (copying only when needed) and checks its shape.
+template <typename T>
+bool is_aligned(const T* p) { return reinterpret_cast<std::uintptr_t>(p) % alignof(T) == 0; }
+
+// Converts obj to a C-contiguous, aligned array of T (copying only when needed) and checks its shape.
 template <typename T>
 Array<T> checked_array(const py::handle& obj, const std::string& name, const std::vector<Index>& shape) {
   if (!py::isinstance<py::array>(obj)) throw py::type_error(name + ": expected a numpy array, got " + std::string(py::str(obj.get_type())));
@@ -41,6 +47,11 @@ Array<T> checked_array(const py::handle& obj, const std::string& name, const std
   if (!a) throw py::type_error(name + ": cannot convert to the model's dtype");
   std::vector<Index> actual(a.shape(), a.shape() + a.ndim());
   if (actual != shape) throw py::value_error(name + ": expected shape " + shape_str(shape) + ", got " + shape_str(actual));
+  if (!is_aligned(a.data())) {  // C-contiguous but not on a multiple of sizeof(T) (a view into bytes, say)
+    Array<T> aligned(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+    std::memcpy(aligned.mutable_data(), a.data(), static_cast<std::size_t>(a.nbytes()));
+    return aligned;
+  }
   return a;
 }
 
@@ -374,6 +385,7 @@ T* state_in_place(const py::object& obj, const std::string& name, const std::vec
     throw py::type_error(name + ": expected a C-contiguous numpy array of the model's dtype");
   auto a = py::reinterpret_borrow<Exact>(obj);
   if (!a.writeable()) throw py::value_error(name + ": expected a writable array");
+  if (!is_aligned(a.data())) throw py::value_error(name + ": expected an array aligned to its item size");
   std::vector<Index> actual(a.shape(), a.shape() + a.ndim());
   if (actual != shape) throw py::value_error(name + ": expected shape " + shape_str(shape) + ", got " + shape_str(actual));
   return a.mutable_data();
@@ -503,6 +515,14 @@ PYBIND11_MODULE(FUSEDRNN_MODULE_NAME, m) {
   m.doc() = "fusedrnn's compiled kernels: fused RNN, LSTM and GRU stacks, forward and backward.";
   m.attr("isa") = FUSEDRNN_ISA_NAME;
   g_main_thread_ident = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+  // A buffer that cannot be had: MemoryError with its size (pybind11's own says only std::bad_alloc).
+  py::register_exception_translator([](std::exception_ptr error) {
+    try {
+      if (error) std::rethrow_exception(error);
+    } catch (const fusedrnn::OutOfMemory& e) {
+      PyErr_SetString(PyExc_MemoryError, e.what());
+    }
+  });
 
   py::class_<TapeHandle>(m, "Saved", py::module_local(), "What a training forward keeps for backward (opaque).")
       .def_readonly("steps", &TapeHandle::steps)

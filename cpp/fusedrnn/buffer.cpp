@@ -1,5 +1,6 @@
 #include "fusedrnn/buffer.hpp"
 
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <new>
@@ -11,6 +12,12 @@
 #endif
 
 namespace fusedrnn {
+
+OutOfMemory::OutOfMemory(std::size_t bytes) : bytes_(bytes) {
+  std::snprintf(message_, sizeof(message_), "could not allocate a work buffer of %zu bytes (%.1f GiB)", bytes,
+                static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0));
+}
+
 namespace detail {
 
 namespace {
@@ -82,6 +89,7 @@ std::size_t round_up(std::size_t bytes) { return (bytes + kAlignment - 1) / kAli
 }  // namespace
 
 void* cache_take(std::size_t bytes) {
+  if (bytes > static_cast<std::size_t>(-1) - kAlignment) throw OutOfMemory(bytes);
   bytes = round_up(bytes);
   {
     Cache& c = bytes >= kMinCachedBytes ? cache() : small_cache();
@@ -89,7 +97,7 @@ void* cache_take(std::size_t bytes) {
     if (void* data = take_fitting(c, bytes)) return data;
   }
   void* data = std::aligned_alloc(kAlignment, bytes);
-  if (!data) throw std::bad_alloc();
+  if (!data) throw OutOfMemory(bytes);
   return data;
 }
 

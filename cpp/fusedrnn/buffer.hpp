@@ -7,12 +7,25 @@
 #pragma once
 
 #include <cstddef>
+#include <new>
 #include <utility>
 
 namespace fusedrnn {
 
+// Thrown when a buffer cannot be had. Unlike std::bad_alloc, it says how large the buffer was.
+class OutOfMemory : public std::bad_alloc {
+ public:
+  explicit OutOfMemory(std::size_t bytes);
+  const char* what() const noexcept override { return message_; }
+  std::size_t bytes() const { return bytes_; }
+
+ private:
+  std::size_t bytes_;
+  char message_[160];
+};
+
 namespace detail {
-void* cache_take(std::size_t bytes);             // a block of at least `bytes`, 64-byte aligned
+void* cache_take(std::size_t bytes);             // a block of at least `bytes`, 64-byte aligned (or OutOfMemory)
 void cache_give(void* block, std::size_t bytes);  // back to the cache (or freed)
 }  // namespace detail
 
@@ -39,6 +52,7 @@ class Buffer {
     if (count == size_ && data_) return;
     release();
     if (count == 0) return;
+    if (count > static_cast<std::size_t>(-1) / sizeof(T)) throw OutOfMemory(static_cast<std::size_t>(-1));
     data_ = static_cast<T*>(detail::cache_take(count * sizeof(T)));
     size_ = count;
   }

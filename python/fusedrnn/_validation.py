@@ -232,11 +232,8 @@ def _read_int(path: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def available_memory() -> int | None:
-    """Bytes this process can still allocate, as far as the OS says (None when it does not say):
-    Linux's MemAvailable plus free swap, capped by a cgroup v2 memory limit; elsewhere the physical
-    memory."""
-    limit = None
+def _meminfo_available() -> int | None:
+    """Linux's MemAvailable plus free swap, or None without /proc/meminfo."""
     try:
         with open("/proc/meminfo") as f:
             info = {}
@@ -245,14 +242,31 @@ def available_memory() -> int | None:
                 fields = rest.split()
                 if fields and fields[0].isdigit():
                     info[key] = int(fields[0]) * 1024
-        if "MemAvailable" in info:
-            limit = info["MemAvailable"] + info.get("SwapFree", 0)
     except OSError:
-        pass
+        return None
+    if "MemAvailable" not in info:
+        return None
+    return info["MemAvailable"] + info.get("SwapFree", 0)
+
+
+# (limit, usage) files of the memory cgroup: v2, then v1. v1 writes a huge number for "no limit".
+_CGROUP_FILES = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
+_NO_CGROUP_LIMIT = 1 << 60
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate, as far as the OS says (None when it does not say):
+    Linux's MemAvailable plus free swap, capped by a cgroup (v2 or v1) memory limit; elsewhere the
+    physical memory."""
+    limit = _meminfo_available()
     if limit is not None:
-        cap = _read_int("/sys/fs/cgroup/memory.max")
-        if cap is not None:
-            limit = min(limit, max(0, cap - (_read_int("/sys/fs/cgroup/memory.current") or 0)))
+        for limit_file, usage_file in _CGROUP_FILES:
+            cap = _read_int(limit_file)
+            if cap is not None and cap < _NO_CGROUP_LIMIT:
+                limit = min(limit, max(0, cap - (_read_int(usage_file) or 0)))
         return limit
     try:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))

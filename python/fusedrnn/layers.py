@@ -560,14 +560,9 @@ class RNNBase(_Recurrent):
             raise ValueError(
                 f"x must hold at least one time step and one sequence, got shape {tuple(arr.shape)}"
             )
-        c = self._config
-        # A lower bound of what the call allocates: x in the kernels' layout, y and, when recording,
-        # the gate activations every layer and direction keeps for backward.
-        per_step = c.input_size + c.num_directions * c.output_size
-        if training:
-            per_step += c.num_layers * c.num_directions * c.gates * c.hidden_size
         v.check_allocation(
-            steps * batch * per_step * dtype.itemsize, lambda: f"a call on x of shape {tuple(arr.shape)}"
+            self._call_bytes(steps, batch, training, dtype),
+            lambda: f"{'record' if training else 'a call'} on x of shape {tuple(arr.shape)}",
         )
         layout = _Layout(self.batch_first, unbatched, steps, batch)
         x_tm = v.convert(layout.seq_in(arr), dtype)
@@ -591,6 +586,39 @@ class RNNBase(_Recurrent):
             h0_arr = self._state_array(state_name, state, layout, self._h_shape(layout))
         lens = v.as_lengths(lengths, batch, steps, unbatched)
         return x_tm, h0_arr, c0_arr, lens, layout
+
+    def _call_bytes(self, steps: int, batch: int, training: bool, dtype: np.dtype) -> int:
+        """What a forward call allocates, its big arrays counted (every one proportional to T*N)."""
+        c = self._config
+        D, H, H_out, GH = c.num_directions, c.hidden_size, c.output_size, c.gates * c.hidden_size
+        # x in the kernels' layout, y, and the outputs of the inner layers (two, used in turn)
+        per_row = c.input_size + D * H_out + (min(2, c.num_layers - 1) * D * H_out if not training else 0)
+        # each direction's input projection of every step (step by step only at batch >= 16)
+        per_row += D * GH
+        if training:
+            # the tape: every layer's input, and per layer and direction the gates (LSTM with clipping:
+            # their inputs too; GRU linear_before_reset: U_n h + b_hn too), h and c entering every step;
+            # the dropout masks
+            saved_gates = c.gates
+            if c.cell == "lstm" and c.clip > 0:
+                saved_gates *= 2
+            elif c.cell == "gru" and c.linear_before_reset:
+                saved_gates += 1
+            per_row += c.input_size + (c.num_layers - 1) * D * H_out
+            per_row += c.num_layers * D * (saved_gates * H + H_out + (H if self._has_cell_state else 0))
+            if self.dropout:
+                per_row += (c.num_layers - 1) * D * H_out
+        return steps * batch * per_row * dtype.itemsize
+
+    def _backward_bytes(self, steps: int, batch: int) -> int:
+        """What backward allocates: dx, and per direction the gradients wrt the gates (twice for the
+        cells with a separate recurrent gradient) and the outputs between layers."""
+        c = self._config
+        D, GH, H_out = c.num_directions, c.gates * c.hidden_size, c.output_size
+        per_row = c.input_size + D * 2 * GH + (2 * D * H_out if c.num_layers > 1 else 0)
+        if D == 2:
+            per_row += max(c.input_size, D * H_out)  # the reverse direction's share of dx
+        return steps * batch * per_row * self._dtype.itemsize
 
     def _h_shape(self, layout: _Layout) -> tuple[int, ...]:
         c = self._config
@@ -695,6 +723,11 @@ class RNNBase(_Recurrent):
                     f"got {v.describe(grad_state)}"
                 )
             gh = self._grad_state_array("grad_state", grad_state, tape.state.shape, layout)
+        steps, batch = gy_tm.shape[0], gy_tm.shape[1]
+        v.check_allocation(
+            self._backward_bytes(steps, batch),
+            lambda: f"backward of a tape of {steps} steps and {batch} sequences",
+        )
         self._begin_call()
         try:
             self._check_tape(tape)
