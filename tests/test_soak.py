@@ -2,12 +2,13 @@
 100,000-step sequence stays within float32 rounding of the float64 reference.
 
 1. Soak. Runs ``bench/soak.py`` (the full 20,000-iteration soak, by hand) with fewer iterations, each
-   operation in a fresh interpreter, about 30 s in all on 2 busy cores. After a warm-up of a tenth of the iterations (allocator pools and caches
-   settle there), RSS (/proc/self/statm) may grow by at most GROWTH_BOUND_KIB: a leak of a few hundred
-   bytes per iteration fails (1 MiB / 4,000 iterations = 256 bytes, / 2,000 = 512 bytes), and one leaked
-   array, tape, stream, layer or file buffer per call is far more. Measured: growth 0 to +64 KiB over
-   20,000 iterations of every operation; in the test session's own interpreter, after the other tests
-   and PyTorch, save+load grew up to +1,816 KiB as the heap settled, hence the fresh interpreters. Open file descriptors must not change at all.
+   operation in a fresh interpreter, about 30 s in all on 2 busy cores. After a warm-up of a tenth of
+   the iterations (allocator pools and caches settle there), RSS (/proc/self/statm) may grow by at most
+   GROWTH_BOUND_KIB: a leak of a few hundred bytes per iteration fails (1 MiB / 4,000 iterations = 256
+   bytes, / 2,000 = 512 bytes), and one leaked array, tape, stream, layer or file buffer per call is far
+   more. Measured: growth 0 to +64 KiB over 20,000 iterations of every operation; in the test session's
+   own interpreter, after the other tests and PyTorch, save+load grew up to +1,816 KiB as the heap
+   settled, hence the fresh interpreters. Open file descriptors must not change at all.
 2. Denormals. The kernels flush denormals to zero (FTZ and DAZ) on every thread of a call, the caller's
    included, and restore the caller's floating-point mode afterwards. Unflushed, float32 arithmetic on
    denormals is 5x (matmul) to 58x (elementwise multiply) slower on the CI machine, so a call whose weights

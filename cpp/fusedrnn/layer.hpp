@@ -48,9 +48,9 @@ struct LayerWorkspace {
   // Forward: whether the call's first step sweeps the weights backwards (steps alternate, and so do a
   // stream's one-step calls).
   bool backwards_first = false;
-  // Forward: whether the input projection is computed step by step. Decided once per call in
-  // resize_forward, because the switch behind it may change while the call runs.
-  bool project_per_step = false;
+  // Forward: how many steps of the input projection are computed at a time (see projection_block).
+  // Decided once per call in resize_forward, because the switch behind it may change while the call runs.
+  Index projection_steps = 0;
 };
 
 // The workspaces of one stack call: one per direction (shared by the layers in turn) and, for inference,
@@ -81,6 +81,7 @@ bool projection_per_step_forced();
 constexpr Index kRowChunk = 256;     // rows of the big products over all steps
 constexpr Index kColumnChunk = 64;   // columns of the per-step products split across a team
 constexpr Index kProjectionColumns = 16 * kPanelWidth;  // columns of the input projection's tasks
+constexpr std::size_t kProjectionBytes = std::size_t{8} << 20;  // the input projection's buffer, at most
 constexpr Index kGradientRows = 16384;  // rows of the weight gradients' sums per product (about 30 ms)
 
 template <typename Cell, typename T>
@@ -89,8 +90,8 @@ struct Layer {
 
   static void resize_forward(LayerWorkspace<T>& ws, const LayerWeights<T>& w, Index steps, Index batch, bool training) {
     const Index H = w.hidden_size, S = Cell::saved_gates(w);
-    ws.project_per_step = project_per_step(w, steps, batch);
-    ws.xg.resize(ws.project_per_step ? batch : steps * batch, G * H);
+    ws.projection_steps = projection_block(w, steps, batch);
+    ws.xg.resize((ws.projection_steps > 0 ? ws.projection_steps : steps) * batch, G * H);
     ws.hg.resize(batch, G * H);
     if (!training) ws.gates.resize(batch, S * H);
     ws.h_alt.resize(batch, w.output_size);
@@ -114,13 +115,19 @@ struct Layer {
     ws.peephole_grad.setZero(1, w.peephole ? 3 * H : 0);
   }
 
-  // Whether the input projection is computed step by step, by each member for its own slices just
-  // before the step's recurrent product, rather than for all steps before the loop: at large batch the
-  // projection of all steps outgrows the caches, and writing it out to memory and reading it back costs
-  // more than one big product saves. The panel kernels sum every element the same way either way.
-  static bool project_per_step(const LayerWeights<T>& w, Index steps, Index batch) {
-    const std::size_t bytes = static_cast<std::size_t>(steps * batch * G * w.hidden_size) * sizeof(T);
-    return has_panel_kernels<T>() && (projection_per_step_forced() || steps == 1 || (batch >= 16 && bytes > (std::size_t{8} << 20)));
+  // How the input projection x·W_ihᵀ is computed: 0, for all steps before the time loop (one big
+  // product); B > 0, B steps at a time, each slice's columns by whoever runs the slice at the first
+  // step of the block, just before it reads them. The projection of all steps outgrows the caches at
+  // large batch (one step at a time is then faster: writing it out and reading it back costs more
+  // than one big product saves), and at small batch it would hold G*H values per row of x, several
+  // times the output: blocks of kProjectionBytes keep the big products and bound the memory. The panel
+  // kernels sum every element the same way either way.
+  static Index projection_block(const LayerWeights<T>& w, Index steps, Index batch) {
+    const std::size_t row_bytes = static_cast<std::size_t>(batch * G * w.hidden_size) * sizeof(T);
+    if (has_panel_kernels<T>() && (projection_per_step_forced() || steps == 1)) return 1;
+    if (static_cast<std::size_t>(steps) * row_bytes <= kProjectionBytes) return 0;
+    if (has_panel_kernels<T>() && batch >= 16) return 1;
+    return std::max<Index>(1, static_cast<Index>(kProjectionBytes / row_bytes));
   }
 
   // Whether the members split the batch instead of the hidden units: each runs its own sequences through
@@ -168,13 +175,15 @@ struct Layer {
     const Index rows = steps * batch;
     const bool project = w.proj_size > 0;
 
-    const bool per_step = ws.project_per_step;
+    const Index block = ws.projection_steps;  // 0: all steps, projected before the loop
     const bool by_rows = split_rows(team, w);
-    if (!per_step) {
+    if (block == 0) {
       project_input(team, w, rows, x, ws.xg.data());
       team.sync();
     }
-    auto xg_row = [&](Index trow, Index n) { return ws.xg.data() + (per_step ? n : trow + n) * GH; };
+    // The steps of the current block are [t_lo, t_lo + block_len) in time; xg holds them in time order.
+    Index t_lo = 0, block_len = steps;
+    auto xg_row = [&](Index t, Index n) { return ws.xg.data() + ((t - t_lo) * batch + n) * GH; };
 
     long k0 = 0, k1 = w.slices(), q0 = 0, q1 = H_out, n0 = 0, n1 = batch;
     if (by_rows) {
@@ -199,6 +208,11 @@ struct Layer {
         for (Index n = 0; n < batch; ++n) active[n] = t < lengths[n];
       auto is_active = [&](Index n) { return !lengths || active[n]; };
       const Index trow = t * batch;
+      const bool block_start = block > 0 && s % block == 0;
+      if (block_start) {
+        block_len = std::min(block, steps - s);
+        t_lo = reverse ? steps - s - block_len : s;
+      }
       // Claiming: each slice is taken by whoever claims it first, so the slice copies to the tape go
       // with the slice; otherwise each member copies its columns.
       if (kTraining && !claiming) {
@@ -222,17 +236,29 @@ struct Layer {
             std::copy_n(h_cur + n * H + u0, Hs, tape->h_prev.data() + (trow + n) * H + u0);
             if (Cell::kHasCellState) std::copy_n(c + n * H + u0, Hs, tape->c_prev.data() + (trow + n) * H + u0);
           }
+        // This slice's columns of the block's projection, for my rows (contiguous over the block's
+        // steps when they are all the rows).
         auto project_slice = [&] {
-          panel_product(x + (trow + n0) * w.input_size, my_rows, w.input_size, w.input_size,
-                        w.ih_panels.data() + col0 * w.input_size, G * Hs, w.bias_x.data() + col0,
-                        ws.xg.data() + n0 * GH + col0, GH, backwards);
+          const Index I = w.input_size, width = G * Hs;
+          const bool whole_steps = my_rows == batch;
+          for (Index tb = t_lo; tb < t_lo + block_len; tb += whole_steps ? block_len : 1) {
+            const Index count = whole_steps ? block_len * batch : my_rows;
+            const T* xs = x + (tb * batch + n0) * I;
+            T* out = xg_row(tb, n0) + col0;
+            if (!panel_product(xs, count, I, I, w.ih_panels.empty() ? nullptr : w.ih_panels.data() + col0 * I, width,
+                               w.bias_x.data() + col0, out, GH, backwards)) {
+              StridedMatrixMap<T> block_out(out, count, width, Eigen::OuterStride<>(GH));
+              block_out.noalias() = ConstMatrixMap<T>(xs, count, I) * w.w_ih.middleRows(col0, width).transpose();
+              block_out.rowwise() += w.bias_x.segment(col0, width);
+            }
+          }
         };
-        if (per_step && !backwards) project_slice();
+        if (block_start && !backwards) project_slice();
         if (!panel_product(h_cur + n0 * H_out, my_rows, H_out, H_out, w.hh_slice_panels(k),
                            product_cols, nullptr, ws.hg.data() + n0 * GH + col0, GH, backwards))
           ws.hg.block(n0, col0, my_rows, product_cols).noalias() =
               h_mat.middleRows(n0, my_rows) * w.w_hh_t.middleCols(col0, product_cols);
-        if (per_step && backwards) project_slice();
+        if (block_start && backwards) project_slice();
         for (Index n = n0; n < n1; ++n) {
           T* gates = kTraining ? tape->gates.data() + (trow + n) * SH + S * u0 : ws.gates.data() + n * SH + S * u0;
           T* y_row = y + (trow + n) * y_stride;
@@ -245,7 +271,7 @@ struct Layer {
             continue;
           }
           row.units = Hs;
-          row.xg = xg_row(trow, n) + col0;
+          row.xg = xg_row(t, n) + col0;
           row.hg = ws.hg.data() + n * GH + col0;
           row.bias_h = w.bias_h.data() + col0;
           row.h_prev = h_cur + n * H_out + u0;
@@ -300,7 +326,7 @@ struct Layer {
           for (Index n = 0; n < batch; ++n) {
             if (!is_active(n)) continue;
             row.units = Hs;
-            row.xg = xg_row(trow, n) + col0;
+            row.xg = xg_row(t, n) + col0;
             row.hg = ws.hg.data() + n * GH + col0;
             row.bias_h = w.bias_h.data() + col0;
             row.h_prev = h_cur + n * H + u0;

@@ -47,6 +47,8 @@ GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
 # and dict entry, the kernels' per-layer structures): about 900 bytes measured. It dominates the cost of
 # a very deep stack of tiny layers.
 _BYTES_PER_ARRAY = 512
+# The kernels' buffer for the input projection, at most (cpp/fusedrnn/layer.hpp, kProjectionBytes).
+_PROJECTION_BYTES = 8 << 20
 
 
 class Gradients:
@@ -593,8 +595,6 @@ class RNNBase(_Recurrent):
         D, H, H_out, GH = c.num_directions, c.hidden_size, c.output_size, c.gates * c.hidden_size
         # x in the kernels' layout, y, and the outputs of the inner layers (two, used in turn)
         per_row = c.input_size + D * H_out + (min(2, c.num_layers - 1) * D * H_out if not training else 0)
-        # each direction's input projection of every step (step by step only at batch >= 16)
-        per_row += D * GH
         if training:
             # the tape: every layer's input, and per layer and direction the gates (LSTM with clipping:
             # their inputs too; GRU linear_before_reset: U_n h + b_hn too), h and c entering every step;
@@ -608,7 +608,14 @@ class RNNBase(_Recurrent):
             per_row += c.num_layers * D * (saved_gates * H + H_out + (H if self._has_cell_state else 0))
             if self.dropout:
                 per_row += (c.num_layers - 1) * D * H_out
-        return steps * batch * per_row * dtype.itemsize
+        # each direction's input projection: of every step when that is small, else of blocks of steps
+        # (layer.hpp, kProjectionBytes)
+        projection_row = batch * GH * dtype.itemsize
+        if steps * projection_row <= _PROJECTION_BYTES:
+            projected_steps = steps
+        else:
+            projected_steps = max(1, _PROJECTION_BYTES // projection_row)
+        return steps * batch * per_row * dtype.itemsize + D * projected_steps * projection_row
 
     def _backward_bytes(self, steps: int, batch: int) -> int:
         """What backward allocates: dx, and per direction the gradients wrt the gates (twice for the
