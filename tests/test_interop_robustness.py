@@ -141,9 +141,11 @@ def test_load_refuses_nested_sum_directions() -> None:
     header["model"] = {"kind": "SumDirections", "layer": header["model"]}
     with pytest.raises(ModelFileError, match=r"model.layer must be a layer whose directions are not summed"):
         load_bytes(seal(header, data))
-    twice = SumDirections(SumDirections(fr.GRU(2, 3, bidirectional=True, seed=0)))
     with pytest.raises(ValueError, match="SumDirections around a SumDirections"):
-        saved(twice)
+        SumDirections(SumDirections(fr.GRU(2, 3, bidirectional=True, seed=0)))
+    # nor through another wrapper
+    with pytest.raises(ValueError, match="SumDirections around a SumDirections"):
+        SumDirections(WithDefaults(SumDirections(fr.GRU(2, 3, bidirectional=True, seed=0))))
 
 
 # -- model files: a JSON value of the wrong type anywhere in the header ---------------------------------

@@ -44,7 +44,7 @@ from .. import _validation as v
 from .._config import StackConfig
 from ..cells import GRUCell, LSTMCell, RNNCell
 from ..layers import GRU, LSTM, RNN, RNNBase
-from .wrappers import Reverse, SumDirections, WithDefaults, unwrap
+from .wrappers import Reverse, SumDirections, WithDefaults, directions_summed, unwrap
 
 __all__ = ["save", "load", "ModelFileError", "FORMAT_VERSION"]
 
@@ -119,7 +119,7 @@ def _describe(obj: Any, tensors: dict[str, np.ndarray], depth: int) -> dict[str,
     if isinstance(obj, Reverse):
         return {"kind": "Reverse", "order": obj.order, "layer": _describe(obj.layer, tensors, depth + 1)}
     if isinstance(obj, SumDirections):
-        if _summed(obj.layer):
+        if directions_summed(obj.layer):
             raise ValueError(
                 "save: a SumDirections around a SumDirections cannot be called, and is not saved"
             )
@@ -207,17 +207,6 @@ def _describe(obj: Any, tensors: dict[str, np.ndarray], depth: int) -> dict[str,
     for name, arr in obj.state_dict().items():
         tensors[f"params/{name}"] = arr
     return {"kind": kind, "dtype": dtype, "options": options}
-
-
-def _summed(obj: Any) -> bool:
-    """Whether a SumDirections is among ``obj``'s wrappers: its directions' outputs are added already,
-    and a second SumDirections around it would split H_out features in two halves it does not have
-    (SumDirections itself does not refuse it)."""
-    while isinstance(obj, (Reverse, SumDirections, WithDefaults)):
-        if isinstance(obj, SumDirections):
-            return True
-        obj = obj.layer
-    return False
 
 
 def _encode(obj: Any) -> bytes:
@@ -477,7 +466,7 @@ class _Reader:
         if kind == "SumDirections":
             _expect_keys(source, where, spec, {"kind", "layer"})
             inner = self.build(spec["layer"], depth + 1)
-            if _summed(inner):
+            if directions_summed(inner):
                 raise _fail(
                     source,
                     f"{where}.layer must be a layer whose directions are not summed yet, got {inner!r:.100}",

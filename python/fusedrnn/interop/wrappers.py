@@ -34,6 +34,16 @@ def unwrap(obj: Any) -> Any:
     return obj
 
 
+def directions_summed(obj: Any) -> bool:
+    """Whether a SumDirections is among ``obj``'s wrappers: its directions' outputs are added already,
+    so a second SumDirections around it would split H_out features into two halves it does not have."""
+    while isinstance(obj, _Wrapper):
+        if isinstance(obj, SumDirections):
+            return True
+        obj = obj.layer
+    return False
+
+
 class _Wrapper:
     layer: Any
 
@@ -155,6 +165,10 @@ class SumDirections(_Wrapper):
             raise TypeError(f"SumDirections wraps a fusedrnn layer, got {v.describe(layer)}")
         if not layer.bidirectional:
             raise ValueError("SumDirections needs a bidirectional layer")
+        if directions_summed(layer):
+            raise ValueError(
+                "SumDirections around a SumDirections: the inner one has added the directions already"
+            )
         self.layer = layer
 
     def __repr__(self) -> str:
