@@ -63,11 +63,7 @@ print(module.table([result]), file=sys.stderr)
 """
 
 
-@linux_only
-@pytest.mark.parametrize("operation", list(ITERATIONS))
-def test_repeated_operation_keeps_memory_flat(operation):
-    if operation == "from_onnx":
-        pytest.importorskip("onnx")
+def _soak_in_fresh_interpreter(operation: str) -> tuple[dict, str]:
     script = Path(__file__).resolve().parents[1] / "bench" / "soak.py"
     proc = subprocess.run(
         [sys.executable, "-c", _SOAK_CHILD, str(script), operation, str(ITERATIONS[operation])],
@@ -76,11 +72,27 @@ def test_repeated_operation_keeps_memory_flat(operation):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result, report = json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
-    growth = result["rss_end"] - result["rss_warm"]
-    assert result["iterations"] == ITERATIONS[operation]
-    assert growth <= GROWTH_BOUND_KIB, f"RSS grew by {growth} KiB after the warm-up:\n{report}"
-    assert result["fds_end"] == result["fds_warm"], f"open file descriptors changed:\n{report}"
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+@linux_only
+@pytest.mark.parametrize("operation", list(ITERATIONS))
+def test_repeated_operation_keeps_memory_flat(operation):
+    """A leak grows in every run; a heap that settles once (seen in CI: save+load +2.9 MiB in one run of
+    2,000 iterations, +0.3 in the others) does not. So a run over the bound is repeated once, and the
+    operation fails if both runs are over it."""
+    if operation == "from_onnx":
+        pytest.importorskip("onnx")
+    reports = []
+    for _ in range(2):
+        result, report = _soak_in_fresh_interpreter(operation)
+        assert result["iterations"] == ITERATIONS[operation]
+        assert result["fds_end"] == result["fds_warm"], f"open file descriptors changed:\n{report}"
+        reports.append(report)
+        if result["rss_end"] - result["rss_warm"] <= GROWTH_BOUND_KIB:
+            return
+    runs = "\n".join(reports)
+    pytest.fail(f"RSS grew by more than {GROWTH_BOUND_KIB} KiB after the warm-up in two runs:\n{runs}")
 
 
 # -- 2. denormals ----------------------------------------------------------------------------------------
