@@ -21,7 +21,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "core) rather than importing it from the source directory, and check that the build succeeded."
     ) from exc
 
-from . import _validation, analysis, optim, reference
+from . import _threads, analysis, optim, reference
+from ._threads import get_num_threads, set_num_threads, thread_limit
 from .cells import GRUCell, LSTMCell, RNNCell
 from .interop import from_keras, from_onnx, from_torch, load, save, to_onnx, to_torch
 from .layers import GRU, LSTM, RNN, Gradients, RNNBase, Tape
@@ -38,6 +39,7 @@ __all__ = [
     "Gradients",
     "set_num_threads",
     "get_num_threads",
+    "thread_limit",
     "reference",
     "from_torch",
     "to_torch",
@@ -59,11 +61,5 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 
-def set_num_threads(n: int) -> None:
-    """Set how many threads the kernels use (an int >= 1); applies to every model in the process."""
-    _core.set_num_threads(_validation.check_int("n", n, 1))
-
-
-def get_num_threads() -> int:
-    """How many threads the kernels use."""
-    return int(_core.get_num_threads())
+_core.set_num_threads(_threads.default_num_threads())
+_threads.register_threadpoolctl_controller()

@@ -1,0 +1,106 @@
+"""How many threads the kernels use: the default a process starts with, a limit for a block of code,
+and a threadpoolctl controller, so that fusedrnn obeys the limits a service or a cluster sets the way it
+sets them for BLAS and OpenMP.
+
+The default, read once at import: ``FUSEDRNN_NUM_THREADS``, else ``OMP_NUM_THREADS`` (its first entry: it
+may list one count per nesting level), else the CPUs this process may run on (its affinity mask, which
+taskset, cgroup cpusets and job schedulers restrict), not every CPU of the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
+
+from . import _core
+from . import _validation as v
+
+ENVIRONMENT_VARIABLES = ("FUSEDRNN_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _from_environment() -> int | None:
+    for name in ENVIRONMENT_VARIABLES:
+        text = os.environ.get(name, "").strip()
+        if not text:
+            continue
+        first = text.split(",")[0].strip()
+        if first.isdigit() and int(first) >= 1:
+            return int(first)
+        warnings.warn(
+            f"fusedrnn: {name}={text!r} is not a thread count (an integer >= 1, or a comma-separated list "
+            "of them); ignored",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return None
+
+
+def default_num_threads() -> int:
+    """The thread count a process starts with (see the module's docstring)."""
+    from_environment = _from_environment()
+    return from_environment if from_environment is not None else usable_cpus()
+
+
+def set_num_threads(n: int) -> None:
+    """Set how many threads the kernels use (an int >= 1); applies to every model in the process."""
+    _core.set_num_threads(v.check_int("n", n, 1))
+
+
+def get_num_threads() -> int:
+    """How many threads the kernels use."""
+    return int(_core.get_num_threads())
+
+
+@contextlib.contextmanager
+def thread_limit(n: int) -> Iterator[None]:
+    """``with fusedrnn.thread_limit(1): ...`` runs the block with at most ``n`` kernel threads, then
+    restores the count it found. Like ``set_num_threads``, the limit is process-wide: it also holds for
+    calls other threads make during the block."""
+    n = v.check_int("n", n, 1)
+    before = get_num_threads()
+    set_num_threads(min(n, before))
+    try:
+        yield
+    finally:
+        set_num_threads(before)
+
+
+def register_threadpoolctl_controller() -> None:
+    """Let threadpoolctl see and limit fusedrnn (``threadpool_info()``, ``threadpool_limits()``), when it
+    is installed (3.0 or newer)."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return
+    if not hasattr(threadpoolctl, "register"):  # before 3.0
+        return
+
+    class FusedrnnController(threadpoolctl.LibController):
+        user_api = "fusedrnn"
+        internal_api = "fusedrnn"
+        # threadpoolctl finds controllers' libraries among the loaded shared objects by file name: the
+        # kernels' extension module of this process
+        filename_prefixes = (f"_core_{_core.isa}",)
+
+        def get_num_threads(self) -> int:
+            return get_num_threads()
+
+        def set_num_threads(self, num_threads: int) -> None:
+            set_num_threads(num_threads)
+
+        def get_version(self) -> str:
+            from . import __version__
+
+            return __version__
+
+    threadpoolctl.register(FusedrnnController)
