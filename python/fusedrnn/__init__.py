@@ -25,7 +25,7 @@ from . import _threads, analysis, optim, reference
 from ._threads import get_num_threads, set_num_threads, thread_limit
 from .cells import GRUCell, LSTMCell, RNNCell
 from .interop import from_keras, from_onnx, from_torch, load, save, to_onnx, to_torch
-from .layers import GRU, LSTM, RNN, Gradients, RNNBase, Tape
+from .layers import GRU, LSTM, RNN, Gradients, IncompatibleKeys, RNNBase, Tape
 
 __all__ = [
     "RNN",
@@ -37,6 +37,7 @@ __all__ = [
     "RNNBase",
     "Tape",
     "Gradients",
+    "IncompatibleKeys",
     "set_num_threads",
     "get_num_threads",
     "thread_limit",

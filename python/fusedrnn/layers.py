@@ -26,7 +26,7 @@ import math
 import threading
 import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -49,6 +49,14 @@ GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
 _BYTES_PER_ARRAY = 512
 # The kernels' buffer for the input projection, at most (cpp/fusedrnn/layer.hpp, kProjectionBytes).
 _PROJECTION_BYTES = 8 << 20
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict`` did not match: parameters the mapping lacks (with strict=False they keep
+    their values) and keys that name no parameter (ignored with strict=False). Empty when all matched."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
 
 
 class Gradients:
@@ -284,34 +292,44 @@ class _Recurrent:
         with self._lock:
             return {name: arr.copy() for name, arr in self._params.items()}
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, *, prefix: str = ""
+    ) -> IncompatibleKeys:
         """Set the parameters from a mapping of name -> array (NumPy arrays or torch tensors, any real
         dtype, any memory layout; converted to this model's dtype).
 
         strict=True: every parameter must be present and no other key. strict=False: missing names keep
-        their value, unknown ones are ignored. A misshapen or non-numeric value always raises. Atomic:
-        everything is checked before anything changes, so on error the model is unchanged.
+        their value, unknown ones are ignored. prefix: only the keys that start with it are read, without
+        it (``prefix="rnn."`` loads this layer out of a whole model's state_dict). A misshapen or
+        non-numeric value always raises. Atomic: everything is checked before anything changes, so on
+        error the model is unchanged. Returns ``(missing_keys, unexpected_keys)``, as torch does.
         """
         strict = v.check_bool("strict", strict)
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {v.describe(prefix)}")
         if not isinstance(state_dict, Mapping):
             raise TypeError(
                 f"state_dict must be a mapping of parameter name -> array, got {v.describe(state_dict)}"
             )
+        if prefix:
+            inside = [k for k in state_dict if isinstance(k, str) and k.startswith(prefix)]
+            state_dict = {k[len(prefix) :]: state_dict[k] for k in inside}
         expected = {name: arr.shape for name, arr in self._params.items()}
         keys = list(state_dict.keys())
-        if strict:
-            missing = [name for name in expected if name not in state_dict]
-            unexpected = [k for k in keys if k not in expected]
-            if missing or unexpected:
-                parts = []
-                if missing:
-                    parts.append(f"missing {', '.join(map(repr, missing))}")
-                if unexpected:
-                    parts.append(f"unexpected {', '.join(map(repr, unexpected))}")
-                raise ValueError(
-                    f"state_dict does not match {type(self).__name__}'s parameters: {'; '.join(parts)} "
-                    f"(expected exactly {', '.join(expected)})"
-                )
+        missing = [name for name in expected if name not in state_dict]
+        unexpected = [k for k in keys if k not in expected]
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(repr(prefix + name) for name in missing)}")
+            if unexpected:
+                names = [repr(prefix + k) if prefix else repr(k) for k in unexpected]
+                parts.append(f"unexpected {', '.join(names)}")
+            under = f" (keys under prefix {prefix!r})" if prefix else ""
+            raise ValueError(
+                f"state_dict{under} does not match {type(self).__name__}'s parameters: {'; '.join(parts)} "
+                f"(expected exactly {', '.join(expected)})"
+            )
         staged: dict[str, np.ndarray] = {}
         for name in expected:
             if name not in state_dict:
@@ -325,6 +343,7 @@ class _Recurrent:
             self._dirty = True
             self._version += 1
         self._upload_if_idle()
+        return IncompatibleKeys(missing, unexpected)
 
     # -- calling the compiled stack ----------------------------------------------------------------
 
