@@ -8,6 +8,7 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -55,9 +56,24 @@ def _cmd_gradflow(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fusedrnn",
+def _version() -> str:
+    import fusedrnn
+
+    return (f"fusedrnn {fusedrnn.__version__} (kernels: {fusedrnn._core.isa}, "
+            f"{fusedrnn.get_num_threads()} threads)")
+
+
+def _program_name() -> str:
+    """How the user started the command line: the installed script or ``python -m fusedrnn``."""
+    started_as = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "fusedrnn" if started_as in ("fusedrnn", "fusedrnn.exe") else "python -m fusedrnn"
+
+
+def build_parser(prog: str = "python -m fusedrnn") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="fusedrnn: fused RNN, LSTM and GRU kernels for the CPU.")
+    parser.add_argument("--version", action="version", version=_version(),
+                        help="print fusedrnn's version, its kernels' instruction set and thread count")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     bench = commands.add_parser(
@@ -103,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(_program_name()).parse_args(argv)
     return int(args.func(args))
 
 
