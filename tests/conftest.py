@@ -33,3 +33,14 @@ def assert_close() -> Callable[..., None]:
 def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     """A generator seeded from the test's id: reproducible, and different for every test case."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture
+def two_threads():
+    """The kernels at 2 threads for this test (teams of two, whatever the machine); restored afterwards."""
+    import fusedrnn as fr
+
+    before = fr.get_num_threads()
+    fr.set_num_threads(2)
+    yield
+    fr.set_num_threads(before)

@@ -18,14 +18,7 @@ import numpy as np
 import pytest
 
 import fusedrnn as fr
-
-
-@pytest.fixture
-def two_threads():
-    before = fr.get_num_threads()
-    fr.set_num_threads(2)
-    yield
-    fr.set_num_threads(before)
+from fusedrnn._testing import get_tuning, set_tuning
 
 
 @pytest.mark.parametrize(
@@ -132,21 +125,19 @@ def _max_diff(got, want):
 
 def _tuning_changes(default_rows):
     """The switches' settings to cycle through; each one's answers are the defaults' bits."""
-    core = fr._core
     return [
-        lambda: core.claim_others_first(True),
-        lambda: core.claim_steps(False),
-        lambda: core.set_rows_per_member(1),  # every team splits the sequences
-        lambda: core.claim_others_first(False),
-        lambda: core.set_rows_per_member(0),  # no team does
-        lambda: core.claim_steps(True),
-        lambda: core.set_rows_per_member(default_rows),
+        lambda: set_tuning(claim_others_first=True),
+        lambda: set_tuning(claim_steps=False),
+        lambda: set_tuning(rows_per_member=1),  # every team splits the sequences
+        lambda: set_tuning(claim_others_first=False, directions_at_once=False),
+        lambda: set_tuning(rows_per_member=0),  # no team does
+        lambda: set_tuning(claim_steps=True, directions_at_once=True),
+        lambda: set_tuning(rows_per_member=default_rows),
     ]
 
 
 def _projection_changes():
-    core = fr._core
-    return [lambda: core.force_projection_per_step(True), lambda: core.force_projection_per_step(False)]
+    return [lambda: set_tuning(projection_per_step=True), lambda: set_tuning(projection_per_step=False)]
 
 
 def _churn_main(case: str, batch: int, changers: str) -> None:
@@ -183,7 +174,7 @@ def _churn_main(case: str, batch: int, changers: str) -> None:
             slowest_training = max(slowest_training, time.perf_counter() - began)
             serial[name].append((infer(k), recorded, gradients))
 
-    default_rows = fr._core.rows_per_member()
+    default_rows = get_tuning()["rows_per_member"]
     changes = {"tuning": _tuning_changes(default_rows), "projection": _projection_changes()}[changers]
     # The premise: thread counts and switches leave the bits alone (else "one of A or B" means nothing).
     for n in (1, 3):

@@ -33,6 +33,7 @@ import pytest
 
 import fusedrnn as fr
 from fusedrnn import reference
+from fusedrnn._testing import get_tuning, tuning
 
 CELL_KINDS = ("rnn_tanh", "rnn_relu", "lstm", "lstm-proj", "gru", "gru-lbr0")
 LAYERS = (1, 2, 3)
@@ -299,13 +300,10 @@ def test_input_projection_step_by_step_gives_the_same_numbers(kind: str, rng: np
     x = rng.standard_normal((9, 5, 40)).astype(np.float32)
     lengths = np.array([9, 3, 7, 1, 9])
     y, state = layer(x, lengths=lengths)
-    fr._core.force_projection_per_step(True)
-    try:
-        assert fr._core.projection_per_step_forced()
+    with tuning(projection_per_step=True) as switches:
+        assert switches["projection_per_step"]
         y_steps, state_steps = layer(x, lengths=lengths)
-    finally:
-        fr._core.force_projection_per_step(False)
-    assert not fr._core.projection_per_step_forced()
+    assert not get_tuning()["projection_per_step"]
     np.testing.assert_array_equal(y_steps, y)
     for got, want in zip(state_steps if isinstance(state, tuple) else [state_steps],
                          state if isinstance(state, tuple) else [state]):

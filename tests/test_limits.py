@@ -20,6 +20,7 @@ import pytest
 
 import fusedrnn as fr
 from fusedrnn import _validation, reference
+from fusedrnn._testing import tuning
 
 _SANITIZED = any(name in os.environ.get("LD_PRELOAD", "") for name in ("libasan", "libtsan"))
 
@@ -246,11 +247,8 @@ def test_projection_in_blocks_matches_one_step_at_a_time(make, steps, batch, dty
     lengths = rng.integers(1, steps + 1, size=batch)
     lengths[0] = steps
     y, h = layer(x, lengths=lengths)[:2]
-    fr._core.force_projection_per_step(True)
-    try:
+    with tuning(projection_per_step=True):
         y_step, h_step = layer(x, lengths=lengths)[:2]
-    finally:
-        fr._core.force_projection_per_step(False)
     if dtype == np.float32 and fr._core.isa != "baseline":
         np.testing.assert_array_equal(y, y_step)
     y_ref = reference.forward(layer.config, layer.state_dict(), x.astype(np.float64), lengths=lengths)[0]

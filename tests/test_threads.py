@@ -11,13 +11,13 @@ step at batch 1: H >= 128 for LSTM and GRU, H = 256 for a plain RNN).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 
 import numpy as np
 import pytest
 
 import fusedrnn as fr
+from fusedrnn._testing import get_tuning, tuning
 
 N_THREADS = 4
 CALLS_PER_THREAD = 20
@@ -151,16 +151,6 @@ def _assert_same_answers(got, want, what):
         _assert_identical(got[part], want[part], f"{name}: {what}")
 
 
-@contextlib.contextmanager
-def _switched(setter, on, off):
-    """A kernels' measuring or testing switch, set to `on` inside the block and to `off` after it."""
-    setter(on)
-    try:
-        yield
-    finally:
-        setter(off)
-
-
 @pytest.mark.parametrize("make", THREAD_COUNT_CASES.values(), ids=THREAD_COUNT_CASES.keys())
 @pytest.mark.parametrize("batch", [1, 8], ids=["N1", "N8"])
 def test_one_and_two_threads_give_identical_answers(make, batch, threads):
@@ -174,38 +164,35 @@ def test_one_and_two_threads_give_identical_answers(make, batch, threads):
 
 @pytest.mark.parametrize("make", THREAD_COUNT_CASES.values(), ids=THREAD_COUNT_CASES.keys())
 @pytest.mark.parametrize("batch", [5, 40], ids=["N5", "N40"])
-def test_sequences_split_across_threads_give_identical_answers(make, batch, threads, monkeypatch):
+def test_sequences_split_across_threads_give_identical_answers(make, batch, threads):
     """At large batch each thread takes its own sequences through every step (where no step needs values
     from other sequences), instead of a share of every step's hidden units. Here from 1 sequence per
     thread on (5: 3 and 2 rows, below the kernels' smallest tile), and bidirectional layers on one team,
     so that the split reaches every layer; the answers must be those of one thread."""
-    monkeypatch.setenv("FUSEDRNN_DIRECTIONS", "sequential")
     answers = _all_answers(make, batch, seed=batch + 20, steps=7)
-    default_rows = fr._core.rows_per_member()
-    assert default_rows > 0
+    assert get_tuning()["rows_per_member"] > 0
     threads(1)
     serial = answers()
     threads(2)
-    with _switched(fr._core.set_rows_per_member, 1, default_rows):
+    with tuning(rows_per_member=1, directions_at_once=False):
         got = answers()
     _assert_same_answers(got, serial, "sequences split across threads")
 
 
 @pytest.mark.parametrize("make", THREAD_COUNT_CASES.values(), ids=THREAD_COUNT_CASES.keys())
 @pytest.mark.parametrize("batch", [1, 8], ids=["N1", "N8"])
-def test_slices_taken_over_from_another_thread_give_identical_answers(make, batch, threads, monkeypatch):
+def test_slices_taken_over_from_another_thread_give_identical_answers(make, batch, threads):
     """Forward steps hand out hidden-unit slices to whichever thread claims them first, so a late thread's
     work is done by another. Here every thread goes for the other's slices first, so slices change hands
     all the time; the answers must still be those of one thread. Bidirectional layers run on one team, so
     that their directions share slices too."""
-    monkeypatch.setenv("FUSEDRNN_DIRECTIONS", "sequential")
     answers = _all_answers(make, batch, seed=batch + 10, steps=9)
     threads(1)
     serial = answers()
     threads(2)
-    with _switched(fr._core.claim_others_first, True, False):
+    with tuning(claim_others_first=True, directions_at_once=False):
         for _ in range(3):
             _assert_same_answers(answers(), serial, "slices changing hands")
     # and the barrier every step, as the two-phase cells always do
-    with _switched(fr._core.claim_steps, False, True):
+    with tuning(claim_steps=False, directions_at_once=False):
         _assert_same_answers(answers(), serial, "a barrier every step")

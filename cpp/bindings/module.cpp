@@ -19,6 +19,7 @@
 #include "fusedrnn/buffer.hpp"
 #include "fusedrnn/stack.hpp"
 #include "fusedrnn/threads.hpp"
+#include "fusedrnn/tuning.hpp"
 
 namespace py = pybind11;
 using fusedrnn::Index;
@@ -189,6 +190,8 @@ class PyStack {
   }
   const fusedrnn::StackConfig& config() const { return cfg_; }
   std::vector<std::vector<Index>> param_shapes() const { return f64_ ? f64_->param_shapes() : f32_->param_shapes(); }
+  // The hidden-unit slices of the first layer's weights (for tests of the schedules).
+  Index slices() const { return f64_ ? (*f64_->weights())[0].slices() : (*f32_->weights())[0].slices(); }
 
   void set_weights(const py::sequence& params) {
     if (f64_)
@@ -540,6 +543,7 @@ PYBIND11_MODULE(FUSEDRNN_MODULE_NAME, m) {
            py::arg("input_forget") = false, py::arg("hard_gates") = false)
       .def_property_readonly("is_double", &PyStack::is_double)
       .def("param_shapes", &PyStack::param_shapes)
+      .def("_slices", &PyStack::slices)
       .def("set_weights", &PyStack::set_weights, py::arg("params"))
       .def("forward", &PyStack::forward, py::arg("x"), py::arg("h0") = py::none(), py::arg("c0") = py::none(),
            py::arg("lengths") = py::none())
@@ -565,17 +569,30 @@ PYBIND11_MODULE(FUSEDRNN_MODULE_NAME, m) {
       .def_readwrite("_c", &PyStreamBase::c)
       .def_readwrite("steps", &PyStreamBase::steps, "The number of steps taken since the last reset.");
 
-  m.def("force_projection_per_step", &fusedrnn::force_projection_per_step, py::arg("on"),
-        "For measuring: every call computes its input projection step by step, as a one-step call does.");
-  m.def("projection_per_step_forced", &fusedrnn::projection_per_step_forced);
-  m.def("claim_steps", &fusedrnn::StepClaims::set_enabled, py::arg("on"),
-        "For measuring: off makes the threads of a team meet at a barrier every step instead of claiming slices.");
-  m.def("rows_per_member", &fusedrnn::rows_per_member,
-        "The batch size per thread from which a team splits the sequences rather than the hidden units.");
-  m.def("set_rows_per_member", &fusedrnn::set_rows_per_member, py::arg("rows"),
-        "For measuring and testing: the batch size per thread from which teams split the sequences (0: never).");
-  m.def("claim_others_first", &fusedrnn::StepClaims::set_others_first, py::arg("on"),
-        "For testing: threads claim the other threads' hidden-unit slices of a step first.");
+  // The schedule switches (tuning.hpp), for measuring and testing through fusedrnn._testing only.
+  m.def("_tuning", [] {
+    const fusedrnn::Tuning t = fusedrnn::current_tuning();
+    py::dict out;
+    out["projection_per_step"] = t.projection_per_step;
+    out["claim_steps"] = t.claim_steps;
+    out["claim_others_first"] = t.claim_others_first;
+    out["rows_per_member"] = t.rows_per_member;
+    out["directions_at_once"] = t.directions_at_once;
+    out["slices"] = t.slices;
+    return out;
+  });
+  m.def("_set_tuning", [](bool projection_per_step, bool claim_steps, bool claim_others_first, long rows_per_member,
+                          bool directions_at_once, int slices) {
+    fusedrnn::Tuning t;
+    t.projection_per_step = projection_per_step;
+    t.claim_steps = claim_steps;
+    t.claim_others_first = claim_others_first;
+    t.rows_per_member = rows_per_member;
+    t.directions_at_once = directions_at_once;
+    t.slices = slices;
+    fusedrnn::set_tuning(t);
+  }, py::arg("projection_per_step"), py::arg("claim_steps"), py::arg("claim_others_first"),
+        py::arg("rows_per_member"), py::arg("directions_at_once"), py::arg("slices"));
   m.def("set_num_threads", &fusedrnn::set_num_threads, py::arg("n"), "Sets the number of threads fusedrnn may use.");
   m.def("get_num_threads", &fusedrnn::get_num_threads, "The number of threads fusedrnn may use.");
 }

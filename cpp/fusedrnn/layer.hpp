@@ -23,6 +23,7 @@
 #include "fusedrnn/panels.hpp"
 #include "fusedrnn/layer_types.hpp"
 #include "fusedrnn/threads.hpp"
+#include "fusedrnn/tuning.hpp"
 
 namespace fusedrnn {
 
@@ -73,10 +74,6 @@ void for_my_chunks(const Team& team, Index count, Index chunk, F&& f) {
   for (long c = c0; c < c1 && !team.stopping(); ++c) f(c * chunk, std::min(chunk, count - c * chunk));
 }
 
-// For measuring (fusedrnn._core.force_projection_per_step): when set, every call projects its input step
-// by step, as a stream's one-step call does, so a long call times the arithmetic of such a step without
-// its per-call work. Defined in stack.cpp.
-bool projection_per_step_forced();
 
 constexpr Index kRowChunk = 256;     // rows of the big products over all steps
 constexpr Index kColumnChunk = 64;   // columns of the per-step products split across a team
@@ -88,9 +85,10 @@ template <typename Cell, typename T>
 struct Layer {
   static constexpr Index G = Cell::kGates;
 
-  static void resize_forward(LayerWorkspace<T>& ws, const LayerWeights<T>& w, Index steps, Index batch, bool training) {
+  static void resize_forward(LayerWorkspace<T>& ws, const LayerWeights<T>& w, Index steps, Index batch, bool training,
+                             const Tuning& tuning) {
     const Index H = w.hidden_size, S = Cell::saved_gates(w);
-    ws.projection_steps = projection_block(w, steps, batch);
+    ws.projection_steps = projection_block(w, steps, batch, tuning.projection_per_step);
     ws.xg.resize((ws.projection_steps > 0 ? ws.projection_steps : steps) * batch, G * H);
     ws.hg.resize(batch, G * H);
     if (!training) ws.gates.resize(batch, S * H);
@@ -121,10 +119,12 @@ struct Layer {
   // large batch (one step at a time is then faster: writing it out and reading it back costs more
   // than one big product saves), and at small batch it would hold G*H values per row of x, several
   // times the output: blocks of kProjectionBytes keep the big products and bound the memory. The panel
-  // kernels sum every element the same way either way.
-  static Index projection_block(const LayerWeights<T>& w, Index steps, Index batch) {
+  // kernels sum every element the same way either way. per_step_forced (Tuning::projection_per_step): one
+  // step at a time, as a stream's one-step call, so that a long call times the arithmetic of such a step
+  // without its per-call work.
+  static Index projection_block(const LayerWeights<T>& w, Index steps, Index batch, bool per_step_forced) {
     const std::size_t row_bytes = static_cast<std::size_t>(batch * G * w.hidden_size) * sizeof(T);
-    if (has_panel_kernels<T>() && (projection_per_step_forced() || steps == 1)) return 1;
+    if (has_panel_kernels<T>() && (per_step_forced || steps == 1)) return 1;
     if (static_cast<std::size_t>(steps) * row_bytes <= kProjectionBytes) return 0;
     if (has_panel_kernels<T>() && batch >= 16) return 1;
     return std::max<Index>(1, static_cast<Index>(kProjectionBytes / row_bytes));
@@ -291,7 +291,7 @@ struct Layer {
       if (claiming) {
         // My slices first, then any that another member has not claimed yet, each list in the sweep's order.
         const long K = w.slices(), mine = k1 - k0, others = K - mine;
-        const bool others_first = StepClaims::others_first();
+        const bool others_first = team.claim_others_first;
         for (long i = 0; i < K; ++i) {
           const long j = others_first ? (i + mine) % K : i;
           long k;

@@ -1,7 +1,6 @@
 #include "fusedrnn/stack.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <stdexcept>
 #include <thread>
 
@@ -10,6 +9,7 @@
 #include "fusedrnn/cells/rnn.hpp"
 #include "fusedrnn/layer.hpp"
 #include "fusedrnn/panels.hpp"
+#include "fusedrnn/tuning.hpp"
 
 namespace fusedrnn {
 
@@ -34,10 +34,13 @@ void with_cell(const StackConfig& cfg, F&& f) {
 }  // namespace
 
 // The hidden-unit slices of a layer (see LayerWeights): one per 64 units, at most one per hardware
-// thread (and 8), boundaries on multiples of 16 units so threads never share a cache line.
+// thread (and 8), or as many as Tuning::slices asks (at most one per 16 units, and 8); boundaries on
+// multiples of 16 units so threads never share a cache line.
 static std::vector<Index> unit_slices(Index H) {
   const Index hw = std::max<Index>(1, static_cast<Index>(std::thread::hardware_concurrency()));
-  const Index K = std::max<Index>(1, std::min<Index>({H / 64, hw, 8}));
+  const Index forced = current_tuning().slices;
+  const Index K = forced > 0 ? std::max<Index>(1, std::min<Index>({forced, H / 16, 8}))
+                             : std::max<Index>(1, std::min<Index>({H / 64, hw, 8}));
   std::vector<Index> begin{0};
   for (Index k = 1; k < K; ++k) {
     const Index b = (k * H / K) / 16 * 16;
@@ -46,13 +49,6 @@ static std::vector<Index> unit_slices(Index H) {
   begin.push_back(H);
   return begin;
 }
-
-namespace {
-std::atomic<bool> g_projection_per_step{false};
-}  // namespace
-
-bool projection_per_step_forced() { return g_projection_per_step.load(std::memory_order_relaxed); }
-void force_projection_per_step(bool on) { g_projection_per_step.store(on, std::memory_order_relaxed); }
 
 template <typename T>
 Stack<T>::Stack(const StackConfig& config) : config_(config) {

@@ -93,11 +93,6 @@ class Stack : public std::enable_shared_from_this<Stack<T>> {
   mutable std::mutex mutex_;                     // guards the weights_ pointer only
 };
 
-// For measuring: forces every call to compute its input projection step by step (where the panel
-// kernels exist), the way a one-step call does; see layer.hpp.
-void force_projection_per_step(bool on);
-bool projection_per_step_forced();
-
 // The cell-specific drivers; each cell's are compiled in their own translation unit.
 template <typename Cell, typename T>
 struct StackRunner {

@@ -8,13 +8,12 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
-#include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #include "fusedrnn/layer.hpp"
 #include "fusedrnn/stack.hpp"
 #include "fusedrnn/threads.hpp"
+#include "fusedrnn/tuning.hpp"
 
 namespace fusedrnn {
 
@@ -39,17 +38,6 @@ inline int wanted_threads(const StackConfig& cfg, Index batch, Index slices) {
   return static_cast<int>(std::min<Index>(get_num_threads(), slices * cfg.directions()));
 }
 
-// Whether a bidirectional layer runs its directions at once (a team each) rather than one after the
-// other on the whole team. At once measures as fast (within 2 %) or faster at every batch, even at
-// batch 1 where each core then streams a whole direction's weights from L3 (2 threads, 2-layer LSTM
-// H=256 N=1: 5.98 ms against 6.42, 7.80 against 7.78; GRU 4.37 against 4.92; one-layer LSTM H=512
-// 8.55 against 8.90): the directions never wait for each other. FUSEDRNN_DIRECTIONS=sequential puts
-// them one after the other, for measuring and testing.
-inline bool directions_concurrently() {
-  if (const char* env = std::getenv("FUSEDRNN_DIRECTIONS")) return std::strcmp(env, "sequential") != 0;
-  return true;
-}
-
 // The teams of a region of `size` threads: two (one per direction) when directions run at once
 // and size >= 2.
 struct Teams {
@@ -58,29 +46,32 @@ struct Teams {
   SpinBarrier second;
   StepClaims first_claims;  // the forward steps of each team
   StepClaims second_claims;
-  bool claims_on = StepClaims::enabled();  // read once: every member of a call must agree
-  long rows_per_member = fusedrnn::rows_per_member();  // likewise
+  const Tuning& tuning;  // the call's copy: every member of the call agrees
   Index batch;
   int split;  // ranks [0, split) work on direction 0, [split, size) on direction 1; 0 = one team for both
   StopRequest* stop;
   std::atomic<long> first_stop_at{LONG_MAX};
   std::atomic<long> second_stop_at{LONG_MAX};
-  Teams(int size, bool bidirectional, Index batch, StopRequest* stop)
+  // bidirectional: the layers have two directions, run at once when the tuning says so.
+  Teams(int size, bool bidirectional, Index batch, StopRequest* stop, const Tuning& tuning)
       : all(size),
         first(bidirectional && size >= 2 ? (size + 1) / 2 : size),
         second(bidirectional && size >= 2 ? size / 2 : 1),
+        tuning(tuning),
         batch(batch),
         split(bidirectional && size >= 2 ? (size + 1) / 2 : 0),
         stop(stop) {}
   Team team_of(int rank) {
-    StepClaims* first_team_claims = claims_on ? &first_claims : nullptr;
+    StepClaims* first_team_claims = tuning.claim_steps ? &first_claims : nullptr;
     if (split == 0) return finish(Team{rank, all.size(), &all, first_team_claims}, &first_stop_at, rank);
     if (rank < split) return finish(Team{rank, split, &first, first_team_claims}, &first_stop_at, rank);
-    return finish(Team{rank - split, all.size() - split, &second, claims_on ? &second_claims : nullptr},
+    return finish(Team{rank - split, all.size() - split, &second, tuning.claim_steps ? &second_claims : nullptr},
                   &second_stop_at, rank);
   }
   Team finish(Team team, std::atomic<long>* stop_at, int rank) const {
+    const long rows_per_member = tuning.rows_per_member;
     team.split_rows = team.size > 1 && rows_per_member > 0 && batch >= rows_per_member * team.size;
+    team.claim_others_first = tuning.claim_others_first;
     team.stop = stop;
     team.stop_at = stop_at;
     team.poller = rank == 0;
@@ -106,6 +97,7 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
   const Index L = cfg.num_layers, D = cfg.directions(), H = cfg.hidden_size, H_out = cfg.output_size();
   const Index steps = a.steps, batch = a.batch, rows = steps * batch, width = D * H_out;
   const bool training = tape != nullptr;
+  const Tuning tuning = current_tuning();
   ScopedFlushDenormals flush;
 
   // Everything is allocated before the threads start.
@@ -114,7 +106,7 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
   std::vector<LayerWorkspace<T>>& ws = work.directions;
   if (ws.size() != static_cast<std::size_t>(D)) ws = std::vector<LayerWorkspace<T>>(static_cast<std::size_t>(D));
   for (Index d = 0; d < D; ++d) {
-    Layer<Cell, T>::resize_forward(ws[d], weights[d], steps, batch, training);
+    Layer<Cell, T>::resize_forward(ws[d], weights[d], steps, batch, training, tuning);
     ws[d].backwards_first = work.calls % 2 == 1;  // a stream's steps alternate too
   }
   ++work.calls;
@@ -161,7 +153,7 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
   };
 
   ParallelRegion region(detail::wanted_threads(cfg, batch, weights[0].slices()));
-  detail::Teams teams(region.size(), D == 2 && detail::directions_concurrently(), batch, a.stop);
+  detail::Teams teams(region.size(), D == 2 && tuning.directions_at_once, batch, a.stop, tuning);
   region.run([&](int rank) {
     const Team team = teams.team_of(rank);
     const Team everyone{rank, teams.all.size(), &teams.all};
@@ -216,6 +208,7 @@ void StackRunner<Cell, T>::backward(const StackConfig& cfg, const StackTape<T>& 
   const Index steps = tape.steps, batch = tape.batch, rows = steps * batch, width = D * H_out;
   const Index per_slot = cfg.params_per_layer_direction();
   const std::int64_t* lengths = tape.lengths.empty() ? nullptr : tape.lengths.data();
+  const Tuning tuning = current_tuning();
   ScopedFlushDenormals flush;
 
   Index max_in = cfg.input_size;
@@ -232,7 +225,7 @@ void StackRunner<Cell, T>::backward(const StackConfig& cfg, const StackTape<T>& 
   auto grad_input = [&](Index layer) -> T* { return layer == 0 ? a.grad_x : grad_between[(layer - 1) % 2].data(); };
 
   ParallelRegion region(detail::wanted_threads(cfg, batch, weights[0].slices()));
-  detail::Teams teams(region.size(), D == 2 && detail::directions_concurrently(), batch, a.stop);
+  detail::Teams teams(region.size(), D == 2 && tuning.directions_at_once, batch, a.stop, tuning);
   region.run([&](int rank) {
     const Team team = teams.team_of(rank);
     const Team everyone{rank, teams.all.size(), &teams.all};

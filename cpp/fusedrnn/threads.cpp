@@ -190,21 +190,6 @@ void SpinBarrier::wait() {
   sleepers_.fetch_sub(1, std::memory_order_relaxed);
 }
 
-namespace {
-std::atomic<bool> g_claim_others_first{false};
-std::atomic<bool> g_claims_enabled{true};
-std::atomic<long> g_rows_per_member{kDefaultRowsPerMember};
-}  // namespace
-
-long rows_per_member() { return g_rows_per_member.load(std::memory_order_relaxed); }
-void set_rows_per_member(long rows) { g_rows_per_member.store(rows, std::memory_order_relaxed); }
-
-void StepClaims::set_enabled(bool on) { g_claims_enabled.store(on, std::memory_order_relaxed); }
-bool StepClaims::enabled() { return g_claims_enabled.load(std::memory_order_relaxed); }
-
-void StepClaims::set_others_first(bool on) { g_claim_others_first.store(on, std::memory_order_relaxed); }
-bool StepClaims::others_first() { return g_claim_others_first.load(std::memory_order_relaxed); }
-
 void StepClaims::reset(int slices) {
   slices_ = static_cast<unsigned>(std::max(1, std::min(slices, kMaxSlices)));
   for (auto& slot : slots_) slot.claimed.store(0, std::memory_order_relaxed);

@@ -38,13 +38,6 @@ class SpinBarrier {
 class StepClaims {
  public:
   static constexpr int kMaxSlices = 8;
-  // For testing: members go for the other members' slices first, so that slices change hands at every
-  // step, not only when a member is late.
-  static void set_others_first(bool on);
-  static bool others_first();
-  // For measuring: when off, teams meet at a barrier every step instead (each member its own slices).
-  static void set_enabled(bool on);
-  static bool enabled();
   // Before the team's first step, by one member; the team must sync after it.
   void reset(int slices);
   // Whether the caller is to compute `slice` at `step` (true for exactly one caller).
@@ -106,6 +99,7 @@ struct Team {
   SpinBarrier* barrier = nullptr;
   StepClaims* claims = nullptr;
   bool split_rows = false;
+  bool claim_others_first = false;  // Tuning::claim_others_first
   StopRequest* stop = nullptr;           // or nullptr: the call cannot be stopped
   std::atomic<long>* stop_at = nullptr;  // the team's own: the step at which it leaves its time loop
   bool poller = false;                   // this member is the caller's thread, which polls `stop`
@@ -134,11 +128,6 @@ struct Team {
   void share(long count, long grain, long& begin, long& end) const;
 };
 
-// A team splits the batch rather than each step's hidden units from rows_per_member() sequences per
-// member on. Settable for measuring and testing; 0 never splits.
-constexpr long kDefaultRowsPerMember = 8;  // 2 threads: LSTM H=256 N=16 15.6 ms by rows, 17.2 by units
-long rows_per_member();
-void set_rows_per_member(long rows);
 
 // A parallel region: takes up to `wanted` threads from the persistent pool (the caller is rank 0),
 // or only the caller when another region holds the pool, so concurrent calls never wait on each

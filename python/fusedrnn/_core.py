@@ -46,13 +46,10 @@ Workspace = _module.Workspace
 StreamBase = _module.StreamBase
 set_num_threads = _module.set_num_threads
 get_num_threads = _module.get_num_threads
-force_projection_per_step = _module.force_projection_per_step
-projection_per_step_forced = _module.projection_per_step_forced
-claim_others_first = _module.claim_others_first
-claim_steps = _module.claim_steps
-rows_per_member = _module.rows_per_member
-set_rows_per_member = _module.set_rows_per_member
 isa: str = _module.isa
+# The schedule switches, for fusedrnn._testing (not exported).
+_tuning = _module._tuning
+_set_tuning = _module._set_tuning
 
 __all__ = [
     "Stack",
@@ -61,11 +58,5 @@ __all__ = [
     "StreamBase",
     "set_num_threads",
     "get_num_threads",
-    "force_projection_per_step",
-    "projection_per_step_forced",
-    "claim_others_first",
-    "claim_steps",
-    "rows_per_member",
-    "set_rows_per_member",
     "isa",
 ]

@@ -64,6 +64,7 @@ class Stack:
     @property
     def is_double(self) -> bool: ...
     def param_shapes(self) -> list[list[int]]: ...
+    def _slices(self) -> int: ...
     def set_weights(self, params: Sequence[_Array]) -> None:
         """Copy (and pack) the weights, given in StackConfig.param_names() order."""
     def forward(
@@ -106,24 +107,15 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """The number of threads the kernels may use."""
 
-def force_projection_per_step(on: bool) -> None:
-    """For measuring: every call computes its input projection step by step (where the AVX2 kernels
-    run), as a one-step call does, so a long call times the arithmetic of one step without per-call work."""
+def _tuning() -> dict[str, bool | int]:
+    """The schedule switches (see fusedrnn._testing)."""
 
-def projection_per_step_forced() -> bool:
-    """Whether ``force_projection_per_step`` is on."""
-
-def claim_steps(on: bool) -> None:
-    """For measuring: with ``False`` the threads of a team meet at a barrier every time step, each on its
-    own hidden-unit slices, instead of claiming slices (the default, ``True``)."""
-
-def rows_per_member() -> int:
-    """The batch size per thread from which a team of threads splits the sequences of a call (each thread
-    takes its sequences through every step) rather than each step's hidden units."""
-
-def set_rows_per_member(rows: int) -> None:
-    """For measuring and testing: set ``rows_per_member`` (0: teams never split the sequences)."""
-
-def claim_others_first(on: bool) -> None:
-    """For testing: the threads of a team claim the other threads' hidden-unit slices of each time step
-    first, so that slices change hands at every step (results must not change)."""
+def _set_tuning(
+    projection_per_step: bool,
+    claim_steps: bool,
+    claim_others_first: bool,
+    rows_per_member: int,
+    directions_at_once: bool,
+    slices: int,
+) -> None:
+    """Set every schedule switch (see fusedrnn._testing)."""

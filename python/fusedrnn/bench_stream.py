@@ -7,8 +7,9 @@ For each cell kind (LSTM, GRU) it times, interleaved, in rounds:
 - ``cell``: fusedrnn's ``LSTMCell``/``GRUCell`` called as ``h, c = cell(x_t, (h, c))``;
 - ``torch cell``: torch's cell called the same way under ``torch.no_grad()`` (when torch is installed);
 - ``arithmetic``: one call of the same layer over ``steps`` steps, divided by ``steps``, with the input
-  projection computed step by step (``_core.force_projection_per_step``) -- exactly the products and
-  gates of a stream's step, x_t · W_ihᵀ included, without the per-call work: the floor a step can reach;
+  projection computed step by step (``fusedrnn._testing.tuning(projection_per_step=True)``) -- exactly
+  the products and gates of a stream's step, x_t · W_ihᵀ included, without the per-call work: the floor a
+  step can reach;
 - ``sequence call``: the same call as a layer normally runs it, the input projection of all steps as one
   product before the loop, divided by ``steps`` -- what a step costs when the whole input is known in
   advance (a stream cannot know it: x_{t+1} may depend on y_t), shown for comparison;
@@ -54,7 +55,7 @@ def _per_call_us(fn: Callable[[], Any], calls: int) -> float:
 def _contenders(kind: str, input_size: int, hidden: int, steps: int, seed: int) -> dict[str, Any]:
     """name -> (callable doing one step, per-call divisor, its first output) for one cell kind."""
     import fusedrnn as fr
-    from fusedrnn import _core
+    from fusedrnn._testing import tuning
 
     rng = np.random.default_rng(seed)
     layer_cls, cell_cls = (fr.LSTM, fr.LSTMCell) if kind == "lstm" else (fr.GRU, fr.GRUCell)
@@ -90,11 +91,8 @@ def _contenders(kind: str, input_size: int, hidden: int, steps: int, seed: int) 
         out["cell"] = (cell_step, 1, cell(x_t, np.zeros((1, hidden), np.float32)))
 
     def per_step_projection_call() -> Any:
-        _core.force_projection_per_step(True)
-        try:
+        with tuning(projection_per_step=True):
             return layer(x_long)
-        finally:
-            _core.force_projection_per_step(False)
 
     out["arithmetic"] = (per_step_projection_call, steps, per_step_projection_call()[0][0])
     out["sequence call"] = (lambda: layer(x_long), steps, layer(x_long)[0][0])
