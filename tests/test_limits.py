@@ -90,18 +90,19 @@ _PEAK_CHILD = textwrap.dedent(
 )
 
 
+def _peak(cell: str, what: str) -> tuple[int, int, int]:
+    """(peak RSS growth, the layer's estimate, the output's bytes) of _PEAK_CHILD in a fresh interpreter."""
+    argv = [sys.executable, "-c", _PEAK_CHILD, cell, what]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout
+    grown, estimate, output_bytes = map(int, out.split())
+    return grown, estimate, output_bytes
+
+
 @pytest.mark.skipif(_SANITIZED or sys.platform != "linux", reason="peak RSS of a plain build on Linux")
 @pytest.mark.parametrize("what", ["call", "record"])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_the_estimate_is_close_to_what_a_call_allocates(cell: str, what: str) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", _PEAK_CHILD, cell, what],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    grown, estimate, _ = map(int, out.split())
+    grown, estimate, _ = _peak(cell, what)
     # Not below what the call really took (else the check lets the OS kill the process), nor far above
     # (else it refuses calls that would fit); here it is within 1 %.
     assert 0.95 * grown <= estimate <= 1.2 * grown, f"estimate {estimate:,} bytes, peak grew {grown:,} bytes"
@@ -111,14 +112,7 @@ def test_the_estimate_is_close_to_what_a_call_allocates(cell: str, what: str) ->
 def test_inference_at_small_batch_needs_little_beyond_its_output() -> None:
     # A bidirectional GRU 8 -> 256 at batch 4, T = 20,000: y is 164 MB. The input projection of every
     # step took 3x that again; in blocks of steps it takes 2 x 8 MB.
-    out = subprocess.run(
-        [sys.executable, "-c", _PEAK_CHILD, "gru", "call"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    grown, _, output_bytes = map(int, out.split())
+    grown, _, output_bytes = _peak("gru", "call")
     assert grown <= 1.3 * output_bytes, f"peak grew {grown:,} bytes for an output of {output_bytes:,}"
 
 
