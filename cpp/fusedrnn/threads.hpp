@@ -91,15 +91,12 @@ struct Interrupted : std::exception {
 };
 
 // A team of threads working on one piece of work: member `rank` of `size`, sharing `barrier`, and
-// `claims` where the work is claimed step by step (or nullptr). split_rows: the members may each take
-// their own sequences of the batch through every time step, rather than share each step's hidden units.
+// `claims` where the work may be claimed step by step (or nullptr).
 struct Team {
   int rank = 0;
   int size = 1;
   SpinBarrier* barrier = nullptr;
   StepClaims* claims = nullptr;
-  bool split_rows = false;
-  bool claim_others_first = false;  // Tuning::claim_others_first
   StopRequest* stop = nullptr;           // or nullptr: the call cannot be stopped
   std::atomic<long>* stop_at = nullptr;  // the team's own: the step at which it leaves its time loop
   bool poller = false;                   // this member is the caller's thread, which polls `stop`

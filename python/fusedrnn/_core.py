@@ -1,8 +1,9 @@
 """The compiled kernels, in the variant that suits this CPU.
 
-The extension is built once per instruction set (``_core_baseline`` for any x86-64 or other CPU,
-``_core_avx2`` for AVX2+FMA). The best variant the CPU supports is imported here; set the
-environment variable ``FUSEDRNN_ISA=baseline`` before importing fusedrnn to force the baseline.
+The extension is built once per instruction set; ``_variants.VARIANTS``, written by the build, lists the
+variants it compiled, best first, with the CPU features each needs (``_core_baseline`` runs on any CPU).
+The best variant the CPU supports is imported here; set the environment variable ``FUSEDRNN_ISA`` (to
+``baseline``, say) before importing fusedrnn to force another.
 """
 
 from __future__ import annotations
@@ -11,24 +12,24 @@ import importlib
 import os
 
 from . import _cpu
+from ._variants import VARIANTS
 
-_VARIANTS = ("avx2", "baseline")  # best first
+_NAMES = tuple(name for name, _ in VARIANTS)
 
 
 def _supported(variant: str, features: dict[str, bool]) -> bool:
-    if variant == "avx2":
-        return bool(features.get("avx2") and features.get("fma") and features.get("f16c"))
-    return variant == "baseline"
+    needed = dict(VARIANTS)[variant]
+    return all(features.get(feature) for feature in needed)
 
 
 def _load():
     requested = os.environ.get("FUSEDRNN_ISA", "").strip().lower()
-    if requested and requested not in _VARIANTS:
-        raise ImportError(f"FUSEDRNN_ISA: expected one of {', '.join(_VARIANTS)}, got {requested!r}")
+    if requested and requested not in _NAMES:
+        raise ImportError(f"FUSEDRNN_ISA: expected one of {', '.join(_NAMES)}, got {requested!r}")
     features = _cpu.features()
     if requested and not _supported(requested, features):
         raise ImportError(f"FUSEDRNN_ISA: {requested!r} is not supported by this CPU")
-    candidates = [requested] if requested else [v for v in _VARIANTS if _supported(v, features)]
+    candidates = [requested] if requested else [v for v in _NAMES if _supported(v, features)]
     for variant in candidates:
         try:
             return importlib.import_module(f"{__package__}._core_{variant}")

@@ -1,0 +1,269 @@
+// The forward time loop of one layer-direction, run by every member of a team, on the schedule its plan
+// chose (plan.hpp).
+//
+// The input projection is computed before the loop (all steps, rows shared by the team) or by blocks of
+// steps inside it (each slice's columns by whoever runs the slice). Each step, a member computes the
+// recurrent product for the hidden-unit slices it runs (its columns of the packed W_hhᵀ, which stay in
+// its cache for all T steps) and the cell's fused pass for those units. A step with a second phase (the
+// reset-before GRU's candidate product, the LSTM's projection) meets at a barrier between the phases.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+
+#include "fusedrnn/layer/plan.hpp"
+#include "fusedrnn/layer/projection.hpp"
+#include "fusedrnn/layer/workspace.hpp"
+
+namespace fusedrnn {
+
+template <typename Cell, typename T, bool kTraining>
+class LayerForward {
+ public:
+  static constexpr Index G = Cell::kGates;
+
+  // tape: filled when kTraining, else nullptr.
+  LayerForward(const Team& team, const LayerPlan& plan, const LayerWeights<T>& w, const LayerCall<T>& call,
+               LayerTape<T>* tape, LayerWorkspace<T>& ws)
+      : team_(team), plan_(plan), w_(w), a_(call), tape_(tape), ws_(ws), H_(w.hidden_size),
+        H_out_(w.output_size), GH_(G * w.hidden_size), S_(Cell::saved_gates(w)), project_(w.proj_size > 0),
+        active_(call.lengths, call.batch), h_cur_(call.h), h_next_(ws.h_alt.data()), block_len_(call.steps) {
+    k1_ = w.slices();
+    q1_ = H_out_;
+    n1_ = call.batch;
+    if (plan.schedule == StepSchedule::kRowsPerMember) {
+      team.share(call.batch, 1, n0_, n1_);  // my sequences, every slice and column
+    } else {
+      team.share(w.slices(), 1, k0_, k1_);        // my hidden-unit slices
+      team.share(H_out_, kColumnChunk, q0_, q1_);  // my columns of h (copies, projection)
+    }
+    row_.w = &w;
+  }
+
+  void run() {
+    if (plan_.projection_steps == 0) {
+      project_input(team_, w_, a_.steps * a_.batch, a_.x, ws_.xg.data());
+      team_.sync();
+    }
+    for (Index s = 0; s < a_.steps; ++s) {
+      if (team_.leaving(s)) break;
+      begin_step(s);
+      switch (plan_.schedule) {
+        case StepSchedule::kClaimedSlices:
+          claimed_step(s);
+          break;
+        case StepSchedule::kRowsPerMember:
+          save_state_columns();
+          run_my_slices();
+          break;
+        case StepSchedule::kSlicesAtBarrier:
+          step_at_barrier();
+          break;
+      }
+      std::swap(h_cur_, h_next_);
+    }
+    if (h_cur_ != a_.h)
+      for (Index n = n0_; n < n1_; ++n)
+        std::copy(h_cur_ + n * H_out_ + q0_, h_cur_ + n * H_out_ + q1_, a_.h + n * H_out_ + q0_);
+    team_.sync();
+  }
+
+ private:
+  void begin_step(Index s) {
+    t_ = a_.reverse ? a_.steps - 1 - s : s;
+    active_.at(t_);
+    trow_ = t_ * a_.batch;
+    const Index block = plan_.projection_steps;
+    block_start_ = block > 0 && s % block == 0;
+    if (block_start_) {  // the block's steps are [t_lo, t_lo + block_len) in time, in xg in time order
+      block_len_ = std::min(block, a_.steps - s);
+      t_lo_ = a_.reverse ? a_.steps - s - block_len_ : s;
+    }
+    // Every other step reads the weights in the opposite order (slices, products and panels), so that
+    // it starts on what the step before left in the cache.
+    backwards_ = ws_.backwards_first != (s % 2 == 1);
+  }
+
+  T* xg_row(Index t, Index n) const { return ws_.xg.data() + ((t - t_lo_) * a_.batch + n) * GH_; }
+
+  // The tape's copy of the state entering the step: my columns of h, my slices of c.
+  void save_state_columns() {
+    if constexpr (kTraining) {
+      for (Index n = n0_; n < n1_; ++n) {
+        std::copy(h_cur_ + n * H_out_ + q0_, h_cur_ + n * H_out_ + q1_, tape_->h_prev.data() + (trow_ + n) * H_out_ + q0_);
+        if (Cell::kHasCellState)
+          for (long k = k0_; k < k1_; ++k)
+            std::copy(a_.c + n * H_ + w_.unit_begin[k], a_.c + n * H_ + w_.unit_begin[k + 1],
+                      tape_->c_prev.data() + (trow_ + n) * H_ + w_.unit_begin[k]);
+      }
+    }
+  }
+
+  // Claimed slices go with their tape copies (one phase, so no projection: H_out = H).
+  void save_slice_state(Index u0, Index Hs) {
+    if constexpr (kTraining) {
+      for (Index n = n0_; n < n1_; ++n) {
+        std::copy_n(h_cur_ + n * H_ + u0, Hs, tape_->h_prev.data() + (trow_ + n) * H_ + u0);
+        if (Cell::kHasCellState) std::copy_n(a_.c + n * H_ + u0, Hs, tape_->c_prev.data() + (trow_ + n) * H_ + u0);
+      }
+    }
+  }
+
+  // This slice's columns of the block's projection, for my rows (contiguous over the block's steps when
+  // they are all the rows).
+  void project_slice(Index col0, Index Hs) {
+    const Index my_rows = n1_ - n0_;
+    const bool whole_steps = my_rows == a_.batch;
+    for (Index tb = t_lo_; tb < t_lo_ + block_len_; tb += whole_steps ? block_len_ : 1) {
+      const Index count = whole_steps ? block_len_ * a_.batch : my_rows;
+      project_columns(w_, a_.x + (tb * a_.batch + n0_) * w_.input_size, count, col0, G * Hs, xg_row(tb, n0_) + col0,
+                      backwards_);
+    }
+  }
+
+  void run_slice(long k) {
+    const Index u0 = w_.unit_begin[k], Hs = w_.unit_begin[k + 1] - u0, col0 = G * u0;
+    const Index product_cols = Cell::kTwoPhase ? 2 * Hs : G * Hs;
+    const Index my_rows = n1_ - n0_;
+    if (plan_.schedule == StepSchedule::kClaimedSlices) save_slice_state(u0, Hs);
+    if (block_start_ && !backwards_) project_slice(col0, Hs);
+    if (!panel_product(h_cur_ + n0_ * H_out_, my_rows, H_out_, H_out_, w_.hh_slice_panels(k), product_cols, nullptr,
+                       ws_.hg.data() + n0_ * GH_ + col0, GH_, backwards_))
+      ws_.hg.block(n0_, col0, my_rows, product_cols).noalias() =
+          ConstMatrixMap<T>(h_cur_, a_.batch, H_out_).middleRows(n0_, my_rows) * w_.w_hh_t.middleCols(col0, product_cols);
+    if (block_start_ && backwards_) project_slice(col0, Hs);
+    for (Index n = n0_; n < n1_; ++n) cell_row(n, u0, Hs);
+  }
+
+  // The cell's fused pass (its first phase, for a two-phase cell) over one row of one slice.
+  void cell_row(Index n, Index u0, Index Hs) {
+    const Index SH = S_ * H_, col0 = G * u0;
+    T* gates = kTraining ? tape_->gates.data() + (trow_ + n) * SH + S_ * u0 : ws_.gates.data() + n * SH + S_ * u0;
+    T* y_row = a_.y + (trow_ + n) * a_.y_stride;
+    if (!active_(n)) {  // the sequence has ended: it keeps its state and outputs zeros
+      if (kTraining) std::fill(gates, gates + S_ * Hs, T(0));
+      if (!project_) {
+        std::copy(h_cur_ + n * H_ + u0, h_cur_ + n * H_ + u0 + Hs, h_next_ + n * H_ + u0);
+        std::fill(y_row + u0, y_row + u0 + Hs, T(0));
+      }
+      return;
+    }
+    row_.units = Hs;
+    row_.xg = xg_row(t_, n) + col0;
+    row_.hg = ws_.hg.data() + n * GH_ + col0;
+    row_.bias_h = w_.bias_h.data() + col0;
+    row_.h_prev = h_cur_ + n * H_out_ + u0;
+    row_.c = Cell::kHasCellState ? a_.c + n * H_ + u0 : nullptr;
+    row_.gates = gates;
+    row_.h = project_ ? ws_.m.data() + n * H_ + u0 : h_next_ + n * H_out_ + u0;
+    row_.rh = ws_.m.data() + n * H_ + u0;
+    row_.peephole = w_.peephole ? w_.peep.data() + 3 * u0 : nullptr;
+    if constexpr (Cell::kTwoPhase) {
+      Cell::forward_row_first(row_);
+    } else {
+      Cell::forward_row(row_);
+      if (!project_) std::copy(row_.h, row_.h + Hs, y_row + u0);
+    }
+  }
+
+  void run_my_slices() {
+    for (long j = 0; j < k1_ - k0_; ++j) run_slice(backwards_ ? k1_ - 1 - j : k0_ + j);
+  }
+
+  // My slices first, then any that another member has not claimed yet, each list in the sweep's order.
+  void claimed_step(Index s) {
+    const long K = w_.slices(), mine = k1_ - k0_, others = K - mine;
+    for (long i = 0; i < K; ++i) {
+      const long j = plan_.claim_others_first ? (i + mine) % K : i;
+      long k;
+      if (j < mine)
+        k = backwards_ ? k1_ - 1 - j : k0_ + j;
+      else
+        k = (k1_ + (backwards_ ? others - 1 - (j - mine) : j - mine)) % K;
+      if (team_.claims->claim(static_cast<int>(k), s)) {
+        run_slice(k);
+        team_.claims->finish();
+      }
+    }
+    team_.claims->wait_step(s);
+  }
+
+  void step_at_barrier() {
+    save_state_columns();
+    run_my_slices();
+    if constexpr (Cell::kTwoPhase) {
+      team_.sync();  // every unit's r ⊙ h is in ws.m
+      candidate_phase();
+    }
+    if (project_) {
+      team_.sync();  // every unit's o ⊙ tanh(c) is in ws.m
+      project_output();
+    }
+    team_.sync();
+  }
+
+  // Reset-before GRU, second phase: the candidate's product U_n (r ⊙ h), then the rest of the cell.
+  void candidate_phase() {
+    for (long k = k0_; k < k1_; ++k) {
+      const Index u0 = w_.unit_begin[k], Hs = w_.unit_begin[k + 1] - u0, col0 = G * u0;
+      // The n gate's panels start at panel 2*Hs/16 of the slice when Hs fills whole panels.
+      const T* n_panels = w_.hh_slice_panels(k);
+      if (n_panels) n_panels += (2 * Hs / kPanelWidth) * H_ * kPanelWidth;
+      if (Hs % kPanelWidth != 0 || !panel_product(ws_.m.data(), a_.batch, H_, H_, n_panels, Hs, nullptr,
+                                                  ws_.hg.data() + col0 + 2 * Hs, GH_))
+        ws_.hg.middleCols(col0 + 2 * Hs, Hs).noalias() = ws_.m * w_.w_hh_t.middleCols(col0 + 2 * Hs, Hs);
+      for (Index n = 0; n < a_.batch; ++n) {
+        if (!active_(n)) continue;
+        row_.units = Hs;
+        row_.xg = xg_row(t_, n) + col0;
+        row_.hg = ws_.hg.data() + n * GH_ + col0;
+        row_.bias_h = w_.bias_h.data() + col0;
+        row_.h_prev = h_cur_ + n * H_ + u0;
+        row_.gates = kTraining ? tape_->gates.data() + (trow_ + n) * S_ * H_ + S_ * u0
+                               : ws_.gates.data() + n * S_ * H_ + S_ * u0;
+        row_.h = h_next_ + n * H_ + u0;
+        Cell::forward_row(row_);
+        std::copy(row_.h, row_.h + Hs, a_.y + (trow_ + n) * a_.y_stride + u0);
+      }
+    }
+  }
+
+  // LSTM with projection: h' = (o ⊙ tanh(c')) · W_hrᵀ, my columns.
+  void project_output() {
+    MatrixMap<T> h_next_mat(h_next_, a_.batch, H_out_);
+    for_my_chunks(team_, H_out_, kColumnChunk, [&](Index c0, Index width) {
+      h_next_mat.middleCols(c0, width).noalias() = ws_.m * w_.w_hr_t.middleCols(c0, width);
+    });
+    if (q1_ <= q0_) return;
+    for (Index n = 0; n < a_.batch; ++n) {
+      T* y_row = a_.y + (trow_ + n) * a_.y_stride;
+      if (active_(n)) {
+        std::copy(h_next_ + n * H_out_ + q0_, h_next_ + n * H_out_ + q1_, y_row + q0_);
+      } else {
+        std::copy(h_cur_ + n * H_out_ + q0_, h_cur_ + n * H_out_ + q1_, h_next_ + n * H_out_ + q0_);
+        std::fill(y_row + q0_, y_row + q1_, T(0));
+      }
+    }
+  }
+
+  const Team& team_;
+  const LayerPlan& plan_;
+  const LayerWeights<T>& w_;
+  const LayerCall<T>& a_;
+  LayerTape<T>* tape_;
+  LayerWorkspace<T>& ws_;
+  const Index H_, H_out_, GH_, S_;
+  const bool project_;
+  long k0_ = 0, k1_ = 0, q0_ = 0, q1_ = 0, n0_ = 0, n1_ = 0;  // my slices, columns and rows
+  ActiveRows active_;
+  T* h_cur_;
+  T* h_next_;
+  Index t_lo_ = 0, block_len_;  // the projection block at hand
+  // The step at hand.
+  Index t_ = 0, trow_ = 0;
+  bool block_start_ = false, backwards_ = false;
+  CellRow<T> row_;
+};
+
+}  // namespace fusedrnn

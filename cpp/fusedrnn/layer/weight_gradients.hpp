@@ -1,0 +1,132 @@
+// The products over all T*N rows after backward's time loop: the gradient of the layer input and of every
+// weight, each member its share, and the weights' gradients back in PyTorch's row order.
+#pragma once
+
+#include <algorithm>
+
+#include "fusedrnn/layer/plan.hpp"
+#include "fusedrnn/layer/workspace.hpp"
+
+namespace fusedrnn {
+
+template <typename Cell, typename T>
+class WeightGradients {
+ public:
+  static constexpr Index G = Cell::kGates;
+
+  // k0, k1: the slices whose weight rows this member sums.
+  WeightGradients(const Team& team, const LayerWeights<T>& w, const LayerGradCall<T>& call, const LayerTape<T>& tape,
+                  LayerWorkspace<T>& ws, long k0, long k1)
+      : team_(team), w_(w), a_(call), tape_(tape), ws_(ws), k0_(k0), k1_(k1), H_(w.hidden_size),
+        GH_(G * w.hidden_size), rows_(call.steps * call.batch), project_(w.proj_size > 0),
+        dg_hid_(Cell::kSeparateHiddenGrad ? ws.dg_hid : ws.dg_in) {}
+
+  void run() {
+    long r0, r1;
+    team_.share(rows_, 4, r0, r1);
+    for_my_chunks(team_, rows_, kRowChunk, [&](Index c0, Index count) {
+      MatrixMap<T>(a_.dx, rows_, w_.input_size).middleRows(c0, count).noalias() =
+          ws_.dg_in.middleRows(c0, count) * w_.w_ih;
+    });
+    if (project_ || Cell::kTwoPhase) mixed_rows(r0, r1);
+    team_.sync();
+    if (project_)
+      for_my_chunks(team_, w_.proj_size, kColumnChunk, [&](Index p0, Index count) {
+        MatrixMap<T>(a_.grads.w_hr, w_.proj_size, H_).middleRows(p0, count).noalias() =
+            ws_.dh_out.middleCols(p0, count).transpose() * ws_.rows_h;
+      });
+    for (long k = k0_; k < k1_ && !team_.stopping(); ++k) {
+      slice_products(k);
+      unpack_slice(k);
+    }
+    team_.sync();
+  }
+
+ private:
+  // Per-row inputs of the weight gradients that mix units of several slices, rows [r0, r1).
+  void mixed_rows(long r0, long r1) {
+    const Index S = Cell::saved_gates(w_);
+    for (long r = r0; r < r1; ++r) {
+      const T* gates = tape_.gates.data() + r * S * H_;
+      for (Index k = 0; k < w_.slices(); ++k) {
+        const Index u0 = w_.unit_begin[k], Hs = w_.unit_begin[k + 1] - u0;
+        const T* gk = gates + S * u0;
+        auto out = ws_.rows_h.row(r).segment(u0, Hs).array().transpose();
+        if (project_) {  // o ⊙ tanh(f ⊙ c_prev + i ⊙ g)
+          ConstVec<T> i(gk, Hs), f(gk + Hs, Hs), gg(gk + 2 * Hs, Hs), o(gk + 3 * Hs, Hs);
+          out = o * (f * ConstVec<T>(tape_.c_prev.data() + r * H_ + u0, Hs) + i * gg).tanh();
+        } else {  // reset-before GRU: r ⊙ h_prev
+          out = ConstVec<T>(gk, Hs) * ConstVec<T>(tape_.h_prev.data() + r * H_ + u0, Hs);
+        }
+      }
+    }
+  }
+
+  // Slice k's rows of grad_ih and grad_hh (packed order): sums over all rows, taken kGradientRows at a
+  // time so that a stop is seen within a chunk.
+  void slice_products(long k) {
+    const Index u0 = w_.unit_begin[k], Hs = w_.unit_begin[k + 1] - u0, col0 = G * u0, width = G * Hs;
+    const ConstMatrixMap<T> x_all(a_.x, rows_, w_.input_size);
+    const ConstMatrixMap<T> h_prev_all(tape_.h_prev.data(), rows_, w_.output_size);
+    auto grad_ih = ws_.grad_ih.block(0, 0, GH_, w_.input_size).middleRows(col0, width);
+    // Reset-before GRU: the candidate's rows of grad_hh come from r ⊙ h_prev instead.
+    const Index hidden_width = Cell::kTwoPhase ? 2 * Hs : width;
+    auto grad_hh = ws_.grad_hh.middleRows(col0, hidden_width);
+    auto grad_hn = ws_.grad_hh.middleRows(col0 + 2 * Hs, Cell::kTwoPhase ? Hs : 0);
+    for (Index r0 = 0; r0 < rows_ && !team_.stopping(); r0 += kGradientRows) {
+      const Index count = std::min(kGradientRows, rows_ - r0);
+      auto dg_ih = ws_.dg_in.block(r0, col0, count, width);
+      auto dg_hh = dg_hid_.block(r0, col0, count, hidden_width);
+      if (r0 == 0) {
+        grad_ih.noalias() = dg_ih.transpose() * x_all.middleRows(r0, count);
+        grad_hh.noalias() = dg_hh.transpose() * h_prev_all.middleRows(r0, count);
+      } else {
+        grad_ih.noalias() += dg_ih.transpose() * x_all.middleRows(r0, count);
+        grad_hh.noalias() += dg_hh.transpose() * h_prev_all.middleRows(r0, count);
+      }
+      if constexpr (Cell::kTwoPhase) {
+        auto dg_n = ws_.dg_in.block(r0, col0 + 2 * Hs, count, Hs);
+        if (r0 == 0)
+          grad_hn.noalias() = dg_n.transpose() * ws_.rows_h.middleRows(r0, count);
+        else
+          grad_hn.noalias() += dg_n.transpose() * ws_.rows_h.middleRows(r0, count);
+      }
+    }
+  }
+
+  // Slice k's rows back to PyTorch's row order, with the bias gradients. Those are column sums, taken row
+  // after row (the rows are contiguous) into an Eigen-owned row, so the summation order, and the last
+  // bit, never depends on where a buffer sits.
+  void unpack_slice(long k) {
+    const Index u0 = w_.unit_begin[k], Hs = w_.unit_begin[k + 1] - u0, col0 = G * u0, width = G * Hs;
+    const LayerGrads<T>& g = a_.grads;
+    RowVector<T> sum_in = RowVector<T>::Zero(width), sum_hid = RowVector<T>::Zero(width);
+    for (Index r = 0; r < rows_; ++r) sum_in += ws_.dg_in.row(r).segment(col0, width);
+    if (Cell::kSeparateHiddenGrad && !Cell::kTwoPhase)
+      for (Index r = 0; r < rows_; ++r) sum_hid += dg_hid_.row(r).segment(col0, width);
+    else  // reset-before: b_hn sits outside r ⊙ (...), so every b_hh block sees the input side's gradient
+      sum_hid = sum_in;
+    for (Index p = col0; p < col0 + width; ++p) {
+      const Index dst = w_.perm[static_cast<std::size_t>(p)];
+      std::copy(ws_.grad_ih.row(p).data(), ws_.grad_ih.row(p).data() + w_.input_size, g.w_ih + dst * w_.input_size);
+      std::copy(ws_.grad_hh.row(p).data(), ws_.grad_hh.row(p).data() + w_.output_size, g.w_hh + dst * w_.output_size);
+      if (g.b_ih) g.b_ih[dst] = sum_in[p - col0];
+      if (g.b_hh) g.b_hh[dst] = sum_hid[p - col0];
+    }
+    if (g.peephole)  // slice k's p_i, p_f, p_o at 3*u0 -> PyTorch-style [p_i; p_f; p_o]
+      for (Index j = 0; j < 3; ++j)
+        for (Index u = 0; u < Hs; ++u) g.peephole[j * H_ + u0 + u] = ws_.peephole_grad(0, 3 * u0 + j * Hs + u);
+  }
+
+  const Team& team_;
+  const LayerWeights<T>& w_;
+  const LayerGradCall<T>& a_;
+  const LayerTape<T>& tape_;
+  LayerWorkspace<T>& ws_;
+  const long k0_, k1_;
+  const Index H_, GH_, rows_;
+  const bool project_;
+  const ScratchMatrix<T>& dg_hid_;
+};
+
+}  // namespace fusedrnn
