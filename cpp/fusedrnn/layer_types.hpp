@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "fusedrnn/buffer.hpp"
+#include "fusedrnn/kernels/packing.hpp"
 #include "fusedrnn/shapes.hpp"
 
 namespace fusedrnn {
@@ -41,10 +42,10 @@ struct LayerWeights {
   // The same weights packed for the panel products (panels.hpp): w_ihᵀ's columns in panels; each
   // slice's columns of w_hh_t in panels of its own, slice k at panel_begin[k] (forward); W_hh's columns
   // in panels (backward: dh = dg · W_hh).
-  std::vector<T> ih_panels;
-  std::vector<T> hh_panels;
+  PackedVector<T> ih_panels;
+  PackedVector<T> hh_panels;
   std::vector<Index> panel_begin;  // [K]
-  std::vector<T> hh_t_panels;
+  PackedVector<T> hh_t_panels;
 
   Index slices() const { return static_cast<Index>(unit_begin.size()) - 1; }
   // Slice k's panels of w_hh_t; nullptr where no panels are built (double, and builds without the
