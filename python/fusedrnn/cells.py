@@ -173,22 +173,24 @@ class _CellBase(_Recurrent):
     def _step(self, x: Any, state: Any, state_name: str) -> Any:
         fast = self._fast_arrays(x, state)
         x_core, h0, c0, layout = fast if fast is not None else self._prepare(x, state, state_name)
-        self._begin_call()
+        runtime = self._runtime
+        runtime.begin_call()
         try:
-            _, h, c = self._stack.forward(x_core, h0, c0, None)
+            _, h, c = runtime.stack.forward(x_core, h0, c0, None)
         finally:
-            self._end_call()
+            runtime.end_call()
         return self._public_state(h, c, layout)
 
     def record(self, x: Any, state: Any = None) -> Tape:
         """One step that keeps what ``Tape.backward`` needs: ``tape.output`` is the new h,
         ``tape.state`` what the call returns."""
         x_core, h0, c0, layout = self._prepare(x, state, "state")
-        version = self._begin_call()
+        runtime = self._runtime
+        version = runtime.begin_call()
         try:
-            _, h, c, saved = self._stack.forward_train(x_core, h0, c0, None, None)
+            _, h, c, saved = runtime.stack.forward_train(x_core, h0, c0, None, None)
         finally:
-            self._end_call()
+            runtime.end_call()
         new_state = self._public_state(h, c, layout)
         output = new_state[0] if self._has_cell_state else new_state
         return Tape(self, saved, version, output, new_state, None, layout)
@@ -218,12 +220,13 @@ class _CellBase(_Recurrent):
                     f"got {v.describe(grad_state)}"
                 )
             gh = self._grad_array("grad_state", grad_state, shape, kernel_shape)
-        self._begin_call()
+        runtime = self._runtime
+        runtime.begin_call()
         try:
             self._check_tape(tape)
-            gx, gh0, gc0, grads = self._stack.backward(tape._saved, gy, gh, gc)
+            gx, gh0, gc0, grads = runtime.stack.backward(tape._saved, gy, gh, gc)
         finally:
-            self._end_call()
+            runtime.end_call()
         params = dict(zip(self._names, grads))
         return Gradients(gx.reshape(layout.x_shape), self._public_state(gh0, gc0, layout), params)
 

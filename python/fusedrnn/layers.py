@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import copy
 import math
-import threading
 import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from . import _core
 from . import _validation as v
 from ._config import StackConfig
+from ._runtime import Runtime
 
 if TYPE_CHECKING:
     from .stream import Stream
@@ -162,7 +161,7 @@ class _Recurrent:
             params[name] = arr
         self._params = params
         self._setup_runtime()
-        self._upload_if_idle()
+        self._runtime.upload_if_idle()
 
     def _param_names(self, stack_names: list[str]) -> list[str]:
         """The parameters' names, given the stack's (``StackConfig.param_names()``, PyTorch's layer names)."""
@@ -181,33 +180,17 @@ class _Recurrent:
         return f"{type(self).__name__}({', '.join(args)})"
 
     def _setup_runtime(self) -> None:
-        c = self._config
-        self._stack = _core.Stack(
-            c.cell,
-            c.input_size,
-            c.hidden_size,
-            c.num_layers,
-            c.bias,
-            c.bidirectional,
-            c.proj_size,
-            c.linear_before_reset,
-            self._dtype == np.float64,
-            residual=c.residual,
-            peephole=c.peephole,
-            clip=c.clip,
-            input_forget=c.input_forget,
-            hard_gates=c.hard_gates,
-        )
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._active = 0
-        self._dirty = True
-        self._version = 0
+        weights = [self._params[name] for name in self._names]
+        self._runtime = Runtime(self._config, self._dtype == np.float64, weights)
+
+    @property
+    def _stack(self) -> Any:
+        """The compiled stack (``_core.Stack``)."""
+        return self._runtime.stack
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_stack", "_lock", "_cond", "_active", "_dirty", "_version"):
-            state.pop(key, None)
+        state.pop("_runtime", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -220,7 +203,7 @@ class _Recurrent:
 
     def __copy__(self) -> _Recurrent:
         state = self.__getstate__()
-        with self._lock:  # not torn by a concurrent load_state_dict
+        with self._runtime.lock:  # not torn by a concurrent load_state_dict
             state["_params"] = {name: arr.copy() for name, arr in self._params.items()}
         state["_rng"] = copy.deepcopy(self._rng)
         clone = type(self).__new__(type(self))
@@ -232,7 +215,7 @@ class _Recurrent:
         memo[id(self)] = clone
         # Through memo, arrays copied along with the model (an optimizer's references to its parameters)
         # stay the copy's parameters.
-        with self._lock:
+        with self._runtime.lock:
             state = copy.deepcopy(self.__getstate__(), memo)
         clone.__setstate__(state)
         return clone
@@ -256,9 +239,7 @@ class _Recurrent:
     def _mark_weights_changed(self) -> None:
         """Declare the parameter arrays changed: the compiled stack's copy is refreshed before the next
         call, and tapes recorded before now refuse to run backward."""
-        with self._lock:
-            self._dirty = True
-            self._version += 1
+        self._runtime.mark_changed()
 
     def num_parameters(self) -> int:
         """The number of scalar parameters."""
@@ -289,7 +270,7 @@ class _Recurrent:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of the parameters, with PyTorch's names, shapes and order."""
-        with self._lock:
+        with self._runtime.lock:
             return {name: arr.copy() for name, arr in self._params.items()}
 
     def load_state_dict(
@@ -337,46 +318,18 @@ class _Recurrent:
             arr = v.as_real_array(f"state_dict[{name!r}]", state_dict[name])
             v.check_shape(f"state_dict[{name!r}]", arr, expected[name])
             staged[name] = v.convert(arr, self._dtype)
-        with self._lock:
+        with self._runtime.changing():
             for name, arr in staged.items():
                 np.copyto(self._params[name], arr)
-            self._dirty = True
-            self._version += 1
-        self._upload_if_idle()
+        self._runtime.upload_if_idle()
         return IncompatibleKeys(missing, unexpected)
 
     # -- calling the compiled stack ----------------------------------------------------------------
 
-    def _upload_if_idle(self) -> None:
-        """Pack changed weights into the compiled stack now, unless calls are running (then the next call
-        does it): loading weights, not the first call after, pays for packing them."""
-        with self._lock:
-            if self._dirty and not self._active:
-                self._stack.set_weights([self._params[name] for name in self._names])
-                self._dirty = False
-
-    def _begin_call(self) -> int:
-        """Hold the compiled stack for one call, after uploading changed weights (waiting for the calls
-        in flight to finish first); returns the weights' version. Pair with ``_end_call``."""
-        with self._lock:
-            while self._dirty and self._active:
-                self._cond.wait()
-            if self._dirty:
-                self._stack.set_weights([self._params[name] for name in self._names])
-                self._dirty = False
-            self._active += 1
-            return self._version
-
-    def _end_call(self) -> None:
-        with self._lock:
-            self._active -= 1
-            if self._active == 0:
-                self._cond.notify_all()
-
     def _check_tape(self, tape: Tape) -> None:
         if tape._owner is not self:
             raise ValueError("this tape was recorded by another model")
-        if tape._version != self._version:
+        if tape._version != self._runtime.version:
             raise RuntimeError(
                 f"{type(self).__name__}'s weights changed after this tape was recorded "
                 "(load_state_dict or an in-place update): record again"
@@ -676,11 +629,12 @@ class RNNBase(_Recurrent):
 
     def _forward(self, x: Any, state: Any, lengths: Any, state_name: str) -> tuple[np.ndarray, Any]:
         x_tm, h0, c0, lens, layout = self._prepare(x, state, lengths, state_name)
-        self._begin_call()
+        runtime = self._runtime
+        runtime.begin_call()
         try:
-            y, h, c = self._stack.forward(x_tm, h0, c0, lens)
+            y, h, c = runtime.stack.forward(x_tm, h0, c0, lens)
         finally:
-            self._end_call()
+            runtime.end_call()
         return layout.seq_out(y), self._public_state(h, c, layout)
 
     def _draw_dropout_masks(self, steps: int, batch: int) -> list[np.ndarray] | None:
@@ -702,13 +656,14 @@ class RNNBase(_Recurrent):
         between layers) applies here, with masks drawn from the model's generator (``Tape.dropout_masks``).
         Arguments as for a call; ``tape.output`` and ``tape.state`` are what the call returns."""
         x_tm, h0, c0, lens, layout = self._prepare(x, state, lengths, "state", training=True)
-        with self._lock:
+        runtime = self._runtime
+        with runtime.lock:
             masks = self._draw_dropout_masks(layout.steps, layout.batch)
-        version = self._begin_call()
+        version = runtime.begin_call()
         try:
-            y, h, c, saved = self._stack.forward_train(x_tm, h0, c0, lens, masks)
+            y, h, c, saved = runtime.stack.forward_train(x_tm, h0, c0, lens, masks)
         finally:
-            self._end_call()
+            runtime.end_call()
         return Tape(self, saved, version, layout.seq_out(y), self._public_state(h, c, layout), masks, layout)
 
     def stream(self, batch_size: int | None = None, state: Any = None) -> Stream:
@@ -754,12 +709,13 @@ class RNNBase(_Recurrent):
             self._backward_bytes(steps, batch),
             lambda: f"backward of a tape of {steps} steps and {batch} sequences",
         )
-        self._begin_call()
+        runtime = self._runtime
+        runtime.begin_call()
         try:
             self._check_tape(tape)
-            gx, gh0, gc0, grads = self._stack.backward(tape._saved, gy_tm, gh, gc)
+            gx, gh0, gc0, grads = runtime.stack.backward(tape._saved, gy_tm, gh, gc)
         finally:
-            self._end_call()
+            runtime.end_call()
         params = dict(zip(self._names, grads))
         return Gradients(layout.seq_out(gx), self._public_state(gh0, gc0, layout), params)
 
@@ -894,7 +850,7 @@ class LSTM(RNNBase):
                     name = c.layer_param_names(layer, direction)["bias_ih"]
                     self._params[name][h : 2 * h] += self._dtype.type(forget_bias)
             self._mark_weights_changed()
-            self._upload_if_idle()
+            self._runtime.upload_if_idle()
 
     def __call__(
         self, x: Any, state: Any = None, lengths: Any = None

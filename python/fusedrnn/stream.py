@@ -67,7 +67,7 @@ class Stream(_core.StreamBase):
         self._batch = 1 if batch_size is None else v.check_int("batch_size", batch_size, 1)
         self._x_shape = (layer.input_size,) if self._unbatched else (self._batch, layer.input_size)
         self._has_c = layer._has_cell_state
-        super().__init__(layer._stack, layer, list(self._x_shape))
+        super().__init__(layer._runtime.stack, layer._runtime, list(self._x_shape))
         self.reset(state)
 
     # -- state ---------------------------------------------------------------------------------------
