@@ -22,10 +22,12 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 from . import _threads, analysis, optim, reference
+from ._model import IncompatibleKeys
+from ._tape import Gradients, Tape
 from ._threads import get_num_threads, set_num_threads, thread_limit
 from .cells import GRUCell, LSTMCell, RNNCell
 from .interop import from_keras, from_onnx, from_torch, load, save, to_onnx, to_torch
-from .layers import GRU, LSTM, RNN, Gradients, IncompatibleKeys, RNNBase, Tape
+from .layers import GRU, LSTM, RNN, RNNBase
 
 __all__ = [
     "RNN",
