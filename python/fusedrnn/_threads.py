@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from . import _core
 from . import _validation as v
+from ._version import __version__
 
 ENVIRONMENT_VARIABLES = ("FUSEDRNN_NUM_THREADS", "OMP_NUM_THREADS")
 
@@ -99,8 +100,6 @@ def register_threadpoolctl_controller() -> None:
             set_num_threads(num_threads)
 
         def get_version(self) -> str:
-            from . import __version__
-
             return __version__
 
     threadpoolctl.register(FusedrnnController)

@@ -20,26 +20,19 @@ import numpy as np
 
 from . import _validation as v
 from ._config import StackConfig
-from .layers import Gradients, Tape, _Recurrent
+from ._model import _Recurrent
+from ._state import StepLayout
+from ._tape import Tape
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell"]
 
 
-class _CellLayout:
-    __slots__ = ("unbatched", "batch", "x_shape")
-
-    def __init__(self, unbatched: bool, batch: int, x_shape: tuple[int, ...]) -> None:
-        self.unbatched = unbatched
-        self.batch = batch
-        self.x_shape = x_shape
-
-    def out(self, a: np.ndarray) -> np.ndarray:
-        """(1, N, F) kernel array -> (N, F), or (F,) unbatched."""
-        return a[0, 0] if self.unbatched else a[0]
-
-
 class _CellBase(_Recurrent):
     """What the three cells share: a one-step, one-layer compiled stack."""
+
+    _pair_kind = "an LSTMCell"
+    _state_labels = ("h", "c")
+    _gradient_labels = ("grad_h", "grad_c")
 
     def __init__(
         self,
@@ -65,10 +58,6 @@ class _CellBase(_Recurrent):
 
     def _size_text(self) -> str:
         return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size})"
-
-    @property
-    def _has_cell_state(self) -> bool:
-        return self._config.has_cell_state
 
     def _extra_repr(self) -> list[str]:
         return []
@@ -105,42 +94,19 @@ class _CellBase(_Recurrent):
             batch * (c.input_size + c.gates * c.hidden_size) * self._dtype.itemsize,
             lambda: f"a call on x of shape {tuple(arr.shape)}",
         )
-        layout = _CellLayout(unbatched, batch, tuple(arr.shape))
+        layout = StepLayout(unbatched, batch, tuple(arr.shape))
         x_core = v.convert(arr.reshape(1, batch, self.input_size), self._dtype)
-        h0 = c0 = None
-        if self._has_cell_state:
-            if state is not None:
-                if not isinstance(state, (tuple, list)) or len(state) != 2:
-                    raise TypeError(
-                        f"{state_name} must be a tuple (h, c) for an LSTMCell (or None), "
-                        f"got {v.describe(state)}"
-                    )
-                h0 = self._state_array(f"{state_name}[0] (h)", state[0], layout)
-                c0 = self._state_array(f"{state_name}[1] (c)", state[1], layout)
-        elif state is not None:
-            if isinstance(state, tuple):
-                raise TypeError(
-                    f"{state_name} must be one array h for {type(self).__name__} (not a tuple), "
-                    f"got {v.describe(state)}"
-                )
-            h0 = self._state_array(state_name, state, layout)
+        h0, c0 = self._state_arrays(state_name, state, layout)
         return x_core, h0, c0, layout
 
-    def _state_shape(self, layout: _CellLayout) -> tuple[int, ...]:
-        return (self.hidden_size,) if layout.unbatched else (layout.batch, self.hidden_size)
+    def _state_shapes(self, layout: StepLayout) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        shape = (self.hidden_size,) if layout.unbatched else (layout.batch, self.hidden_size)
+        return shape, shape
 
-    def _state_array(self, name: str, value: Any, layout: _CellLayout) -> np.ndarray | None:
-        if value is None:
-            return None
-        arr = v.as_real_array(name, value)
-        shape = self._state_shape(layout)
-        v.check_shape(name, arr, shape, "(hidden_size,)" if layout.unbatched else "(N, hidden_size)")
-        return v.convert(arr.reshape(1, layout.batch, self.hidden_size), self._dtype)
-
-    def _public_state(self, h: np.ndarray, c: np.ndarray | None, layout: _CellLayout) -> Any:
-        if self._has_cell_state:
-            return layout.out(h), layout.out(c)
-        return layout.out(h)
+    def _state_meaning(self, layout: StepLayout, gradient: bool) -> str:
+        if gradient:
+            return "(the shape of the state)"
+        return "(hidden_size,)" if layout.unbatched else "(N, hidden_size)"
 
     # -- running -----------------------------------------------------------------------------------
 
@@ -168,73 +134,32 @@ class _CellBase(_Recurrent):
         core = (1, batch, self.hidden_size)
         h0 = parts[0].reshape(core) if parts else None
         c0 = parts[1].reshape(core) if len(parts) == 2 else None
-        return x.reshape(1, batch, width), h0, c0, _CellLayout(False, batch, x.shape)
+        return x.reshape(1, batch, width), h0, c0, StepLayout(False, batch, x.shape)
 
     def _step(self, x: Any, state: Any, state_name: str) -> Any:
         fast = self._fast_arrays(x, state)
         x_core, h0, c0, layout = fast if fast is not None else self._prepare(x, state, state_name)
-        self._begin_call()
+        runtime = self._runtime
+        runtime.begin_call()
         try:
-            _, h, c = self._stack.forward(x_core, h0, c0, None)
+            _, h, c = runtime.stack.forward(x_core, h0, c0, None)
         finally:
-            self._end_call()
+            runtime.end_call()
         return self._public_state(h, c, layout)
 
     def record(self, x: Any, state: Any = None) -> Tape:
         """One step that keeps what ``Tape.backward`` needs: ``tape.output`` is the new h,
         ``tape.state`` what the call returns."""
         x_core, h0, c0, layout = self._prepare(x, state, "state")
-        version = self._begin_call()
+        runtime = self._runtime
+        version = runtime.begin_call()
         try:
-            _, h, c, saved = self._stack.forward_train(x_core, h0, c0, None, None)
+            _, h, c, saved = runtime.stack.forward_train(x_core, h0, c0, None, None)
         finally:
-            self._end_call()
+            runtime.end_call()
         new_state = self._public_state(h, c, layout)
         output = new_state[0] if self._has_cell_state else new_state
         return Tape(self, saved, version, output, new_state, None, layout)
-
-    def _tape_backward(self, tape: Tape, grad_output: Any, grad_state: Any) -> Gradients:
-        self._check_tape(tape)
-        layout: _CellLayout = tape._layout
-        shape = self._state_shape(layout)
-        kernel_shape = (1, layout.batch, self.hidden_size)
-        gy = v.as_real_array("grad_output", grad_output)
-        v.check_shape("grad_output", gy, shape, "(the shape of tape.output)")
-        gy = v.convert(gy.reshape(kernel_shape), self._dtype)
-        gh = gc = None
-        if self._has_cell_state:
-            if grad_state is not None:
-                if not isinstance(grad_state, (tuple, list)) or len(grad_state) != 2:
-                    raise TypeError(
-                        "grad_state must be a tuple (grad_h, grad_c) for an LSTMCell (either may be None), "
-                        f"got {v.describe(grad_state)}"
-                    )
-                gh = self._grad_array("grad_state[0]", grad_state[0], shape, kernel_shape)
-                gc = self._grad_array("grad_state[1]", grad_state[1], shape, kernel_shape)
-        elif grad_state is not None:
-            if isinstance(grad_state, tuple):
-                raise TypeError(
-                    f"grad_state must be one array for {type(self).__name__} (not a tuple), "
-                    f"got {v.describe(grad_state)}"
-                )
-            gh = self._grad_array("grad_state", grad_state, shape, kernel_shape)
-        self._begin_call()
-        try:
-            self._check_tape(tape)
-            gx, gh0, gc0, grads = self._stack.backward(tape._saved, gy, gh, gc)
-        finally:
-            self._end_call()
-        params = dict(zip(self._names, grads))
-        return Gradients(gx.reshape(layout.x_shape), self._public_state(gh0, gc0, layout), params)
-
-    def _grad_array(
-        self, name: str, value: Any, shape: tuple[int, ...], kernel_shape: tuple[int, ...]
-    ) -> np.ndarray | None:
-        if value is None:
-            return None
-        arr = v.as_real_array(name, value)
-        v.check_shape(name, arr, shape, "(the shape of the state)")
-        return v.convert(arr.reshape(kernel_shape), self._dtype)
 
 
 class RNNCell(_CellBase):

@@ -21,407 +21,27 @@ unbatched, the N axis is absent. ``lengths`` gives PyTorch's packed-sequence sem
 
 from __future__ import annotations
 
-import copy
 import math
-import threading
 import warnings
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from . import _core
 from . import _validation as v
 from ._config import StackConfig
+from ._model import IncompatibleKeys, _Recurrent
+from ._state import SequenceLayout
+from ._tape import Gradients, Tape
+from .stream import Stream
 
-if TYPE_CHECKING:
-    from .stream import Stream
-
-__all__ = ["RNNBase", "RNN", "LSTM", "GRU", "Tape", "Gradients"]
+__all__ = ["RNNBase", "RNN", "LSTM", "GRU", "Tape", "Gradients", "IncompatibleKeys"]
 
 # The gates' activation of LSTM and GRU: the logistic function, or Keras 3's hard sigmoid
 # relu6(a + 3) / 6 = clip(a / 6 + 1/2, 0, 1) (derivative 1/6 where it is not saturated).
 GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
 
-# A lower bound of the memory each parameter array costs besides its values (the NumPy object, its name
-# and dict entry, the kernels' per-layer structures): about 900 bytes measured. It dominates the cost of
-# a very deep stack of tiny layers.
-_BYTES_PER_ARRAY = 512
 # The kernels' buffer for the input projection, at most (cpp/fusedrnn/layer.hpp, kProjectionBytes).
 _PROJECTION_BYTES = 8 << 20
-
-
-class IncompatibleKeys(NamedTuple):
-    """What ``load_state_dict`` did not match: parameters the mapping lacks (with strict=False they keep
-    their values) and keys that name no parameter (ignored with strict=False). Empty when all matched."""
-
-    missing_keys: list[str]
-    unexpected_keys: list[str]
-
-
-class Gradients:
-    """What ``Tape.backward`` returns.
-
-    input: gradient with respect to the input, the shape of ``x`` (batch_first / unbatched as given).
-    state: with respect to the initial state -- ``(dh0, dc0)`` for an LSTM, ``dh0`` otherwise, in the
-        layout of the state the call accepted (zeros when no state was given).
-    params: with respect to every parameter, a dict keyed and ordered like ``state_dict()``.
-    """
-
-    __slots__ = ("input", "state", "params")
-
-    def __init__(self, input: np.ndarray, state: Any, params: dict[str, np.ndarray]) -> None:
-        self.input = input
-        self.state = state
-        self.params = params
-
-    def __repr__(self) -> str:
-        return f"Gradients(input={self.input.shape}, params=[{', '.join(self.params)}])"
-
-
-class Tape:
-    """A forward pass that keeps what its backward pass needs (made by ``record``).
-
-    output, state: what the call would have returned (for a cell: output is the new h, state what the
-        call returns -- (h, c) for LSTMCell, h otherwise).
-    dropout_masks: the dropout masks this forward used -- None, or a list of L-1 arrays (T, N, D*H_out),
-        time-major whatever ``batch_first`` is, already scaled by 1/(1-p): the input of layer k+1 was
-        layer k's output times ``dropout_masks[k]``.
-    backward(grad_output, grad_state=None) -> Gradients: the gradient of ``sum(output * grad_output) +
-        sum(state * grad_state)``; ``grad_state`` may be None (zero), and for an LSTM ``(gh, gc)`` with
-        either part None. It may be called more than once.
-    """
-
-    def __init__(
-        self,
-        owner: _Recurrent,
-        saved: Any,
-        version: int,
-        output: Any,
-        state: Any,
-        dropout_masks: list[np.ndarray] | None,
-        layout: Any,
-    ) -> None:
-        self._owner = owner
-        self._saved = saved
-        self._version = version
-        self._layout = layout
-        self.output = output
-        self.state = state
-        self.dropout_masks = dropout_masks
-
-    def backward(self, grad_output: Any, grad_state: Any = None) -> Gradients:
-        return self._owner._tape_backward(self, grad_output, grad_state)
-
-    def __repr__(self) -> str:
-        return f"Tape({type(self._owner).__name__}, output shape {np.shape(self.output)})"
-
-
-class _Recurrent:
-    """What layers and cells share: parameters owned as NumPy arrays, their upload to the compiled
-    stack, state_dict / load_state_dict, and safe concurrent use.
-
-    Weight ownership: the layer keeps one C-contiguous array per parameter (``_parameter_arrays()``,
-    PyTorch names). The compiled stack keeps its own packed copy, refreshed before the next call after
-    any change. Code that updates the arrays in place (an optimizer) must call ``_mark_weights_changed()``
-    afterwards; ``load_state_dict`` does so itself.
-
-    Concurrency: any number of calls may run at once (the kernels release the GIL). A re-upload waits
-    until no call is using the stack, and calls wait while it runs.
-
-    Copies (``copy.copy``, ``copy.deepcopy``, pickle) are independent models: their own parameter arrays,
-    random generator (in the same state) and compiled stack.
-    """
-
-    _config: StackConfig
-    _dtype: np.dtype
-    _names: list[str]
-
-    # -- construction ------------------------------------------------------------------------------
-
-    def _init_parameters(self, config: StackConfig, dtype: Any, seed: Any) -> None:
-        self._config = config
-        self._dtype = v.check_dtype(dtype)
-        self._rng = v.make_rng(seed)
-        count = config.num_parameters()
-        # The layer's arrays plus the compiled stack's packed copy, and each array's bookkeeping; checked
-        # from closed forms, before anything is built per layer.
-        v.check_allocation(
-            2 * count * self._dtype.itemsize + config.num_arrays() * _BYTES_PER_ARRAY,
-            lambda: f"{self._size_text()} with {count:,} parameters",
-        )
-        named_shapes = config.param_shapes()
-        self._names = self._param_names([name for name, _ in named_shapes])
-        bound = 1.0 / math.sqrt(config.hidden_size)
-        params: dict[str, np.ndarray] = {}
-        for name, (_, shape) in zip(self._names, named_shapes):
-            # U(-1/sqrt(H), 1/sqrt(H)), PyTorch's default for every parameter.
-            arr = self._rng.random(shape, dtype=self._dtype)
-            arr *= 2 * bound
-            arr -= bound
-            params[name] = arr
-        self._params = params
-        self._setup_runtime()
-        self._upload_if_idle()
-
-    def _param_names(self, stack_names: list[str]) -> list[str]:
-        """The parameters' names, given the stack's (``StackConfig.param_names()``, PyTorch's layer names)."""
-        return stack_names
-
-    def _size_text(self) -> str:
-        """The constructor's size arguments, for the message that refuses them as too large."""
-        c = self._config
-        args = [f"input_size={c.input_size}", f"hidden_size={c.hidden_size}", f"num_layers={c.num_layers}"]
-        if c.bidirectional:
-            args.append("bidirectional=True")
-        if c.proj_size:
-            args.append(f"proj_size={c.proj_size}")
-        if c.peephole:
-            args.append("peephole=True")
-        return f"{type(self).__name__}({', '.join(args)})"
-
-    def _setup_runtime(self) -> None:
-        c = self._config
-        self._stack = _core.Stack(
-            c.cell,
-            c.input_size,
-            c.hidden_size,
-            c.num_layers,
-            c.bias,
-            c.bidirectional,
-            c.proj_size,
-            c.linear_before_reset,
-            self._dtype == np.float64,
-            residual=c.residual,
-            peephole=c.peephole,
-            clip=c.clip,
-            input_forget=c.input_forget,
-            hard_gates=c.hard_gates,
-        )
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._active = 0
-        self._dirty = True
-        self._version = 0
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for key in ("_stack", "_lock", "_cond", "_active", "_dirty", "_version"):
-            state.pop(key, None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._setup_runtime()
-
-    # A copy is an independent model: its own parameter arrays, generator and compiled stack. A plain
-    # shallow copy would share the arrays but not the compiled stack, so loading weights into one model
-    # would change the other's state_dict and not its calls.
-
-    def __copy__(self) -> _Recurrent:
-        state = self.__getstate__()
-        with self._lock:  # not torn by a concurrent load_state_dict
-            state["_params"] = {name: arr.copy() for name, arr in self._params.items()}
-        state["_rng"] = copy.deepcopy(self._rng)
-        clone = type(self).__new__(type(self))
-        clone.__setstate__(state)
-        return clone
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _Recurrent:
-        clone = type(self).__new__(type(self))
-        memo[id(self)] = clone
-        # Through memo, arrays copied along with the model (an optimizer's references to its parameters)
-        # stay the copy's parameters.
-        with self._lock:
-            state = copy.deepcopy(self.__getstate__(), memo)
-        clone.__setstate__(state)
-        return clone
-
-    # -- weights -----------------------------------------------------------------------------------
-
-    @property
-    def dtype(self) -> np.dtype:
-        """The dtype every computation of this model runs in (float32 or float64)."""
-        return self._dtype
-
-    @property
-    def config(self) -> StackConfig:
-        return self._config
-
-    def _parameter_arrays(self) -> dict[str, np.ndarray]:
-        """The live parameter arrays (not copies), for in-place updates; call ``_mark_weights_changed``
-        after changing them."""
-        return self._params
-
-    def _mark_weights_changed(self) -> None:
-        """Declare the parameter arrays changed: the compiled stack's copy is refreshed before the next
-        call, and tapes recorded before now refuse to run backward."""
-        with self._lock:
-            self._dirty = True
-            self._version += 1
-
-    def num_parameters(self) -> int:
-        """The number of scalar parameters."""
-        return sum(int(a.size) for a in self._params.values())
-
-    def summary(self) -> str:
-        """A table of every parameter's name, shape and number of values, then the total, e.g.::
-
-            LSTM(32, 64)
-            parameter       shape       count
-            weight_ih_l0    (256, 32)   8,192
-            ...
-            total                       25,088
-
-        Per layer and direction a cell with G gates (RNN 1, GRU 3, LSTM 4) has
-        ``G*H*(I_k + H_out) + 2*G*H`` values (``I_k`` the layer's input size; biases only with bias=True),
-        plus ``P*H`` with an LSTM projection and ``3*H`` with peepholes: an LSTM holds 4 times as many as
-        a vanilla RNN of the same sizes and a GRU 3 times.
-        """
-        rows = [(name, str(tuple(arr.shape)), f"{arr.size:,}") for name, arr in self._params.items()]
-        rows.append(("total", "", f"{self.num_parameters():,}"))
-        header = ("parameter", "shape", "count")
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
-        lines = [repr(self)]
-        for r in [header, *rows]:
-            lines.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}".rstrip())
-        return "\n".join(lines)
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of the parameters, with PyTorch's names, shapes and order."""
-        with self._lock:
-            return {name: arr.copy() for name, arr in self._params.items()}
-
-    def load_state_dict(
-        self, state_dict: Mapping[str, Any], strict: bool = True, *, prefix: str = ""
-    ) -> IncompatibleKeys:
-        """Set the parameters from a mapping of name -> array (NumPy arrays or torch tensors, any real
-        dtype, any memory layout; converted to this model's dtype).
-
-        strict=True: every parameter must be present and no other key. strict=False: missing names keep
-        their value, unknown ones are ignored. prefix: only the keys that start with it are read, without
-        it (``prefix="rnn."`` loads this layer out of a whole model's state_dict). A misshapen or
-        non-numeric value always raises. Atomic: everything is checked before anything changes, so on
-        error the model is unchanged. Returns ``(missing_keys, unexpected_keys)``, as torch does.
-        """
-        strict = v.check_bool("strict", strict)
-        if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a str, got {v.describe(prefix)}")
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(
-                f"state_dict must be a mapping of parameter name -> array, got {v.describe(state_dict)}"
-            )
-        if prefix:
-            inside = [k for k in state_dict if isinstance(k, str) and k.startswith(prefix)]
-            state_dict = {k[len(prefix) :]: state_dict[k] for k in inside}
-        expected = {name: arr.shape for name, arr in self._params.items()}
-        keys = list(state_dict.keys())
-        missing = [name for name in expected if name not in state_dict]
-        unexpected = [k for k in keys if k not in expected]
-        if strict and (missing or unexpected):
-            parts = []
-            if missing:
-                parts.append(f"missing {', '.join(repr(prefix + name) for name in missing)}")
-            if unexpected:
-                names = [repr(prefix + k) if prefix else repr(k) for k in unexpected]
-                parts.append(f"unexpected {', '.join(names)}")
-            under = f" (keys under prefix {prefix!r})" if prefix else ""
-            raise ValueError(
-                f"state_dict{under} does not match {type(self).__name__}'s parameters: {'; '.join(parts)} "
-                f"(expected exactly {', '.join(expected)})"
-            )
-        staged: dict[str, np.ndarray] = {}
-        for name in expected:
-            if name not in state_dict:
-                continue
-            arr = v.as_real_array(f"state_dict[{name!r}]", state_dict[name])
-            v.check_shape(f"state_dict[{name!r}]", arr, expected[name])
-            staged[name] = v.convert(arr, self._dtype)
-        with self._lock:
-            for name, arr in staged.items():
-                np.copyto(self._params[name], arr)
-            self._dirty = True
-            self._version += 1
-        self._upload_if_idle()
-        return IncompatibleKeys(missing, unexpected)
-
-    # -- calling the compiled stack ----------------------------------------------------------------
-
-    def _upload_if_idle(self) -> None:
-        """Pack changed weights into the compiled stack now, unless calls are running (then the next call
-        does it): loading weights, not the first call after, pays for packing them."""
-        with self._lock:
-            if self._dirty and not self._active:
-                self._stack.set_weights([self._params[name] for name in self._names])
-                self._dirty = False
-
-    def _begin_call(self) -> int:
-        """Hold the compiled stack for one call, after uploading changed weights (waiting for the calls
-        in flight to finish first); returns the weights' version. Pair with ``_end_call``."""
-        with self._lock:
-            while self._dirty and self._active:
-                self._cond.wait()
-            if self._dirty:
-                self._stack.set_weights([self._params[name] for name in self._names])
-                self._dirty = False
-            self._active += 1
-            return self._version
-
-    def _end_call(self) -> None:
-        with self._lock:
-            self._active -= 1
-            if self._active == 0:
-                self._cond.notify_all()
-
-    def _check_tape(self, tape: Tape) -> None:
-        if tape._owner is not self:
-            raise ValueError("this tape was recorded by another model")
-        if tape._version != self._version:
-            raise RuntimeError(
-                f"{type(self).__name__}'s weights changed after this tape was recorded "
-                "(load_state_dict or an in-place update): record again"
-            )
-
-    def _tape_backward(self, tape: Tape, grad_output: Any, grad_state: Any) -> Gradients:
-        raise NotImplementedError
-
-
-class _Layout:
-    """How a call's arrays map onto the kernels' time-major batched ones."""
-
-    __slots__ = ("batch_first", "unbatched", "steps", "batch")
-
-    def __init__(self, batch_first: bool, unbatched: bool, steps: int, batch: int) -> None:
-        self.batch_first = batch_first
-        self.unbatched = unbatched
-        self.steps = steps
-        self.batch = batch
-
-    def seq_out(self, y: np.ndarray) -> np.ndarray:
-        """(T, N, F) kernel layout -> the caller's layout."""
-        if self.unbatched:
-            return y[:, 0, :]
-        if self.batch_first:
-            return np.ascontiguousarray(y.transpose(1, 0, 2))
-        return y
-
-    def seq_in(self, y: np.ndarray) -> np.ndarray:
-        """The caller's layout (already shape-checked) -> (T, N, F) contiguous."""
-        if self.unbatched:
-            return y[:, None, :]
-        if self.batch_first:
-            return np.ascontiguousarray(y.transpose(1, 0, 2))
-        return y
-
-    def state_out(self, s: np.ndarray | None) -> np.ndarray | None:
-        if s is None or not self.unbatched:
-            return s
-        return s[:, 0, :]
-
-    def state_in(self, s: np.ndarray | None) -> np.ndarray | None:
-        if s is None or not self.unbatched:
-            return s
-        return s[:, None, :]
 
 
 class RNNBase(_Recurrent):
@@ -429,6 +49,10 @@ class RNNBase(_Recurrent):
 
     mode: PyTorch's names, "RNN_TANH", "RNN_RELU", "LSTM" or "GRU".
     """
+
+    _pair_kind = "an LSTM"
+    _state_labels = ("h0", "c0")
+    _gradient_labels = ("grad_h_n", "grad_c_n")
 
     def __init__(
         self,
@@ -514,10 +138,6 @@ class RNNBase(_Recurrent):
     def num_directions(self) -> int:
         return self._config.num_directions
 
-    @property
-    def _has_cell_state(self) -> bool:
-        return self._config.has_cell_state
-
     def __repr__(self) -> str:
         args = [str(self.input_size), str(self.hidden_size)]
         if self.num_layers != 1:
@@ -585,26 +205,10 @@ class RNNBase(_Recurrent):
             self._call_bytes(steps, batch, training, dtype),
             lambda: f"{'record' if training else 'a call'} on x of shape {tuple(arr.shape)}",
         )
-        layout = _Layout(self.batch_first, unbatched, steps, batch)
+        layout = SequenceLayout(self.batch_first, unbatched, steps, batch)
         x_tm = v.convert(layout.seq_in(arr), dtype)
 
-        h0_arr = c0_arr = None
-        if self._has_cell_state:
-            if state is not None:
-                if not isinstance(state, (tuple, list)) or len(state) != 2:
-                    raise TypeError(
-                        f"{state_name} must be a tuple (h0, c0) for an LSTM (or None), "
-                        f"got {v.describe(state)}"
-                    )
-                h0_arr = self._state_array(f"{state_name}[0] (h0)", state[0], layout, self._h_shape(layout))
-                c0_arr = self._state_array(f"{state_name}[1] (c0)", state[1], layout, self._c_shape(layout))
-        elif state is not None:
-            if isinstance(state, tuple):
-                raise TypeError(
-                    f"{state_name} must be one array h0 for {type(self).__name__} (not a tuple), "
-                    f"got {v.describe(state)}"
-                )
-            h0_arr = self._state_array(state_name, state, layout, self._h_shape(layout))
+        h0_arr, c0_arr = self._state_arrays(state_name, state, layout)
         lens = v.as_lengths(lengths, batch, steps, unbatched)
         return x_tm, h0_arr, c0_arr, lens, layout
 
@@ -646,41 +250,34 @@ class RNNBase(_Recurrent):
             per_row += max(c.input_size, D * H_out)  # the reverse direction's share of dx
         return steps * batch * per_row * self._dtype.itemsize
 
-    def _h_shape(self, layout: _Layout) -> tuple[int, ...]:
+    def _check_backward_memory(self, steps: int, batch: int) -> None:
+        v.check_allocation(
+            self._backward_bytes(steps, batch),
+            lambda: f"backward of a tape of {steps} steps and {batch} sequences",
+        )
+
+    def _state_shapes(self, layout: SequenceLayout) -> tuple[tuple[int, ...], tuple[int, ...]]:
         c = self._config
         lead = c.num_layers * c.num_directions
-        return (lead, c.output_size) if layout.unbatched else (lead, layout.batch, c.output_size)
+        if layout.unbatched:
+            return (lead, c.output_size), (lead, c.hidden_size)
+        return (lead, layout.batch, c.output_size), (lead, layout.batch, c.hidden_size)
 
-    def _c_shape(self, layout: _Layout) -> tuple[int, ...]:
-        c = self._config
-        lead = c.num_layers * c.num_directions
-        return (lead, c.hidden_size) if layout.unbatched else (lead, layout.batch, c.hidden_size)
-
-    def _state_array(
-        self, name: str, value: Any, layout: _Layout, shape: tuple[int, ...]
-    ) -> np.ndarray | None:
-        if value is None:
-            return None
-        arr = v.as_real_array(name, value)
-        meaning = "(num_layers*num_directions, " + ("" if layout.unbatched else "N, ") + "features)"
-        v.check_shape(name, arr, shape, meaning)
-        return v.convert(layout.state_in(arr), self._dtype)
-
-    def _public_state(self, h: np.ndarray, c: np.ndarray | None, layout: _Layout) -> Any:
-        h_out = layout.state_out(h)
-        if self._has_cell_state:
-            return h_out, layout.state_out(c)
-        return h_out
+    def _state_meaning(self, layout: SequenceLayout, gradient: bool) -> str:
+        if gradient:
+            return "(the shape of the state the tape returned)"
+        return "(num_layers*num_directions, " + ("" if layout.unbatched else "N, ") + "features)"
 
     # -- running -----------------------------------------------------------------------------------
 
     def _forward(self, x: Any, state: Any, lengths: Any, state_name: str) -> tuple[np.ndarray, Any]:
         x_tm, h0, c0, lens, layout = self._prepare(x, state, lengths, state_name)
-        self._begin_call()
+        runtime = self._runtime
+        runtime.begin_call()
         try:
-            y, h, c = self._stack.forward(x_tm, h0, c0, lens)
+            y, h, c = runtime.stack.forward(x_tm, h0, c0, lens)
         finally:
-            self._end_call()
+            runtime.end_call()
         return layout.seq_out(y), self._public_state(h, c, layout)
 
     def _draw_dropout_masks(self, steps: int, batch: int) -> list[np.ndarray] | None:
@@ -702,13 +299,14 @@ class RNNBase(_Recurrent):
         between layers) applies here, with masks drawn from the model's generator (``Tape.dropout_masks``).
         Arguments as for a call; ``tape.output`` and ``tape.state`` are what the call returns."""
         x_tm, h0, c0, lens, layout = self._prepare(x, state, lengths, "state", training=True)
-        with self._lock:
+        runtime = self._runtime
+        with runtime.lock:
             masks = self._draw_dropout_masks(layout.steps, layout.batch)
-        version = self._begin_call()
+        version = runtime.begin_call()
         try:
-            y, h, c, saved = self._stack.forward_train(x_tm, h0, c0, lens, masks)
+            y, h, c, saved = runtime.stack.forward_train(x_tm, h0, c0, lens, masks)
         finally:
-            self._end_call()
+            runtime.end_call()
         return Tape(self, saved, version, layout.seq_out(y), self._public_state(h, c, layout), masks, layout)
 
     def stream(self, batch_size: int | None = None, state: Any = None) -> Stream:
@@ -720,57 +318,7 @@ class RNNBase(_Recurrent):
         and after ``s.reset()``). Inference only (no dropout). A bidirectional layer cannot stream: its
         reverse direction starts at the end of the sequence.
         """
-        from .stream import Stream
-
         return Stream(self, batch_size, state)
-
-    def _tape_backward(self, tape: Tape, grad_output: Any, grad_state: Any) -> Gradients:
-        self._check_tape(tape)
-        layout: _Layout = tape._layout
-        dtype = self._dtype
-        gy = v.as_real_array("grad_output", grad_output)
-        v.check_shape("grad_output", gy, np.shape(tape.output), "(the shape of tape.output)")
-        gy_tm = v.convert(layout.seq_in(gy), dtype)
-        gh = gc = None
-        if self._has_cell_state:
-            h_n, c_n = tape.state
-            if grad_state is not None:
-                if not isinstance(grad_state, (tuple, list)) or len(grad_state) != 2:
-                    raise TypeError(
-                        "grad_state must be a tuple (grad_h_n, grad_c_n) for an LSTM (either may be None), "
-                        f"got {v.describe(grad_state)}"
-                    )
-                gh = self._grad_state_array("grad_state[0]", grad_state[0], h_n.shape, layout)
-                gc = self._grad_state_array("grad_state[1]", grad_state[1], c_n.shape, layout)
-        elif grad_state is not None:
-            if isinstance(grad_state, tuple):
-                raise TypeError(
-                    f"grad_state must be one array for {type(self).__name__} (not a tuple), "
-                    f"got {v.describe(grad_state)}"
-                )
-            gh = self._grad_state_array("grad_state", grad_state, tape.state.shape, layout)
-        steps, batch = gy_tm.shape[0], gy_tm.shape[1]
-        v.check_allocation(
-            self._backward_bytes(steps, batch),
-            lambda: f"backward of a tape of {steps} steps and {batch} sequences",
-        )
-        self._begin_call()
-        try:
-            self._check_tape(tape)
-            gx, gh0, gc0, grads = self._stack.backward(tape._saved, gy_tm, gh, gc)
-        finally:
-            self._end_call()
-        params = dict(zip(self._names, grads))
-        return Gradients(layout.seq_out(gx), self._public_state(gh0, gc0, layout), params)
-
-    def _grad_state_array(
-        self, name: str, value: Any, shape: tuple[int, ...], layout: _Layout
-    ) -> np.ndarray | None:
-        if value is None:
-            return None
-        arr = v.as_real_array(name, value)
-        v.check_shape(name, arr, shape, "(the shape of the state the tape returned)")
-        return v.convert(layout.state_in(arr), self._dtype)
 
 
 class RNN(RNNBase):
@@ -894,7 +442,7 @@ class LSTM(RNNBase):
                     name = c.layer_param_names(layer, direction)["bias_ih"]
                     self._params[name][h : 2 * h] += self._dtype.type(forget_bias)
             self._mark_weights_changed()
-            self._upload_if_idle()
+            self._runtime.upload_if_idle()
 
     def __call__(
         self, x: Any, state: Any = None, lengths: Any = None

@@ -25,15 +25,14 @@ workspaces the stream keeps, so a step allocates nothing but y_t.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from . import _core
 from . import _validation as v
-
-if TYPE_CHECKING:
-    from .layers import RNNBase
+from ._model import _Recurrent
+from ._state import SequenceLayout
 
 __all__ = ["Stream"]
 
@@ -54,8 +53,8 @@ class Stream(_core.StreamBase):
 
     __slots__ = ("_layer", "_dtype", "_unbatched", "_batch", "_x_shape", "_has_c")
 
-    def __init__(self, layer: RNNBase, batch_size: int | None, state: Any = None) -> None:
-        if layer.bidirectional:
+    def __init__(self, layer: _Recurrent, batch_size: int | None, state: Any = None) -> None:
+        if layer.config.bidirectional:
             raise ValueError(
                 f"{type(layer).__name__}(bidirectional=True) cannot stream: its reverse direction reads "
                 "the sequence from its last step backwards, so no output exists before the whole sequence "
@@ -65,9 +64,10 @@ class Stream(_core.StreamBase):
         self._dtype = layer.dtype
         self._unbatched = batch_size is None
         self._batch = 1 if batch_size is None else v.check_int("batch_size", batch_size, 1)
-        self._x_shape = (layer.input_size,) if self._unbatched else (self._batch, layer.input_size)
+        features = layer.config.input_size
+        self._x_shape = (features,) if self._unbatched else (self._batch, features)
         self._has_c = layer._has_cell_state
-        super().__init__(layer._stack, layer, list(self._x_shape))
+        super().__init__(layer._runtime.stack, layer._runtime, list(self._x_shape))
         self.reset(state)
 
     # -- state ---------------------------------------------------------------------------------------
@@ -77,39 +77,25 @@ class Stream(_core.StreamBase):
         return None if self._unbatched else self._batch
 
     @property
-    def layer(self) -> RNNBase:
+    def layer(self) -> _Recurrent:
         return self._layer
 
     def reset(self, state: Any = None) -> None:
         """Start again: zeros, or ``state`` (``(h0, c0)`` for an LSTM, either may be None; ``h0``
         otherwise), shaped as the layer's call accepts it for this batch size."""
-        from .layers import _Layout
-
         layer = self._layer
         c = layer.config
         lead = c.num_layers
         h = np.zeros((lead, self._batch, c.output_size), self._dtype)
         cs = np.zeros((lead, self._batch, c.hidden_size), self._dtype) if self._has_c else None
         if state is not None:
-            layout = _Layout(False, self._unbatched, 1, self._batch)
-            if self._has_c:
-                if not isinstance(state, (tuple, list)) or len(state) != 2:
-                    raise TypeError(
-                        f"state must be a tuple (h0, c0) for an LSTM (or None), got {v.describe(state)}"
-                    )
-                h_in = layer._state_array("state[0] (h0)", state[0], layout, layer._h_shape(layout))
-                c_in = layer._state_array("state[1] (c0)", state[1], layout, layer._c_shape(layout))
-                if c_in is not None:
-                    cs = np.array(c_in, dtype=self._dtype, order="C")
-            else:
-                if isinstance(state, tuple):
-                    raise TypeError(
-                        f"state must be one array h0 for {type(layer).__name__} (not a tuple), "
-                        f"got {v.describe(state)}"
-                    )
-                h_in = layer._state_array("state", state, layout, layer._h_shape(layout))
+            layout = SequenceLayout(False, self._unbatched, 1, self._batch)
+            h_in, c_in = layer._state_arrays("state", state, layout)
+            # copies: the kernels update the stream's state in place
             if h_in is not None:
                 h = np.array(h_in, dtype=self._dtype, order="C")
+            if c_in is not None:
+                cs = np.array(c_in, dtype=self._dtype, order="C")
         self._h = h
         self._c = cs
         self.steps = 0
@@ -148,7 +134,7 @@ class Stream(_core.StreamBase):
         return _restore, (self._layer, self.batch_size, self.state, self.steps)
 
 
-def _restore(layer: RNNBase, batch_size: int | None, state: Any, steps: int) -> Stream:
+def _restore(layer: _Recurrent, batch_size: int | None, state: Any, steps: int) -> Stream:
     stream = Stream(layer, batch_size, state)
     stream.steps = steps
     return stream

@@ -34,6 +34,7 @@ Importing this module imports torch; ``import fusedrnn`` alone does not.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,8 +47,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _core
 from ._config import StackConfig
+from ._runtime import Runtime
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
 
@@ -65,69 +66,27 @@ def _tensor(a: np.ndarray | None) -> torch.Tensor | None:
     return None if a is None else torch.from_numpy(a)
 
 
-class _Runner:
-    """One compiled stack and the parameter tensors whose values it holds.
-
-    ``acquire(params, key)`` makes the stack hold the values of ``params`` (uploading them when ``key``,
-    which identifies them, differs from what it holds, after the calls in flight have finished) and
-    counts a call in flight; ``release()`` ends it. Any number of calls with the same weights may run at
-    once; the kernels release the GIL.
-    """
-
-    def __init__(self, config: StackConfig, double: bool) -> None:
-        self.config = config
-        self.double = double
-        self.stack = _core.Stack(
-            config.cell,
-            config.input_size,
-            config.hidden_size,
-            config.num_layers,
-            config.bias,
-            config.bidirectional,
-            config.proj_size,
-            config.linear_before_reset,
-            double,
-        )
-        self._cond = threading.Condition()
-        self._active = 0
-        self._key: Any = None
-        # The tensors last uploaded (detached views, sharing storage and version counter): holding them
-        # keeps their storage alive, so a new tensor cannot reuse an address and look unchanged.
-        self._held: tuple[torch.Tensor, ...] = ()
-
-    def acquire(self, params: tuple[torch.Tensor, ...], key: Any) -> None:
-        with self._cond:
-            while self._key != key and self._active:
-                self._cond.wait()
-            if self._key != key:
-                self._key = None  # not valid until the upload has succeeded
-                self.stack.set_weights([_numpy(p) for p in params])
-                self._held = tuple(p.detach() for p in params)
-                self._key = key
-            self._active += 1
-
-    def release(self) -> None:
-        with self._cond:
-            self._active -= 1
-            if self._active == 0:
-                self._cond.notify_all()
+def _weights(params: tuple[torch.Tensor, ...]) -> Callable[[], list[np.ndarray]]:
+    """Reads the parameters for an upload: NumPy views of their memory. The runtime keeps the views while
+    the stack holds these weights, and with them the storage whose addresses the key names."""
+    return lambda: [p.detach().numpy() for p in params]
 
 
 class _StackFunction(torch.autograd.Function):
-    """Autograd through the compiled stack. Inputs: (runner, key, x (T, N, I), h0 (D*L, N, H_out) or
+    """Autograd through the compiled stack. Inputs: (runtime, key, x (T, N, I), h0 (D*L, N, H_out) or
     None, c0 (D*L, N, H) or None, lengths (N,) int64 ndarray or None, dropout masks or None, *params);
     outputs: y (T, N, D*H_out), h_n, and c_n for an LSTM."""
 
     @staticmethod
     def forward(
-        ctx: Any, runner: _Runner, key: Any, x: Any, h0: Any, c0: Any, lengths: Any, masks: Any, *params: Any
+        ctx: Any, runtime: Runtime, key: Any, x: Any, h0: Any, c0: Any, lengths: Any, masks: Any, *params: Any
     ) -> Any:
-        runner.acquire(params, key)
+        runtime.begin_call(_weights(params), key)
         try:
-            y, h, c, saved = runner.stack.forward_train(_numpy(x), _numpy(h0), _numpy(c0), lengths, masks)
+            y, h, c, saved = runtime.stack.forward_train(_numpy(x), _numpy(h0), _numpy(c0), lengths, masks)
         finally:
-            runner.release()
-        ctx.fusedrnn = (runner, key, saved, h0 is not None, c0 is not None)
+            runtime.end_call()
+        ctx.fusedrnn = (runtime, key, saved, h0 is not None, c0 is not None)
         # Saved so that autograd refuses a backward after an in-place change of any of them, as it does
         # for torch.nn's modules; the backward re-uploads these weights if the stack holds others by then.
         ctx.save_for_backward(x, h0, c0, *params)
@@ -138,13 +97,14 @@ class _StackFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_y: Any, grad_h: Any, grad_c: Any = None) -> Any:
-        runner, key, saved, has_h0, has_c0 = ctx.fusedrnn
+        runtime, key, saved, has_h0, has_c0 = ctx.fusedrnn
         params = ctx.saved_tensors[3:]
-        runner.acquire(params, key)
+        runtime.begin_call(_weights(params), key)
         try:
-            gx, gh0, gc0, grads = runner.stack.backward(saved, _numpy(grad_y), _numpy(grad_h), _numpy(grad_c))
+            grads_out = (_numpy(grad_y), _numpy(grad_h), _numpy(grad_c))
+            gx, gh0, gc0, grads = runtime.stack.backward(saved, *grads_out)
         finally:
-            runner.release()
+            runtime.end_call()
         return (
             None,
             None,
@@ -158,13 +118,13 @@ class _StackFunction(torch.autograd.Function):
 
 
 class _FusedModule:
-    """What the six modules share: the compiled stack, keyed on the configuration and the dtype, the
-    weights' change detection, and the call into the kernels with or without autograd."""
+    """What the six modules share: the runtime of the compiled stack, remade when the configuration or
+    the dtype changes, the weights' key, and the call into the kernels with or without autograd."""
 
-    _fr_state_keys = ("_fr_runner", "_fr_lock", "_fr_generation")
+    _fr_state_keys = ("_fr_runtime", "_fr_lock", "_fr_generation")
 
     def _fr_init(self) -> None:
-        self._fr_runner: _Runner | None = None
+        self._fr_runtime: Runtime | None = None
         self._fr_lock = threading.Lock()
         self._fr_generation = 0
 
@@ -192,8 +152,8 @@ class _FusedModule:
     def _fr_params(self, config: StackConfig) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
-    def _fr_prepare(self) -> tuple[_Runner, Any, tuple[torch.Tensor, ...]]:
-        """The runner for the current configuration and dtype, the key of the current weights, and the
+    def _fr_prepare(self) -> tuple[Runtime, Any, tuple[torch.Tensor, ...]]:
+        """The runtime for the current configuration and dtype, the key of the current weights, and the
         parameter tensors in the kernels' order."""
         config = self._fr_config()
         params = self._fr_params(config)
@@ -216,13 +176,14 @@ class _FusedModule:
             )
         double = dtype == torch.float64
         with self._fr_lock:
-            runner = self._fr_runner
-            if runner is None or runner.config != config or runner.double != double:
-                runner = _Runner(config, double)
-                self._fr_runner = runner
+            runtime = self._fr_runtime
+            if runtime is None or runtime.config != config or runtime.double != double:
+                runtime = Runtime(config, double)
+                self._fr_runtime = runtime
             generation = self._fr_generation
+        # Every torch operation that writes a tensor advances its version counter.
         key = (generation, tuple((p.data_ptr(), p._version) for p in params))
-        return runner, key, params
+        return runtime, key, params
 
     def _fr_check_tensor(self, name: str, t: torch.Tensor, dtype: torch.dtype) -> None:
         if t.device.type != "cpu":
@@ -240,22 +201,22 @@ class _FusedModule:
         c0: torch.Tensor | None,
         lengths: np.ndarray | None,
         masks: list[np.ndarray] | None,
-        runner: _Runner,
+        runtime: Runtime,
         key: Any,
         params: tuple[torch.Tensor, ...],
     ) -> tuple[torch.Tensor, ...]:
         """x (T, N, I), h0, c0 in the kernels' layout -> (y, h_n[, c_n]) with autograd when needed."""
         inputs = [t for t in (x, h0, c0) if t is not None]
         if torch.is_grad_enabled() and any(t.requires_grad for t in (*inputs, *params)):
-            return _StackFunction.apply(runner, key, x, h0, c0, lengths, masks, *params)
-        runner.acquire(params, key)
+            return _StackFunction.apply(runtime, key, x, h0, c0, lengths, masks, *params)
+        runtime.begin_call(_weights(params), key)
         try:
             if masks is None:
-                y, h, c = runner.stack.forward(_numpy(x), _numpy(h0), _numpy(c0), lengths)
+                y, h, c = runtime.stack.forward(_numpy(x), _numpy(h0), _numpy(c0), lengths)
             else:
-                y, h, c, _ = runner.stack.forward_train(_numpy(x), _numpy(h0), _numpy(c0), lengths, masks)
+                y, h, c, _ = runtime.stack.forward_train(_numpy(x), _numpy(h0), _numpy(c0), lengths, masks)
         finally:
-            runner.release()
+            runtime.end_call()
         out = (torch.from_numpy(y), torch.from_numpy(h))
         return out if c is None else (*out, torch.from_numpy(c))
 
@@ -329,7 +290,7 @@ class _LayerMixin(_FusedModule):
         lstm = self.mode == "LSTM"
         name = type(self).__name__
         num_directions = 2 if self.bidirectional else 1
-        runner, key, params = self._fr_prepare()
+        runtime, key, params = self._fr_prepare()
         dtype = params[0].dtype
         orig_input = input
         index = None
@@ -398,7 +359,7 @@ class _LayerMixin(_FusedModule):
             features = num_directions * (self.proj_size if lstm and self.proj_size else self.hidden_size)
             shape = (int(index.shape[0]), features) if index is not None else (steps, batch, features)
             masks = _dropout_masks(p, self.num_layers - 1, shape, dtype, index, (steps, batch, features))
-        result = self._fr_run(x, h0, c0, lengths, masks, runner, key, params)
+        result = self._fr_run(x, h0, c0, lengths, masks, runtime, key, params)
         y = result[0]
         hidden = result[1:] if lstm else result[1]
         if index is not None:
@@ -473,7 +434,7 @@ class _CellMixin(_FusedModule):
                 if s.dim() not in (1, 2):
                     what = f"hx[{k}]" if lstm else "hidden"
                     raise ValueError(f"{name}: Expected {what} to be 1D or 2D, got {s.dim()}D instead")
-        runner, key, params = self._fr_prepare()
+        runtime, key, params = self._fr_prepare()
         dtype = params[0].dtype
         is_batched = input.dim() == 2
         if not is_batched:
@@ -500,7 +461,7 @@ class _CellMixin(_FusedModule):
                     )
             h0 = states[0].unsqueeze(0)
             c0 = states[1].unsqueeze(0) if lstm else None
-        result = self._fr_run(input.unsqueeze(0), h0, c0, None, None, runner, key, params)
+        result = self._fr_run(input.unsqueeze(0), h0, c0, None, None, runtime, key, params)
         h = result[1][0]
         if lstm:
             c = result[2][0]

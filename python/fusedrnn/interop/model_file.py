@@ -42,6 +42,7 @@ import numpy as np
 
 from .. import _validation as v
 from .._config import StackConfig
+from .._version import __version__
 from ..cells import GRUCell, LSTMCell, RNNCell
 from ..layers import GRU, LSTM, RNN, RNNBase
 from .wrappers import Reverse, SumDirections, WithDefaults, directions_summed, unwrap
@@ -210,8 +211,6 @@ def _describe(obj: Any, tensors: dict[str, np.ndarray], depth: int) -> dict[str,
 
 
 def _encode(obj: Any) -> bytes:
-    from .. import __version__
-
     tensors: dict[str, np.ndarray] = {}
     model = _describe(obj, tensors, 0)
     entries = []

@@ -22,7 +22,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _validation as v
-from ..layers import Gradients, RNNBase, Tape
+from .._tape import Gradients, Tape
+from ..layers import RNNBase
 
 __all__ = ["Reverse", "SumDirections", "WithDefaults", "unwrap"]
 

@@ -1,0 +1,125 @@
+"""The record of a forward pass and its backward pass: ``Tape`` (made by ``record``) and ``Gradients``.
+
+``tape.backward(grad_output, grad_state)`` checks the gradients against what the forward returned,
+converts them to the kernels' arrays (the tape's layout), and runs the compiled stack's backward on what
+the forward saved, with the weights it ran with: a tape whose model's weights changed since refuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from . import _validation as v
+from ._runtime import Runtime
+from ._state import SequenceLayout, StepLayout
+
+__all__ = ["Tape", "Gradients"]
+
+
+class Gradients:
+    """What ``Tape.backward`` returns.
+
+    input: gradient with respect to the input, the shape of ``x`` (batch_first / unbatched as given).
+    state: with respect to the initial state -- ``(dh0, dc0)`` for an LSTM, ``dh0`` otherwise, in the
+        layout of the state the call accepted (zeros when no state was given).
+    params: with respect to every parameter, a dict keyed and ordered like ``state_dict()``.
+    """
+
+    __slots__ = ("input", "state", "params")
+
+    def __init__(self, input: np.ndarray, state: Any, params: dict[str, np.ndarray]) -> None:
+        self.input = input
+        self.state = state
+        self.params = params
+
+    def __repr__(self) -> str:
+        return f"Gradients(input={self.input.shape}, params=[{', '.join(self.params)}])"
+
+
+class Recorder(Protocol):
+    """What a model that records tapes gives their backward pass."""
+
+    _runtime: Runtime
+    _names: list[str]
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+    def _state_arrays(
+        self, name: str, value: Any, layout: Any, gradient: bool = False
+    ) -> tuple[np.ndarray | None, np.ndarray | None]: ...
+
+    def _public_state(self, h: np.ndarray, c: np.ndarray | None, layout: Any) -> Any: ...
+
+    def _check_backward_memory(self, steps: int, batch: int) -> None: ...
+
+
+class Tape:
+    """A forward pass that keeps what its backward pass needs (made by ``record``).
+
+    output, state: what the call would have returned (for a cell: output is the new h, state what the
+        call returns -- (h, c) for LSTMCell, h otherwise).
+    dropout_masks: the dropout masks this forward used -- None, or a list of L-1 arrays (T, N, D*H_out),
+        time-major whatever ``batch_first`` is, already scaled by 1/(1-p): the input of layer k+1 was
+        layer k's output times ``dropout_masks[k]``.
+    backward(grad_output, grad_state=None) -> Gradients: the gradient of ``sum(output * grad_output) +
+        sum(state * grad_state)``; ``grad_state`` may be None (zero), and for an LSTM ``(gh, gc)`` with
+        either part None. It may be called more than once.
+    """
+
+    def __init__(
+        self,
+        owner: Recorder,
+        saved: Any,
+        version: int,
+        output: Any,
+        state: Any,
+        dropout_masks: list[np.ndarray] | None,
+        layout: SequenceLayout | StepLayout,
+    ) -> None:
+        self._owner = owner
+        self._saved = saved
+        self._version = version
+        self._layout = layout
+        self.output = output
+        self.state = state
+        self.dropout_masks = dropout_masks
+
+    def backward(self, grad_output: Any, grad_state: Any = None) -> Gradients:
+        return run_backward(self._owner, self, grad_output, grad_state)
+
+    def __repr__(self) -> str:
+        return f"Tape({type(self._owner).__name__}, output shape {np.shape(self.output)})"
+
+
+def check_tape(owner: Recorder, tape: Tape) -> None:
+    """Refuse a tape of another model, or one recorded before the model's weights changed."""
+    if tape._owner is not owner:
+        raise ValueError("this tape was recorded by another model")
+    if tape._version != owner._runtime.version:
+        raise RuntimeError(
+            f"{type(owner).__name__}'s weights changed after this tape was recorded "
+            "(load_state_dict or an in-place update): record again"
+        )
+
+
+def run_backward(owner: Recorder, tape: Tape, grad_output: Any, grad_state: Any) -> Gradients:
+    """The gradients of ``sum(output * grad_output) + sum(state * grad_state)`` (see ``Tape``)."""
+    check_tape(owner, tape)
+    layout = tape._layout
+    gy = v.as_real_array("grad_output", grad_output)
+    v.check_shape("grad_output", gy, np.shape(tape.output), "(the shape of tape.output)")
+    gy = v.convert(layout.output_in(gy), owner.dtype)
+    gh, gc = owner._state_arrays("grad_state", grad_state, layout, gradient=True)
+    owner._check_backward_memory(gy.shape[0], gy.shape[1])
+    runtime = owner._runtime
+    runtime.begin_call()
+    try:
+        check_tape(owner, tape)  # the weights may have changed while this call waited
+        gx, gh0, gc0, grads = runtime.stack.backward(tape._saved, gy, gh, gc)
+    finally:
+        runtime.end_call()
+    params = dict(zip(owner._names, grads))
+    return Gradients(layout.input_out(gx), owner._public_state(gh0, gc0, layout), params)
