@@ -11,6 +11,7 @@ import pytest
 
 from fusedrnn import bench
 from fusedrnn.__main__ import main
+from fusedrnn.bench import anchors, answers, machine, memory, optional, report, timing, workloads
 
 TINY = (
     bench.Workload("lstm", "inference", 4, 2, 3, 5),
@@ -84,17 +85,17 @@ def test_rows_and_table_against_numpy(tmp_path):
 def test_default_rounds_shrink_on_slow_workloads(monkeypatch):
     """Without an explicit repeat, a workload over its time budget gets fewer rounds (MIN_ROUNDS at least),
     and the notes say so."""
-    monkeypatch.setattr(bench, "ROUND_BUDGET_S", 0.0)
+    monkeypatch.setattr(timing, "ROUND_BUDGET_S", 0.0)
     result = bench.run(threads=[1], workloads=TINY[:1], anchors=["numpy"], out=io.StringIO())
-    assert [r["runs"] for r in result["rows"] if r["impl"] == "fusedrnn"] == [bench.MIN_ROUNDS]
-    assert any(f"{bench.MIN_ROUNDS} rounds after 1 warm-up" in n for n in result["notes"])
+    assert [r["runs"] for r in result["rows"] if r["impl"] == "fusedrnn"] == [timing.MIN_ROUNDS]
+    assert any(f"{timing.MIN_ROUNDS} rounds after 1 warm-up" in n for n in result["notes"])
 
 
 def test_wrong_answer_is_an_error(monkeypatch):
     """An anchor whose answer is off (here by 0.01 in one output entry) stops the benchmark."""
 
     def broken(problem, threads):
-        runner = bench.ANCHOR_FACTORIES["numpy"](problem, threads)
+        runner = anchors.ANCHOR_FACTORIES["numpy"](problem, threads)
         answer = runner.answer
 
         def bad_answer(res):
@@ -102,9 +103,9 @@ def test_wrong_answer_is_an_error(monkeypatch):
             out["output"].flat[0] += 0.01
             return out
 
-        return bench.Runner("broken", runner.call, bad_answer)
+        return anchors.Runner("broken", runner.call, bad_answer)
 
-    monkeypatch.setitem(bench.ANCHOR_FACTORIES, "broken", broken)
+    monkeypatch.setitem(anchors.ANCHOR_FACTORIES, "broken", broken)
     with pytest.raises(bench.AnswerMismatch, match="broken differs from fusedrnn in output"):
         run_tiny(anchors=["broken"])
 
@@ -113,12 +114,12 @@ def test_check_answer_rejects_missing_and_misshapen():
     w = TINY[0]
     want = {"output": np.zeros((4, 2, 5), np.float32)}
     with pytest.raises(bench.AnswerMismatch, match="no 'output'"):
-        bench.check_answer(w, "x", {}, want)
+        answers.check_answer(w, "x", {}, want)
     with pytest.raises(bench.AnswerMismatch, match="shape"):
-        bench.check_answer(w, "x", {"output": np.zeros((4, 5), np.float32)}, want)
+        answers.check_answer(w, "x", {"output": np.zeros((4, 5), np.float32)}, want)
     with pytest.raises(bench.AnswerMismatch, match="not finite"):
-        bench.check_answer(w, "x", {"output": np.full((4, 2, 5), np.nan, np.float32)}, want)
-    assert bench.check_answer(w, "x", {"output": want["output"] + 1e-7}, want)[0] == pytest.approx(1e-7)
+        answers.check_answer(w, "x", {"output": np.full((4, 2, 5), np.nan, np.float32)}, want)
+    assert answers.check_answer(w, "x", {"output": want["output"] + 1e-7}, want)[0] == pytest.approx(1e-7)
 
 
 def test_unknown_anchor_and_bad_threads():
@@ -131,8 +132,8 @@ def test_unknown_anchor_and_bad_threads():
 @pytest.mark.skipif(not (has("onnx") and has("onnxruntime")), reason="onnx and onnxruntime not installed")
 def test_onnx_graph_built_from_weights_without_torch(monkeypatch):
     """Without PyTorch: fusedrnn's own weights, and ONNX Runtime runs a graph built with onnx.helper."""
-    real = bench._try_import
-    monkeypatch.setattr(bench, "_try_import", lambda name: None if name == "torch" else real(name))
+    real = optional.try_import
+    monkeypatch.setattr(optional, "try_import", lambda name: None if name == "torch" else real(name))
     workloads = (
         bench.Workload("lstm", "inference", 4, 2, 3, 5),
         bench.Workload("gru", "inference", 4, 3, 3, 5),
@@ -264,7 +265,7 @@ def test_targets_met_and_missed_are_reported():
 
 
 def test_large_batch_gflops_against_the_matmul_rate():
-    w = bench.Workload("gru", "inference", 3, bench.LARGE_BATCH, 4, 8, matmul_fraction_target=0.85)
+    w = bench.Workload("gru", "inference", 3, workloads.LARGE_BATCH, 4, 8, matmul_fraction_target=0.85)
     out = io.StringIO()
     result = bench.run(threads=[1], repeat=2, warmup=1, workloads=(w,), anchors=["numpy"], quick=True,
                        out=out)
@@ -316,7 +317,7 @@ def test_scaling_and_first_call_at_one_and_two_threads():
     assert [t["threads"] for t in first] == [1, 2]
     for t, row in zip(first, (one, two)):
         assert t["value"] == pytest.approx(row["first_call_ms"] / row["median_ms"])
-        assert t["target"] == bench.FIRST_CALL_TARGET and t["met"] == (t["value"] <= 2.0)
+        assert t["target"] == workloads.FIRST_CALL_TARGET and t["met"] == (t["value"] <= 2.0)
     text = out.getvalue()
     assert "scaling:" in text and "first call:" in text
 
@@ -328,11 +329,11 @@ def test_no_scaling_section_with_one_thread_count():
 
 def test_targets_summary_lists_every_missed_target():
     checks = [
-        bench.TargetCheck("ratio", "A", 1, "torch time / fusedrnn time", 0.9, 1.2),
-        bench.TargetCheck("scaling", "B", None, "speedup", 1.7, 1.6),
-        bench.TargetCheck("first_call", "C", 2, "first / median", 2.5, 2.0, at_most=True),
+        report.TargetCheck("ratio", "A", 1, "torch time / fusedrnn time", 0.9, 1.2),
+        report.TargetCheck("scaling", "B", None, "speedup", 1.7, 1.6),
+        report.TargetCheck("first_call", "C", 2, "first / median", 2.5, 2.0, at_most=True),
     ]
-    lines = bench._targets_summary(checks)
+    lines = report.targets_summary(checks)
     assert lines[0] == "performance targets: 1 of 3 met"
     assert lines[1:] == ["missed:", "  A, threads=1: torch time / fusedrnn time = 0.9, target >= 1.2",
                          "  C, threads=2: first / median = 2.5, target <= 2"]
@@ -353,8 +354,8 @@ def test_plot_writes_a_png(tmp_path):
 
 
 def test_plot_without_matplotlib_fails_before_timing(monkeypatch, tmp_path, capsys):
-    real = bench._try_import
-    monkeypatch.setattr(bench, "_try_import", lambda name: None if name == "matplotlib" else real(name))
+    real = optional.try_import
+    monkeypatch.setattr(optional, "try_import", lambda name: None if name == "matplotlib" else real(name))
     path = tmp_path / "ratios.png"
     assert main(["bench", "--quick", "--threads", "1", "--plot", str(path)]) == 1
     captured = capsys.readouterr()
@@ -366,16 +367,16 @@ def test_plot_without_matplotlib_fails_before_timing(monkeypatch, tmp_path, caps
 def test_peak_memory_method_sees_an_allocation():
     """The measurement the memory report rests on: the peak RSS, reset just before, grows by what is
     allocated and touched."""
-    if not bench._reset_peak():
+    if not memory.reset_peak():
         pytest.skip("this kernel does not allow resetting the peak RSS")
     import mmap
 
     # Fresh anonymous pages (malloc might hand back memory an earlier test left resident).
     block = mmap.mmap(-1, 8 * 2**20)
-    before = bench._proc_status_bytes("VmRSS")
+    before = memory.proc_status_bytes("VmRSS")
     pages = np.frombuffer(block, dtype=np.uint8)
     pages[::4096] = 1  # touch every page: 8 MiB become resident
-    grown = bench._proc_status_bytes("VmHWM") - before
+    grown = memory.proc_status_bytes("VmHWM") - before
     del pages
     block.close()
     assert 7 * 2**20 < grown < 10 * 2**20
@@ -406,7 +407,7 @@ def test_memory_report_in_fresh_processes():
 
 def test_cli_memory_and_plot(tmp_path, capsys, monkeypatch):
     """--memory and --plot from the command line, on one tiny workload."""
-    monkeypatch.setattr(bench, "QUICK_WORKLOADS", (bench.Workload("gru", "training", 3, 1, 3, 5),))
+    monkeypatch.setattr(workloads, "QUICK_WORKLOADS", (bench.Workload("gru", "training", 3, 1, 3, 5),))
     path = tmp_path / "quick.json"
     argv = ["bench", "--quick", "--threads", "1", "--repeat", "1", "--memory", "--json", str(path)]
     if has("matplotlib"):
@@ -423,7 +424,7 @@ def test_cli_memory_and_plot(tmp_path, capsys, monkeypatch):
 
 
 def test_cpu_meter_and_the_busy_machine_note():
-    meter = bench.CpuMeter()
+    meter = machine.CpuMeter()
     x = 0
     for i in range(200_000):  # this process's own work is not counted as others'
         x += i
@@ -433,7 +434,7 @@ def test_cpu_meter_and_the_busy_machine_note():
     assert set(others) == {"wall_s", "other_cpu_s", "other_cores", "steal_cores"}
     assert others["wall_s"] > 0 and others["other_cpu_s"] >= 0 and others["steal_cores"] >= 0
     quiet = {"wall_s": 10.0, "other_cpu_s": 0.1, "other_cores": 0.01, "steal_cores": 0.0}
-    line, note = bench._others_report(2, quiet, 2)
+    line, note = machine.others_report(2, quiet, 2)
     assert "0.01 cores busy" in line and note == ""
-    line, note = bench._others_report(2, dict(quiet, other_cores=0.8), 2)
+    line, note = machine.others_report(2, dict(quiet, other_cores=0.8), 2)
     assert "threads=2: other processes kept 0.80 cores busy" in note and "disturbed" in note

@@ -9,6 +9,8 @@
 - ``save(layer, path)`` / ``load(path)``: one versioned file, no pickle (``model_file``).
 - ``Reverse``, ``SumDirections``, ``WithDefaults``: wrappers for conventions a layer alone lacks
   (``wrappers``).
+- ``gate_orders``: each format's order of the gate blocks, one table that the conversions and the
+  benchmark share.
 
 Layouts are converted here and only here; the frameworks are imported only when a function needs them.
 """

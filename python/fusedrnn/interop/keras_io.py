@@ -41,6 +41,7 @@ import numpy as np
 
 from .. import _validation as v
 from ..layers import GRU, LSTM, RNN
+from .gate_orders import reorder_gates
 from .wrappers import Reverse, SumDirections, unwrap
 
 __all__ = ["from_keras", "call_as_keras"]
@@ -104,7 +105,6 @@ def _weights_of(layer: Any, kind: str, label: str) -> tuple[dict[str, Any], dict
         options["nonlinearity"] = _check_activation(
             label, "activation", config.get("activation"), ("tanh", "relu")
         )
-        perm = [0]
     else:
         _check_activation(label, "activation", config.get("activation"), ("tanh",))
         gate = _check_activation(
@@ -112,12 +112,13 @@ def _weights_of(layer: Any, kind: str, label: str) -> tuple[dict[str, Any], dict
         )
         if gate == "hard_sigmoid":  # Keras 3's: relu6(x + 3) / 6, the kernels' gate_activation option
             options["gate_activation"] = "hard_sigmoid"
-        perm = [0, 1, 2, 3] if kind == "LSTM" else [1, 0, 2]  # GRU z,r,h -> r,z,n
     if kind == "GRU":
         options["linear_before_reset"] = bool(config.get("reset_after", True))
 
+    cell = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn"}[kind]
+
     def blocks(a: np.ndarray) -> np.ndarray:
-        return np.concatenate([a[k * units : (k + 1) * units] for k in perm], axis=0)
+        return reorder_gates(a, cell, "keras", "fusedrnn")
 
     state = {"weight_ih": blocks(kernel.T), "weight_hh": blocks(recurrent.T)}
     if use_bias:

@@ -21,6 +21,8 @@ sequence_lens          ``lengths=``; a constant one: ``WithDefaults(layer, lengt
 initial_h, initial_c   ``state=``; nonzero constants: ``WithDefaults(layer, state=...)``
 =====================  ============================================================================
 
+The gate orders come from ``gate_orders``, the one table of them that interop and the benchmark share.
+
 Semantics: outputs past a sequence's length are zeros and Y_h/Y_c hold the state at its last valid step
 (ONNX Runtime's behaviour, PyTorch's too); the reverse direction starts at each sequence's own last valid
 step. A sequence of length 0 (ONNX allows it, fusedrnn's layers do not) gives zeros everywhere in
@@ -42,14 +44,12 @@ import numpy as np
 from .. import _validation as v
 from ..cells import GRUCell, LSTMCell, RNNCell
 from ..layers import GRU, LSTM, RNN, RNNBase
+from .gate_orders import PEEPHOLE_ORDERS, permute_blocks, reorder_gates
 from .wrappers import Reverse, SumDirections, WithDefaults, unwrap
 
 __all__ = ["from_onnx", "to_onnx", "call_as_onnx"]
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
-# fusedrnn's (PyTorch's) gate block k is ONNX's block _TO_FUSED[op][k]; and the inverse.
-_TO_FUSED = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2], "RNN": [0]}
-_TO_ONNX = {"LSTM": [0, 3, 1, 2], "GRU": [1, 0, 2], "RNN": [0]}
 _DEFAULT_ACTIVATIONS = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh"), "RNN": ("tanh",)}
 # Attributes this converter understands, per operator. An option the layers gain is one entry here and
 # one line in _layer_options.
@@ -121,10 +121,14 @@ def _import_onnx() -> Any:
     return onnx
 
 
-def _reorder(a: np.ndarray, perm: list[int], hidden: int) -> np.ndarray:
-    """Gate blocks (rows of ``hidden``) of ``a`` in the order ``perm`` (block k of the result is block
-    perm[k] of ``a``)."""
-    return np.concatenate([a[k * hidden : (k + 1) * hidden] for k in perm], axis=0)
+def _to_fused(a: np.ndarray, op: str) -> np.ndarray:
+    """ONNX's gate blocks (rows) of ``a`` in fusedrnn's order."""
+    return reorder_gates(a, op.lower(), "onnx", "fusedrnn")
+
+
+def _to_onnx(a: np.ndarray, op: str) -> np.ndarray:
+    """fusedrnn's gate blocks (rows) of ``a`` in ONNX's order."""
+    return reorder_gates(a, op.lower(), "fusedrnn", "onnx")
 
 
 # -- import ---------------------------------------------------------------------------------------------
@@ -506,18 +510,17 @@ def _convert_node(node: Any, constants: dict[str, Any], label: str, base_dir: st
         layer = GRU(input_size, hidden, **options, **common)
     else:
         layer = RNN(input_size, hidden, nonlinearity=nonlinearity, **options, **common)
-    perm = _TO_FUSED[op]
     state: dict[str, np.ndarray] = {}
     for d in range(directions):
         sfx = "_l0" + ("_reverse" if d == 1 else "")
-        state["weight_ih" + sfx] = _reorder(w[d], perm, hidden)
-        state["weight_hh" + sfx] = _reorder(r[d], perm, hidden)
+        state["weight_ih" + sfx] = _to_fused(w[d], op)
+        state["weight_hh" + sfx] = _to_fused(r[d], op)
         if b is not None:
-            state["bias_ih" + sfx] = _reorder(b[d, : gates * hidden], perm, hidden)
-            state["bias_hh" + sfx] = _reorder(b[d, gates * hidden :], perm, hidden)
-        if p is not None:  # ONNX p_i, p_o, p_f -> fusedrnn p_i, p_f, p_o
-            state["weight_ph" + sfx] = np.concatenate(
-                [p[d, :hidden], p[d, 2 * hidden :], p[d, hidden : 2 * hidden]]
+            state["bias_ih" + sfx] = _to_fused(b[d, : gates * hidden], op)
+            state["bias_hh" + sfx] = _to_fused(b[d, gates * hidden :], op)
+        if p is not None:
+            state["weight_ph" + sfx] = permute_blocks(
+                p[d], PEEPHOLE_ORDERS["onnx"], PEEPHOLE_ORDERS["fusedrnn"]
             )
     layer.load_state_dict(state)
 
@@ -722,7 +725,6 @@ def _recurrent_nodes(
         raise ValueError("to_onnx: ONNX's LSTM has no projection (proj_size); this layer cannot be exported")
     hidden, directions = c.hidden_size, c.num_directions
     params = inner.state_dict()
-    perm = _TO_ONNX[op]
     direction = "bidirectional" if directions == 2 else ("reverse" if reverse else "forward")
     attrs: dict[str, Any] = {"hidden_size": hidden, "direction": direction}
     if op == "GRU":
@@ -744,16 +746,16 @@ def _recurrent_nodes(
     cur = x
     for k in range(c.num_layers):
         names = [c.layer_param_names(k, d) for d in range(directions)]
-        w = np.stack([_reorder(params[n["weight_ih"]], perm, hidden) for n in names])
-        r = np.stack([_reorder(params[n["weight_hh"]], perm, hidden) for n in names])
+        w = np.stack([_to_onnx(params[n["weight_ih"]], op) for n in names])
+        r = np.stack([_to_onnx(params[n["weight_hh"]], op) for n in names])
         ins = [cur, g.const(f"W_l{k}", w), g.const(f"R_l{k}", r)]
         if c.bias:
             b = np.stack(
                 [
                     np.concatenate(
                         [
-                            _reorder(params[n["bias_ih"]], perm, hidden),
-                            _reorder(params[n["bias_hh"]], perm, hidden),
+                            _to_onnx(params[n["bias_ih"]], op),
+                            _to_onnx(params[n["bias_hh"]], op),
                         ]
                     )
                     for n in names
@@ -768,8 +770,8 @@ def _recurrent_nodes(
         if op == "LSTM":
             ins.append(_layer_state(g, c0, lo, hi, f"c0_l{k}"))
             if c.peephole:
-                p = np.stack([params[n["weight_ph"]] for n in names])  # i, f, o -> ONNX i, o, f
-                p = np.concatenate([p[:, :hidden], p[:, 2 * hidden :], p[:, hidden : 2 * hidden]], axis=1)
+                p = np.stack([params[n["weight_ph"]] for n in names])
+                p = permute_blocks(p, PEEPHOLE_ORDERS["fusedrnn"], PEEPHOLE_ORDERS["onnx"], axis=1)
                 ins.append(g.const(f"P_l{k}", p))
         while ins and ins[-1] == "":
             ins.pop()

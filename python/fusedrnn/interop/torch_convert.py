@@ -1,7 +1,7 @@
 """PyTorch <-> fusedrnn: ``from_torch(module)`` and ``to_torch(layer)``.
 
-PyTorch's parameter names, shapes and gate orders are fusedrnn's own, so the conversion is a
-``load_state_dict``; torch is imported only when these functions are called.
+PyTorch's parameter names, shapes and gate orders (``gate_orders.GATE_ORDERS``) are fusedrnn's own, so
+the conversion is a ``load_state_dict``; torch is imported only when these functions are called.
 """
 
 from __future__ import annotations

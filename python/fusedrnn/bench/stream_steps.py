@@ -20,7 +20,7 @@ stream's first (torch's cell gets the same weights) before anything is timed.
 
 Targets: an H=128 LSTM step costs at most 5 us more than its arithmetic and at least 5x less than
 torch's cell (``python -m fusedrnn bench`` runs this and checks both). ``run`` returns the rows;
-``main`` prints them.
+``main`` prints them (``python -m fusedrnn.bench.stream_steps``).
 """
 
 from __future__ import annotations
@@ -119,6 +119,54 @@ def _contenders(kind: str, input_size: int, hidden: int, steps: int, seed: int) 
     return out
 
 
+def _check_first_steps(kind: str, contenders: dict[str, Any]) -> None:
+    """Every contender's first step against the stream's; RuntimeError on a difference."""
+    reference_answer = contenders["stream.step"][2]
+    for name, (_, _, answer) in contenders.items():
+        diff = float(np.max(np.abs(np.asarray(answer, np.float64) - reference_answer)))
+        if not diff <= 1e-4:
+            raise RuntimeError(f"{kind} {name}: its first step differs from stream.step's by {diff:.3g}")
+
+
+def _time_contenders(contenders: dict[str, Any], rounds: int, calls: int) -> dict[str, list[float]]:
+    """Microseconds per step of each contender, one sample per round, interleaved, after a warm-up."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for fn, divisor, _ in contenders.values():  # warm up
+        for _ in range(max(1, calls // (10 * divisor))):
+            fn()
+    for _ in range(rounds):
+        for name, (fn, divisor, _) in contenders.items():
+            n = max(1, calls // divisor)
+            times[name].append(_per_call_us(fn, n) / divisor)
+    return times
+
+
+def _kind_rows(
+    kind: str, times: dict[str, list[float]], hidden: int, input_size: int, threads: int
+) -> list[dict[str, Any]]:
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    rows = []
+    for name, ts in times.items():
+        row: dict[str, Any] = {
+            "kind": kind,
+            "impl": name,
+            "H": hidden,
+            "I": input_size,
+            "N": 1,
+            "threads": threads,
+            "median_us": medians[name],
+            "min_us": min(ts),
+        }
+        if name == "stream.step":
+            row["overhead_us"] = medians[name] - medians["arithmetic"]
+            if "torch cell" in medians:
+                row["torch_ratio"] = medians["torch cell"] / medians[name]
+        if name == "cell" and "torch cell" in medians:
+            row["torch_ratio"] = medians["torch cell"] / medians[name]
+        rows.append(row)
+    return rows
+
+
 def run(
     hidden: int = 128,
     input_size: int = 128,
@@ -146,40 +194,9 @@ def run(
     try:
         for kind in kinds:
             contenders = _contenders(kind, input_size, hidden, steps, seed)
-            reference_answer = contenders["stream.step"][2]
-            for name, (_, _, answer) in contenders.items():
-                diff = float(np.max(np.abs(np.asarray(answer, np.float64) - reference_answer)))
-                if not diff <= 1e-4:
-                    raise RuntimeError(
-                        f"{kind} {name}: its first step differs from stream.step's by {diff:.3g}"
-                    )
-            times: dict[str, list[float]] = {name: [] for name in contenders}
-            for fn, divisor, _ in contenders.values():  # warm up
-                for _ in range(max(1, calls // (10 * divisor))):
-                    fn()
-            for _ in range(rounds):
-                for name, (fn, divisor, _) in contenders.items():
-                    n = max(1, calls // divisor)
-                    times[name].append(_per_call_us(fn, n) / divisor)
-            medians = {name: statistics.median(ts) for name, ts in times.items()}
-            for name, ts in times.items():
-                row: dict[str, Any] = {
-                    "kind": kind,
-                    "impl": name,
-                    "H": hidden,
-                    "I": input_size,
-                    "N": 1,
-                    "threads": threads,
-                    "median_us": medians[name],
-                    "min_us": min(ts),
-                }
-                if name == "stream.step":
-                    row["overhead_us"] = medians[name] - medians["arithmetic"]
-                    if "torch cell" in medians:
-                        row["torch_ratio"] = medians["torch cell"] / medians[name]
-                if name == "cell" and "torch cell" in medians:
-                    row["torch_ratio"] = medians["torch cell"] / medians[name]
-                rows.append(row)
+            _check_first_steps(kind, contenders)
+            times = _time_contenders(contenders, rounds, calls)
+            rows += _kind_rows(kind, times, hidden, input_size, threads)
     finally:
         fr.set_num_threads(previous)
         if torch is not None:
