@@ -9,8 +9,8 @@ big-endian, Fortran order, strided, negative strides, read-only, zero-stride bro
 Then the entry point -- a layer's call, ``record`` + ``tape.backward``, a cell's call and tape, a
 stream's steps, ``load_state_dict`` -- must either match the reference (run in float64 on the model's
 weights and on the inputs rounded to the model's dtype) within the tolerance of the model's dtype
-(``conftest.TOLERANCES``, through the ``assert_close`` fixture), or raise the documented ValueError /
-TypeError.
+(``tolerances.KERNEL_VS_REFERENCE``, through the ``assert_close`` fixture), or raise the documented
+ValueError / TypeError.
 
 CI runs a fixed (derandomized) set of examples in about a minute. For bug hunting, run many more random
 ones by hand: ``FUSEDRNN_PROPERTY_EXAMPLES=50 pytest tests/test_properties.py`` multiplies every test's
