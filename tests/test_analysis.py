@@ -156,6 +156,7 @@ def test_gru_vanishes_like_the_default_lstm(comparison):
     assert gru.input[0] > 1e3 * comparison["RNN (tanh)"].input[0]
 
 
+@pytest.mark.slow
 def test_float32_gradient_underflows_to_zero_over_200_steps():
     """Over T=200 the vanilla RNN's and the default LSTM's gradients at step 0 are exactly zero in float32
     (below the smallest subnormal, ~1.4e-45), while a forget bias of +2 still carries one."""

@@ -348,6 +348,7 @@ def layer_cases(draw: st.DrawFn, dropout: bool = False) -> tuple[LayerSpec, Prob
 # -- layers: the call ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @examples(2500)
 @given(case=layer_cases())
 def test_layer_call(case: tuple[LayerSpec, Problem], assert_close: Any) -> None:
@@ -386,6 +387,7 @@ def grad_state_arrays(
     return ((gh, gc) if lstm else gh), gh, gc
 
 
+@pytest.mark.slow
 @examples(2000)
 @given(case=layer_cases(dropout=True), which=st.sampled_from(GRAD_STATES), grad_form=array_forms())
 def test_layer_record_and_backward(
@@ -495,6 +497,7 @@ def cell_cases(draw: st.DrawFn) -> CellCase:
     )
 
 
+@pytest.mark.slow
 @examples(1200)
 @given(case=cell_cases())
 def test_cell_call_record_and_backward(case: CellCase, assert_close: Any) -> None:
@@ -573,6 +576,7 @@ def test_cell_call_record_and_backward(case: CellCase, assert_close: Any) -> Non
 # -- streams ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @examples(1000)
 @given(
     spec=layer_specs(bidirectional=0.1),  # which cannot stream
@@ -706,6 +710,7 @@ FAULTS = (
 )
 
 
+@pytest.mark.slow
 @examples(800)
 @given(
     spec=layer_specs(),

@@ -76,6 +76,7 @@ def _soak_in_fresh_interpreter(operation: str) -> tuple[dict, str]:
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
+@pytest.mark.slow
 @linux_only
 @pytest.mark.parametrize("operation", list(ITERATIONS))
 def test_repeated_operation_keeps_memory_flat(operation):
@@ -245,6 +246,7 @@ LONG_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, batch", LONG_CASES.values(), ids=LONG_CASES.keys())
 def test_long_sequence_stays_within_float32_rounding(make, batch):
     """T = 100,000 in float32 against the reference in float64 on the same weights (cast up), every step

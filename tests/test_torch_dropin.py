@@ -253,6 +253,7 @@ class _Model(torch.nn.Module):
         return self.head(y[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["LSTM", "GRU"])
 def test_training_follows_torch_nn(name: str) -> None:
     """The same model trained with Adam from the same initialization on the same data: the loss curves
