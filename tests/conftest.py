@@ -1,5 +1,5 @@
-"""Shared fixtures: per-dtype tolerances, a comparison that reports where arrays differ, and a
-deterministic random generator per test."""
+"""Shared fixtures: the kernels-against-reference comparison (``tolerances.KERNEL_VS_REFERENCE``), which
+reports where arrays differ, and a deterministic random generator per test."""
 
 from __future__ import annotations
 
@@ -10,17 +10,11 @@ import numpy as np
 import pytest
 
 from closeness import assert_scaled_close
-
-# (rtol, atol) per compute dtype; atol is multiplied by max(1, max|expected|) so that gradients, which
-# sum many terms and can be large, are held to the same relative standard as the outputs.
-TOLERANCES = {
-    np.dtype(np.float32): (1e-4, 1e-5),
-    np.dtype(np.float64): (1e-10, 1e-10),
-}
+from tolerances import KERNEL_VS_REFERENCE
 
 
 def _assert_close(actual: Any, expected: Any, dtype: Any, what: str = "") -> None:
-    assert_scaled_close(actual, expected, *TOLERANCES[np.dtype(dtype)], what)
+    assert_scaled_close(actual, expected, *KERNEL_VS_REFERENCE[dtype], what)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import pytest
 
 import fusedrnn as fr
 from fusedrnn import reference
+from tolerances import REARRANGED_F32, REGROUPED_F32
 
 LAYER_FACTORIES = {
     "rnn": lambda *a, **kw: fr.RNN(*a, **kw),
@@ -325,12 +326,12 @@ def test_batch_first_and_unbatched_agree(kind: str, rng: np.random.Generator) ->
     lengths = [5, 2, 4]
     y_tm, s_tm = tm(x, None, lengths)
     y_bf, s_bf = bf(x.transpose(1, 0, 2), None, lengths)
-    np.testing.assert_allclose(y_bf.transpose(1, 0, 2), y_tm, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(h_of(s_bf), h_of(s_tm), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(y_bf.transpose(1, 0, 2), y_tm, **REARRANGED_F32.kw())
+    np.testing.assert_allclose(h_of(s_bf), h_of(s_tm), **REARRANGED_F32.kw())
     y_one, s_one = tm(x[:, 1])
     y_b1, s_b1 = tm(x[:, 1:2])
-    np.testing.assert_allclose(y_one, y_b1[:, 0], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(h_of(s_one), h_of(s_b1)[:, 0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(y_one, y_b1[:, 0], **REARRANGED_F32.kw())
+    np.testing.assert_allclose(h_of(s_one), h_of(s_b1)[:, 0], **REARRANGED_F32.kw())
 
 
 # -- lengths ---------------------------------------------------------------------------------------------
@@ -344,11 +345,11 @@ def test_lengths_match_running_each_sequence_alone(kind: str, rng: np.random.Gen
     y, state = m(x, None, lengths)
     for n, length in enumerate(lengths):
         y_n, state_n = m(x[:length, n : n + 1])
-        np.testing.assert_allclose(y[:length, n], y_n[:, 0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(y[:length, n], y_n[:, 0], **REGROUPED_F32.kw())
         assert not y[length:, n].any(), "outputs past the end must be zeros"
-        np.testing.assert_allclose(h_of(state)[:, n], h_of(state_n)[:, 0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(h_of(state)[:, n], h_of(state_n)[:, 0], **REGROUPED_F32.kw())
         if isinstance(state, tuple):
-            np.testing.assert_allclose(state[1][:, n], state_n[1][:, 0], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(state[1][:, n], state_n[1][:, 0], **REGROUPED_F32.kw())
 
 
 @pytest.mark.parametrize(
@@ -392,8 +393,8 @@ def test_state_carries_over(kind: str, rng: np.random.Generator) -> None:
     y_all, s_all = m(x)
     y1, s1 = m(x[:3])
     y2, s2 = m(x[3:], s1)
-    np.testing.assert_allclose(np.concatenate([y1, y2]), y_all, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(h_of(s2), h_of(s_all), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.concatenate([y1, y2]), y_all, **REGROUPED_F32.kw())
+    np.testing.assert_allclose(h_of(s2), h_of(s_all), **REGROUPED_F32.kw())
 
 
 # -- tapes -----------------------------------------------------------------------------------------------
@@ -405,8 +406,8 @@ def test_record_matches_call(kind: str, rng: np.random.Generator) -> None:
     x = rng.standard_normal((3, 5, 4)).astype(np.float32)
     y, state = m(x, None, [5, 3, 1])
     tape = m.record(x, None, [5, 3, 1])
-    np.testing.assert_allclose(tape.output, y, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(h_of(tape.state), h_of(state), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(tape.output, y, **REARRANGED_F32.kw())
+    np.testing.assert_allclose(h_of(tape.state), h_of(state), **REARRANGED_F32.kw())
     assert tape.dropout_masks is None
     assert "Tape" in repr(tape)
 
@@ -450,7 +451,7 @@ def test_grad_state_none_means_zero(kind: str, rng: np.random.Generator) -> None
     b = tape.backward(gy, zeros)
     np.testing.assert_array_equal(a.input, b.input)
     for name in a.params:
-        np.testing.assert_allclose(a.params[name], b.params[name], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(a.params[name], b.params[name], **REARRANGED_F32.kw())
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -554,7 +555,7 @@ def test_num_threads_roundtrip(rng: np.random.Generator) -> None:
             assert fr.get_num_threads() == n
             results.append(m(x)[0])
         for other in results[1:]:
-            np.testing.assert_allclose(other, results[0], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(other, results[0], **REGROUPED_F32.kw())
     finally:
         fr.set_num_threads(original)
 
@@ -637,10 +638,10 @@ def test_cell_is_one_step_of_the_layer(kind: str, rng: np.random.Generator) -> N
     s = None
     for t in range(5):
         s = cell(x[t], s)
-        np.testing.assert_allclose(h_of(s), y[t], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(h_of(s), h_of(state)[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(h_of(s), y[t], **REGROUPED_F32.kw())
+    np.testing.assert_allclose(h_of(s), h_of(state)[0], **REGROUPED_F32.kw())
     if kind == "lstm":
-        np.testing.assert_allclose(s[1], state[1][0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(s[1], state[1][0], **REGROUPED_F32.kw())
 
 
 @pytest.mark.parametrize("kind", list(CELLS))
@@ -654,9 +655,9 @@ def test_cell_shapes_and_defaults(kind: str, rng: np.random.Generator) -> None:
     assert h_of(out).shape == (3, 6)
     unbatched = cell(x[1])
     assert h_of(unbatched).shape == (6,)
-    np.testing.assert_allclose(h_of(unbatched), h_of(out)[1], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(h_of(unbatched), h_of(out)[1], **REARRANGED_F32.kw())
     tape = cell.record(x)
-    np.testing.assert_allclose(tape.output, h_of(out), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(tape.output, h_of(out), **REARRANGED_F32.kw())
     g = tape.backward(np.ones((3, 6)))
     assert g.input.shape == (3, 4)
     assert h_of(g.state).shape == (3, 6)

@@ -17,6 +17,7 @@ import pytest
 
 import fusedrnn as fr
 from fusedrnn._config import StackConfig
+from tolerances import STEP_VS_CALL
 
 MODELS: dict[str, Callable[..., Any]] = {
     "lstm": lambda seed: fr.LSTM(3, 4, num_layers=2, seed=seed),
@@ -145,11 +146,11 @@ def test_a_copied_stream_continues_on_its_own(unbatched: bool) -> None:
     assert c.layer is s.layer and c.steps == 3 and c.batch_size == s.batch_size
     state = s.state
     for t in range(3, 6):
-        np.testing.assert_allclose(c.step(xs[t]), y_all[t], rtol=0, atol=2e-6)
+        np.testing.assert_allclose(c.step(xs[t]), y_all[t], **STEP_VS_CALL[np.float32].kw())
     for got, want in zip(s.state, state):  # the original did not move
         np.testing.assert_array_equal(got, want)
     for t in range(3, 6):
-        np.testing.assert_allclose(s.step(xs[t]), y_all[t], rtol=0, atol=2e-6)
+        np.testing.assert_allclose(s.step(xs[t]), y_all[t], **STEP_VS_CALL[np.float32].kw())
     assert s.steps == c.steps == 6
 
 
@@ -164,8 +165,8 @@ def test_a_deep_copied_stream_runs_a_copy_of_the_layer(copier: str) -> None:
     assert c.layer is not layer and c.steps == 1
     np.testing.assert_array_equal(c.state, s.state)
     layer.load_state_dict(fr.GRU(3, 4, seed=1).state_dict())  # reaches s, not c
-    np.testing.assert_allclose(c.step(xs[1]), y_all[1], rtol=0, atol=2e-6)
-    assert not np.allclose(s.step(xs[1]), y_all[1], rtol=0, atol=2e-6)
+    np.testing.assert_allclose(c.step(xs[1]), y_all[1], **STEP_VS_CALL[np.float32].kw())
+    assert not np.allclose(s.step(xs[1]), y_all[1], **STEP_VS_CALL[np.float32].kw())
 
 
 # -- absurd sizes ----------------------------------------------------------------------------------------

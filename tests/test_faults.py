@@ -116,6 +116,7 @@ _INTERRUPTED_CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("what", ["forward", "record", "backward"])

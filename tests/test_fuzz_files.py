@@ -426,6 +426,7 @@ def test_the_seed_files_are_valid() -> None:
             call_once(layer)
 
 
+@pytest.mark.slow
 @seeded
 @FUZZ
 @given(mutated_model_file())
@@ -440,6 +441,7 @@ def onnx_seeds() -> None:
         ONNX_FILES.extend(onnx_files())
 
 
+@pytest.mark.slow
 @seeded
 @FUZZ
 @given(data=st.data())

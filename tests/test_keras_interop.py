@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from closeness import assert_scaled_close
+from tolerances import VS_KERAS
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
@@ -27,11 +28,10 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 N, T, IN, U = 3, 6, 4, 5
-TOL = {np.float32: (1e-5, 1e-5), np.float64: (1e-12, 1e-12)}
 
 
 def close(actual: Any, expected: Any, dtype: Any, what: str) -> None:
-    assert_scaled_close(actual, expected, *TOL[dtype], what)
+    assert_scaled_close(actual, expected, *VS_KERAS[dtype], what)
 
 
 def to_np(value: Any) -> Any:

@@ -2,7 +2,8 @@
 
 Every case builds a layer, runs it (inference call, and ``record`` + ``tape.backward`` under random
 cotangents on y, h_n and c_n), and compares with the reference run in float64 on the same weights and
-inputs. Tolerances are per dtype (``conftest.TOLERANCES``) and are not to be widened to make a case pass.
+inputs. Tolerances are per dtype (``tolerances.KERNEL_VS_REFERENCE``) and are not to be widened to make a
+case pass.
 
 Sampling scheme (a full cartesian product would take too long for CI):
 

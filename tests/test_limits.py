@@ -100,7 +100,7 @@ def _peak(cell: str, what: str) -> tuple[int, int, int]:
 
 @pytest.mark.skipif(_SANITIZED or sys.platform != "linux", reason="peak RSS of a plain build on Linux")
 @pytest.mark.parametrize("what", ["call", "record"])
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", [pytest.param("lstm", marks=pytest.mark.slow), "gru"])
 def test_the_estimate_is_close_to_what_a_call_allocates(cell: str, what: str) -> None:
     grown, estimate, _ = _peak(cell, what)
     # Not below what the call really took (else the check lets the OS kill the process), nor far above

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from closeness import assert_scaled_close
+from tolerances import VS_ONNX_RUNTIME
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -27,12 +28,11 @@ import fusedrnn as fr  # noqa: E402
 from fusedrnn.interop import Reverse, SumDirections, WithDefaults, call_as_onnx  # noqa: E402
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
-TOL = {np.float32: (1e-5, 1e-5), np.float64: (1e-12, 1e-12)}
 T, N, IN, H = 5, 3, 4, 6
 
 
 def close(actual: Any, expected: Any, dtype: Any, what: str) -> None:
-    assert_scaled_close(actual, expected, *TOL[dtype], what)
+    assert_scaled_close(actual, expected, *VS_ONNX_RUNTIME[dtype], what)
 
 
 def session(model: Any) -> Any:

@@ -1,7 +1,11 @@
 """Options beyond PyTorch's layers: residual stacks (every cell), the LSTM's peepholes, clip and
-coupled input-forget gate, and the hard-sigmoid gates of LSTM and GRU. The reference against central
-differences, the public layers (kernels) against the reference, forward and backward, and their argument
-checks."""
+coupled input-forget gate (ONNX's LSTM), and the hard-sigmoid gates of LSTM and GRU.
+
+The reference against central differences, the public layers (kernels) against the reference, forward and
+backward, and their argument checks. Then the LSTM options in the compiled stack itself
+(``fusedrnn._core.Stack(..., peephole=, clip=, input_forget=)``): forward against ONNX Runtime's LSTM on
+the same weights, backward against central differences of the float64 kernels, the thread count.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,16 @@ import numpy as np
 import pytest
 
 import fusedrnn as fr
-from fusedrnn import reference
+from closeness import assert_scaled_close
+from fusedrnn import _core, reference
 from fusedrnn._config import StackConfig
+from tolerances import (
+    DIRECTIONAL_DERIVATIVE,
+    FINITE_DIFFERENCE_STEP,
+    KERNEL_VS_REFERENCE,
+    VS_FINITE_DIFFERENCES,
+    VS_ONNX_RUNTIME,
+)
 
 LSTM_OPTIONS = [
     dict(peephole=p, clip=c, input_forget=f)
@@ -80,7 +92,14 @@ CASES.append(
 )
 
 
-@pytest.mark.parametrize("config", CASES)
+# central differences of the stack with every option take about 2 s
+FINITE_DIFFERENCE_CASES = [
+    pytest.param(*case.values, id=case.id, marks=pytest.mark.slow) if case.id == "lstm-everything" else case
+    for case in CASES
+]
+
+
+@pytest.mark.parametrize("config", FINITE_DIFFERENCE_CASES)
 def test_reference_matches_finite_differences(config):
     rng, params, x, h0, c0 = random_inputs(config)
     lengths = np.array([4, 1, 3])
@@ -98,7 +117,7 @@ def test_reference_matches_finite_differences(config):
         total = (y_ * gy).sum() + (h_ * gh).sum()
         return total + ((c_ * gc).sum() if c_ is not None else 0.0)
 
-    eps = 1e-6
+    eps = FINITE_DIFFERENCE_STEP
 
     def numeric(value, rebuild):
         out = np.zeros_like(value)
@@ -109,13 +128,14 @@ def test_reference_matches_finite_differences(config):
             out[index] = (loss(*rebuild(plus)) - loss(*rebuild(minus))) / (2 * eps)
         return out
 
-    np.testing.assert_allclose(gx, numeric(x, lambda a: (a, h0, c0, params)), rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(gh0, numeric(h0, lambda a: (x, a, c0, params)), rtol=1e-6, atol=1e-8)
+    tol = VS_FINITE_DIFFERENCES.kw()
+    np.testing.assert_allclose(gx, numeric(x, lambda a: (a, h0, c0, params)), **tol)
+    np.testing.assert_allclose(gh0, numeric(h0, lambda a: (x, a, c0, params)), **tol)
     if c0 is not None:
-        np.testing.assert_allclose(gc0, numeric(c0, lambda a: (x, h0, a, params)), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(gc0, numeric(c0, lambda a: (x, h0, a, params)), **tol)
     for name in params:
         expected = numeric(params[name], lambda a, name=name: (x, h0, c0, {**params, name: a}))
-        np.testing.assert_allclose(gp[name], expected, rtol=1e-6, atol=1e-8, err_msg=name)
+        np.testing.assert_allclose(gp[name], expected, **tol, err_msg=name)
 
 
 def make_layer(config, dtype, batch_first=False, dropout=0.0):
@@ -172,26 +192,27 @@ def test_layer_matches_reference(config, hidden, dtype):
         np.array(lengths),
         tape.dropout_masks,
     )
-    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(tape.output, y, **tol)
+    tol = KERNEL_VS_REFERENCE[dtype]
+    # outputs and states with atol as it is; gradients with atol scaled by their largest value
+    np.testing.assert_allclose(tape.output, y, **tol.kw())
     out_state = tape.state if c0 is None else tape.state[0]
-    np.testing.assert_allclose(out_state, h_n, **tol)
+    np.testing.assert_allclose(out_state, h_n, **tol.kw())
     gy = rng.standard_normal(y.shape)
     grads = tape.backward(gy.astype(dtype))
     gx, _, _, gp = reference.backward(cache, gy)
     scale = max(1.0, np.abs(gx).max())
-    np.testing.assert_allclose(grads.input, gx, rtol=tol["rtol"], atol=tol["atol"] * scale)
+    np.testing.assert_allclose(grads.input, gx, rtol=tol.rtol, atol=tol.atol * scale)
     for name, g in gp.items():
         np.testing.assert_allclose(
             grads.params[name],
             g,
-            rtol=tol["rtol"],
-            atol=tol["atol"] * max(1.0, np.abs(g).max()),
+            rtol=tol.rtol,
+            atol=tol.atol * max(1.0, np.abs(g).max()),
             err_msg=name,
         )
     # inference matches recording without dropout
     if config.num_layers == 1 or layer.dropout == 0:
-        np.testing.assert_allclose(layer(x.astype(dtype), state, lengths=lengths)[0], tape.output, **tol)
+        np.testing.assert_allclose(layer(x.astype(dtype), state, lengths=lengths)[0], tape.output, **tol.kw())
 
 
 def test_peephole_parameters_are_named_and_shaped():
@@ -224,7 +245,6 @@ def test_clip_type_error():
         fr.LSTM(3, 4, clip="1")
 
 
-
 def test_hard_sigmoid_saturation_is_reached_in_the_layer_tests():
     """The hard-gate cases above are only meaningful if some gates sit on the flat parts (derivative 0) and
     others on the slope: check that for the kernel test's inputs."""
@@ -238,3 +258,194 @@ def test_hard_sigmoid_saturation_is_reached_in_the_layer_tests():
         _, _, _, cache = reference.forward(config, params, x, h0)
         gates = np.concatenate([np.concatenate([r.cache.r, r.cache.z]) for r in cache.steps[0][0]])
         assert 0.05 < np.isin(gates, (0.0, 1.0)).mean() < 0.95, config
+
+
+# -- the LSTM options in the compiled stack (_core.Stack) -------------------------------------------
+
+STACK_OPTIONS = [
+    pytest.param(
+        peephole,
+        clip,
+        input_forget,
+        id=f"{'peep' if peephole else 'nopeep'}-clip{clip}-{'coupled' if input_forget else 'free'}",
+    )
+    for peephole, clip, input_forget in itertools.product([False, True], [0.0, 0.7], [False, True])
+    if peephole or clip or input_forget
+]
+
+
+def make_stack(
+    hidden, layers, bidirectional, dtype, peephole, clip, input_forget, seed, input_size=4, scale=0.8
+):
+    stack = _core.Stack(
+        "lstm",
+        input_size,
+        hidden,
+        layers,
+        True,
+        bidirectional,
+        0,
+        True,
+        dtype == np.float64,
+        False,
+        peephole,
+        clip,
+        input_forget,
+    )
+    rng = np.random.default_rng(seed)
+    weights = [(rng.standard_normal(shape) * scale).astype(dtype) for shape in stack.param_shapes()]
+    stack.set_weights(weights)
+    return stack, weights
+
+
+def test_stack_options_are_lstm_only():
+    with pytest.raises(ValueError, match="peephole"):
+        _core.Stack("gru", 3, 4, 1, True, False, 0, True, False, False, True, 0.0, False)
+    with pytest.raises(ValueError, match="clip"):
+        _core.Stack("lstm", 3, 4, 1, True, False, 0, True, False, False, False, -1.0, False)
+
+
+@pytest.mark.parametrize("peephole, clip, input_forget", STACK_OPTIONS)
+@pytest.mark.parametrize("hidden", [5, 130], ids=["H5", "H130"])
+def test_stack_forward_matches_onnxruntime(peephole, clip, input_forget, hidden):
+    ort = pytest.importorskip("onnxruntime")
+    helper = pytest.importorskip("onnx.helper")
+    from onnx import TensorProto
+
+    steps, batch, input_size = 6, 3, 4
+    stack, weights = make_stack(hidden, 1, False, np.float32, peephole, clip, input_forget, seed=hidden)
+    w_ih, w_hh, b_ih, b_hh = weights[:4]
+    order = [0, 3, 1, 2]  # ONNX gate blocks i, o, f, c from PyTorch's i, f, g, o
+
+    def blocks(a):
+        return np.concatenate([a[k * hidden : (k + 1) * hidden] for k in order])
+
+    tensors = {
+        "W": blocks(w_ih)[None],
+        "R": blocks(w_hh)[None],
+        "B": np.concatenate([blocks(b_ih), blocks(b_hh)])[None],
+    }
+    inputs = ["X", "W", "R", "B"]
+    if peephole:  # ours i, f, o -> ONNX i, o, f
+        p = weights[4]
+        tensors["P"] = np.concatenate([p[:hidden], p[2 * hidden :], p[hidden : 2 * hidden]])[None]
+        inputs += ["", "", "", "P"]
+    attrs = {"hidden_size": hidden, "input_forget": int(input_forget)}
+    if clip:
+        attrs["clip"] = clip
+    node = helper.make_node("LSTM", inputs, ["Y"], **attrs)
+    graph = helper.make_graph(
+        [node],
+        "lstm",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [steps, batch, input_size])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        initializer=[
+            helper.make_tensor(k, TensorProto.FLOAT, v.shape, v.ravel()) for k, v in tensors.items()
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = (np.random.default_rng(7).standard_normal((steps, batch, input_size)) * 2).astype(np.float32)
+    expected = session.run(["Y"], {"X": x})[0][:, 0]
+    y = stack.forward(x)[0]
+    assert_scaled_close(y, expected, *VS_ONNX_RUNTIME[np.float32], "against ONNX Runtime")
+
+
+@pytest.mark.parametrize("peephole, clip, input_forget", STACK_OPTIONS)
+@pytest.mark.parametrize("layers, bidirectional", [(1, False), (2, True)], ids=["L1", "L2-bidir"])
+def test_stack_backward_matches_finite_differences(peephole, clip, input_forget, layers, bidirectional):
+    steps, batch, hidden, input_size = 4, 3, 3, 4
+    stack, weights = make_stack(
+        hidden, layers, bidirectional, np.float64, peephole, clip, input_forget, seed=layers, scale=0.6
+    )
+    rng = np.random.default_rng(11)
+    d = 2 if bidirectional else 1
+    x = rng.standard_normal((steps, batch, input_size))
+    h0 = rng.standard_normal((d * layers, batch, hidden)) * 0.5
+    c0 = rng.standard_normal((d * layers, batch, hidden)) * 0.5
+    lengths = np.array([4, 1, 3])
+    gy = rng.standard_normal((steps, batch, d * hidden))
+    gh = rng.standard_normal(h0.shape)
+    gc = rng.standard_normal(c0.shape)
+
+    def loss(x_, h0_, c0_, ws):
+        stack.set_weights(ws)
+        y, h_n, c_n = stack.forward(x_, h0_, c0_, lengths)
+        return float((y * gy).sum() + (h_n * gh).sum() + (c_n * gc).sum())
+
+    stack.set_weights(weights)
+    saved = stack.forward_train(x, h0, c0, lengths)[3]
+    gx, gh0, gc0, gparams = stack.backward(saved, gy, gh, gc)
+
+    eps = FINITE_DIFFERENCE_STEP
+
+    def numeric(array, rebuild):
+        out = np.zeros_like(array)
+        for index in np.ndindex(array.shape):
+            plus, minus = array.copy(), array.copy()
+            plus[index] += eps
+            minus[index] -= eps
+            out[index] = (loss(*rebuild(plus)) - loss(*rebuild(minus))) / (2 * eps)
+        return out
+
+    checks = [
+        (gx, numeric(x, lambda a: (a, h0, c0, weights))),
+        (gh0, numeric(h0, lambda a: (x, a, c0, weights))),
+        (gc0, numeric(c0, lambda a: (x, h0, a, weights))),
+    ]
+    for k, w in enumerate(weights):
+        checks.append(
+            (gparams[k], numeric(w, lambda a, k=k: (x, h0, c0, weights[:k] + [a] + weights[k + 1 :])))
+        )
+    for analytic, expected in checks:
+        np.testing.assert_allclose(analytic, expected, **VS_FINITE_DIFFERENCES.kw())
+    if input_forget:  # the forget gate's rows are unused: their gradient is exactly zero
+        assert not gparams[0][hidden : 2 * hidden].any()
+
+
+@pytest.mark.parametrize("peephole, clip, input_forget", STACK_OPTIONS)
+def test_stack_thread_count_does_not_change_results(peephole, clip, input_forget):
+    stack, _ = make_stack(
+        130, 2, True, np.float32, peephole, clip, input_forget, seed=3, input_size=16, scale=0.2
+    )
+    x = np.random.default_rng(5).standard_normal((7, 4, 16)).astype(np.float32)
+    gy = np.random.default_rng(6).standard_normal((7, 4, 260)).astype(np.float32)
+    results = []
+    before = _core.get_num_threads()
+    try:
+        for threads in (1, 2):
+            _core.set_num_threads(threads)
+            y, h_n, c_n, saved = stack.forward_train(x, None, None, np.array([7, 2, 5, 1]))
+            results.append((y, h_n, c_n, *stack.backward(saved, gy)[:3], *stack.backward(saved, gy)[3]))
+    finally:
+        _core.set_num_threads(before)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("peephole, clip, input_forget", STACK_OPTIONS)
+def test_stack_backward_directional_derivative_across_slices(peephole, clip, input_forget):
+    """H=130 spreads the hidden units over several slices (and threads): check the whole gradient at
+    once along a random direction, <grad, v> against a central difference of the float64 kernels."""
+    steps, batch, hidden, input_size = 5, 2, 130, 6
+    stack, weights = make_stack(
+        hidden, 2, True, np.float64, peephole, clip, input_forget, seed=9, input_size=input_size, scale=0.15
+    )
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((steps, batch, input_size))
+    lengths = np.array([5, 3])
+    gy = rng.standard_normal((steps, batch, 2 * hidden))
+    saved = stack.forward_train(x, None, None, lengths)[3]
+    gx, _, _, gparams = stack.backward(saved, gy)
+    vx = rng.standard_normal(x.shape)
+    vw = [rng.standard_normal(w.shape) for w in weights]
+    analytic = float((gx * vx).sum() + sum((g * v).sum() for g, v in zip(gparams, vw)))
+
+    def loss(t):
+        stack.set_weights([w + t * v for w, v in zip(weights, vw)])
+        return float((stack.forward(x + t * vx, None, None, lengths)[0] * gy).sum())
+
+    eps = FINITE_DIFFERENCE_STEP
+    numeric = (loss(eps) - loss(-eps)) / (2 * eps)
+    assert abs(analytic - numeric) <= DIRECTIONAL_DERIVATIVE * max(1.0, abs(numeric))

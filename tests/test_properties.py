@@ -9,8 +9,8 @@ big-endian, Fortran order, strided, negative strides, read-only, zero-stride bro
 Then the entry point -- a layer's call, ``record`` + ``tape.backward``, a cell's call and tape, a
 stream's steps, ``load_state_dict`` -- must either match the reference (run in float64 on the model's
 weights and on the inputs rounded to the model's dtype) within the tolerance of the model's dtype
-(``conftest.TOLERANCES``, through the ``assert_close`` fixture), or raise the documented ValueError /
-TypeError.
+(``tolerances.KERNEL_VS_REFERENCE``, through the ``assert_close`` fixture), or raise the documented
+ValueError / TypeError.
 
 CI runs a fixed (derandomized) set of examples in about a minute. For bug hunting, run many more random
 ones by hand: ``FUSEDRNN_PROPERTY_EXAMPLES=50 pytest tests/test_properties.py`` multiplies every test's
@@ -348,6 +348,7 @@ def layer_cases(draw: st.DrawFn, dropout: bool = False) -> tuple[LayerSpec, Prob
 # -- layers: the call ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @examples(2500)
 @given(case=layer_cases())
 def test_layer_call(case: tuple[LayerSpec, Problem], assert_close: Any) -> None:
@@ -386,6 +387,7 @@ def grad_state_arrays(
     return ((gh, gc) if lstm else gh), gh, gc
 
 
+@pytest.mark.slow
 @examples(2000)
 @given(case=layer_cases(dropout=True), which=st.sampled_from(GRAD_STATES), grad_form=array_forms())
 def test_layer_record_and_backward(
@@ -495,6 +497,7 @@ def cell_cases(draw: st.DrawFn) -> CellCase:
     )
 
 
+@pytest.mark.slow
 @examples(1200)
 @given(case=cell_cases())
 def test_cell_call_record_and_backward(case: CellCase, assert_close: Any) -> None:
@@ -573,6 +576,7 @@ def test_cell_call_record_and_backward(case: CellCase, assert_close: Any) -> Non
 # -- streams ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @examples(1000)
 @given(
     spec=layer_specs(bidirectional=0.1),  # which cannot stream
@@ -706,6 +710,7 @@ FAULTS = (
 )
 
 
+@pytest.mark.slow
 @examples(800)
 @given(
     spec=layer_specs(),

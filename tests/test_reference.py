@@ -9,14 +9,21 @@ import pytest
 
 from fusedrnn import reference as ref
 from fusedrnn._config import StackConfig
+from tolerances import (
+    FINITE_DIFFERENCE_STEP,
+    REFERENCE_REGROUPED,
+    REFERENCE_VS_TORCH,
+    REFERENCE_ZERO_INPUT,
+    VS_FINITE_DIFFERENCES,
+)
 
 # Tiny sizes keep the finite-difference checks fast: T steps, N batch, IN inputs, H hidden, P projection.
 T, N, IN, H, P = 4, 3, 3, 3, 2
 # Ragged lengths: one sequence of full length T, one of length 1, one in between.
 RAGGED = np.array([T, 1, 2], dtype=np.int64)
 
-EPS = 1e-6
-RTOL, ATOL = 1e-6, 1e-8
+EPS = FINITE_DIFFERENCE_STEP
+RTOL, ATOL = VS_FINITE_DIFFERENCES
 
 # cell variant id -> StackConfig keyword arguments
 CELLS = {
@@ -199,10 +206,10 @@ def test_lengths_match_running_each_sequence_alone(variant, bidir):
         if config.has_cell_state:
             alone["c0"] = inputs["c0"][:, j:j + 1]
         y1, h1, c1, _ = ref.forward(config, params, **alone)
-        np.testing.assert_allclose(y[:length, j:j + 1], y1, rtol=1e-13, atol=1e-14)
-        np.testing.assert_allclose(h_n[:, j:j + 1], h1, rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(y[:length, j:j + 1], y1, **REFERENCE_REGROUPED.kw())
+        np.testing.assert_allclose(h_n[:, j:j + 1], h1, **REFERENCE_REGROUPED.kw())
         if config.has_cell_state:
-            np.testing.assert_allclose(c_n[:, j:j + 1], c1, rtol=1e-13, atol=1e-14)
+            np.testing.assert_allclose(c_n[:, j:j + 1], c1, **REFERENCE_REGROUPED.kw())
 
 
 @pytest.mark.parametrize("variant", SEMANTIC_VARIANTS)
@@ -264,7 +271,7 @@ def test_dropout_mask_is_applied_between_layers():
     y_layer1, _, _, _ = ref.forward(make_config("gru-lbr", input_size=H),
                                     {k.replace("_l1", "_l0"): v for k, v in params.items() if "_l1" in k},
                                     np.zeros((T, N, H)))
-    np.testing.assert_allclose(y, y_layer1, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(y, y_layer1, **REFERENCE_ZERO_INPUT.kw())
     # with the mask zero, the gradient of y (and of layer 1's h_n) does not reach x
     grad_x = ref.backward(cache, np.ones_like(y), np.stack([np.zeros_like(h_n[0]), np.ones_like(h_n[1])]))[0]
     assert not np.any(grad_x)
@@ -365,7 +372,7 @@ def test_matches_torch(variant, layout, bias, lengths):
         y_t, state_out = module(x_t, state)
     h_n_t, c_n_t = state_out if config.has_cell_state else (state_out, None)
 
-    tol = {"rtol": 1e-10, "atol": 1e-12}
+    tol = REFERENCE_VS_TORCH.kw()
     np.testing.assert_allclose(y, y_t.detach().numpy(), **tol)
     np.testing.assert_allclose(h_n, h_n_t.detach().numpy(), **tol)
     loss = (y_t * torch.tensor(cot["grad_y"])).sum() + (h_n_t * torch.tensor(cot["grad_h_n"])).sum()
@@ -419,7 +426,7 @@ def test_gru_reset_before_matches_torch_formula():
         ys.append(y_d)
         hs.append(h_d)
     y_t, h_n_t = torch.cat(ys, dim=2), torch.stack(hs)
-    tol = {"rtol": 1e-12, "atol": 1e-13}
+    tol = REFERENCE_VS_TORCH.kw()
     np.testing.assert_allclose(y, y_t.detach().numpy(), **tol)
     np.testing.assert_allclose(h_n, h_n_t.detach().numpy(), **tol)
     loss = (y_t * torch.tensor(cot["grad_y"])).sum() + (h_n_t * torch.tensor(cot["grad_h_n"])).sum()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fusedrnn as fr
+from tolerances import STEP_VS_CALL
 
 MAKERS = {
     "rnn-tanh": lambda **kw: fr.RNN(5, 9, **kw),
@@ -17,9 +18,6 @@ MAKERS = {
     "gru": lambda **kw: fr.GRU(5, 9, **kw),
     "gru-reset-before": lambda **kw: fr.GRU(5, 9, linear_before_reset=False, **kw),
 }
-# A step computes its input projection as a product over one step's rows, a call over all T*N rows at
-# once: the sums are the same, their rounding may differ in the last bit.
-TOL = {np.float32: dict(rtol=0, atol=2e-6), np.float64: dict(rtol=0, atol=1e-13)}
 
 
 def state_arrays(state):
@@ -39,10 +37,10 @@ def test_steps_give_the_call(kind, batch, layers, residual, dtype, rng):
     s = layer.stream(batch)
     ys = np.stack([s.step(x[t]) for t in range(12)])
     assert ys.shape == y.shape and ys.dtype == y.dtype
-    np.testing.assert_allclose(ys, y, **TOL[dtype])
+    np.testing.assert_allclose(ys, y, **STEP_VS_CALL[dtype].kw())
     for got, want in zip(state_arrays(s.state), state_arrays(final)):
         assert got.shape == want.shape
-        np.testing.assert_allclose(got, want, **TOL[dtype])
+        np.testing.assert_allclose(got, want, **STEP_VS_CALL[dtype].kw())
     assert s.steps == 12
 
 
@@ -58,7 +56,7 @@ def test_steps_match_the_call(kind, batch, rng):
     if fr._core.isa == "avx2":
         np.testing.assert_array_equal(steps, layer(x)[0])
     else:
-        np.testing.assert_allclose(steps, layer(x)[0], rtol=0, atol=2e-6)
+        np.testing.assert_allclose(steps, layer(x)[0], **STEP_VS_CALL[np.float32].kw())
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -74,7 +72,7 @@ def test_steps_match_the_call_whichever_way_the_weights_are_swept(kind, rng):
     if fr._core.isa == "avx2":
         np.testing.assert_array_equal(steps, layer(x)[0])
     else:
-        np.testing.assert_allclose(steps, layer(x)[0], rtol=0, atol=2e-6)
+        np.testing.assert_allclose(steps, layer(x)[0], **STEP_VS_CALL[np.float32].kw())
 
 
 def test_a_stream_keeps_its_workspace_to_its_own_stack():
@@ -95,9 +93,9 @@ def test_unbatched_stream_and_initial_state(kind, rng):
     assert s.batch_size is None
     ys = np.stack([s.step(x[t]) for t in range(7)])
     assert ys.shape == (7, 9)
-    np.testing.assert_allclose(ys, y, **TOL[np.float32])
+    np.testing.assert_allclose(ys, y, **STEP_VS_CALL[np.float32].kw())
     for got, want in zip(state_arrays(s.state), state_arrays(final)):
-        np.testing.assert_allclose(got, want, **TOL[np.float32])
+        np.testing.assert_allclose(got, want, **STEP_VS_CALL[np.float32].kw())
 
 
 def test_lstm_state_with_only_h0(rng):
@@ -106,7 +104,7 @@ def test_lstm_state_with_only_h0(rng):
     h0 = rng.standard_normal((1, 2, 9)).astype(np.float32)
     y, _ = layer(x, (h0, None))
     s = layer.stream(2, state=(h0, None))
-    np.testing.assert_allclose(np.stack([s.step(x[t]) for t in range(4)]), y, **TOL[np.float32])
+    np.testing.assert_allclose(np.stack([s.step(x[t]) for t in range(4)]), y, **STEP_VS_CALL[np.float32].kw())
 
 
 def test_reset_and_chunks_continue_the_sequence(rng):
@@ -116,7 +114,7 @@ def test_reset_and_chunks_continue_the_sequence(rng):
     first = [s.step(x[t]) for t in range(4)]
     # the state after 4 steps, fed to a call over the rest, continues the sequence
     y_rest, _ = layer(x[4:], s.state)
-    np.testing.assert_allclose(layer(x)[0][4:], y_rest, **TOL[np.float32])
+    np.testing.assert_allclose(layer(x)[0][4:], y_rest, **STEP_VS_CALL[np.float32].kw())
     s.reset()
     assert s.steps == 0
     np.testing.assert_allclose(s.state, 0.0)
@@ -139,7 +137,7 @@ def test_batch_first_layer_streams_the_same(rng):
     y, _ = layer(x)
     s = layer.stream(3)
     ys = np.stack([s.step(x[:, t]) for t in range(6)], axis=1)  # non-contiguous x_t
-    np.testing.assert_allclose(ys, y, **TOL[np.float32])
+    np.testing.assert_allclose(ys, y, **STEP_VS_CALL[np.float32].kw())
 
 
 def test_other_input_types_are_converted(rng):
@@ -148,7 +146,7 @@ def test_other_input_types_are_converted(rng):
     y, _ = layer(x)
     s = layer.stream(2)
     ys = np.stack([s.step(x[0]), s.step(x[1].tolist()), s.step(x[2])])
-    np.testing.assert_allclose(ys, y, **TOL[np.float32])
+    np.testing.assert_allclose(ys, y, **STEP_VS_CALL[np.float32].kw())
 
 
 def test_weight_changes_between_steps_are_picked_up(rng):
@@ -162,10 +160,10 @@ def test_weight_changes_between_steps_are_picked_up(rng):
     layer._mark_weights_changed()
     y1 = s.step(x[1])
     expected, _ = layer(x[1:], state)
-    np.testing.assert_allclose(y1, expected[0], **TOL[np.float32])
+    np.testing.assert_allclose(y1, expected[0], **STEP_VS_CALL[np.float32].kw())
     fresh = fr.LSTM(5, 9, seed=1)
     fresh.load_state_dict(layer.state_dict())
-    np.testing.assert_allclose(fresh(x[1:], state)[0][0], y1, **TOL[np.float32])
+    np.testing.assert_allclose(fresh(x[1:], state)[0][0], y1, **STEP_VS_CALL[np.float32].kw())
 
 
 def test_bidirectional_cannot_stream():

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from closeness import assert_scaled_close
+from tolerances import TORCH_GRADCHECK, TRAINING_CURVE_VS_TORCH, VS_TORCH
 
 torch = pytest.importorskip("torch")
 frt = pytest.importorskip("fusedrnn.torch")
@@ -28,12 +29,9 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:LSTM with projections is not supported with oneDNN:UserWarning"
 )
 
-# rtol, and atol relative to max(1, max|expected|), per dtype: float32 rounding / float64 rounding.
-TOL = {torch.float32: (1e-4, 1e-5), torch.float64: (1e-10, 1e-10)}
-
 
 def close(actual: Any, expected: Any, dtype: Any, what: str) -> None:
-    assert_scaled_close(actual, expected, *TOL[dtype], what)
+    assert_scaled_close(actual, expected, *VS_TORCH[dtype], what)
 
 
 IN, H, T, N = 5, 7, 6, 4
@@ -221,7 +219,7 @@ def test_gradcheck_layers(name: str, kw: dict, packed: bool) -> None:
 
     inputs = (x, h0, c0, *params) if lstm else (x, h0, *params)
     fn = f if lstm else (lambda x, h0, *ps: f(x, h0, None, *ps))
-    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert torch.autograd.gradcheck(fn, inputs, **TORCH_GRADCHECK)
 
 
 @pytest.mark.parametrize("name", ["LSTMCell", "GRUCell", "RNNCell"])
@@ -239,7 +237,7 @@ def test_gradcheck_cells(name: str) -> None:
 
     inputs = (x, h, c, *m.parameters()) if lstm else (x, h, *m.parameters())
     fn = f if lstm else (lambda x, h, *ps: f(x, h, None, *ps))
-    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert torch.autograd.gradcheck(fn, inputs, **TORCH_GRADCHECK)
 
 
 class _Model(torch.nn.Module):
@@ -255,6 +253,7 @@ class _Model(torch.nn.Module):
         return self.head(y[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["LSTM", "GRU"])
 def test_training_follows_torch_nn(name: str) -> None:
     """The same model trained with Adam from the same initialization on the same data: the loss curves
@@ -279,7 +278,7 @@ def test_training_follows_torch_nn(name: str) -> None:
             losses.append(loss.item())
         curves.append(np.array(losses))
     assert curves[0][-5:].mean() < curves[0][:5].mean() - 0.1  # it learned something
-    np.testing.assert_allclose(curves[1], curves[0], rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(curves[1], curves[0], **TRAINING_CURVE_VS_TORCH.kw())
     for (n, p), (_, q) in zip(ref.named_parameters(), ours.named_parameters()):
         close(q, p, torch.float32, f"trained {n}")
 

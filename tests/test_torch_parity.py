@@ -12,6 +12,7 @@ import pytest
 
 import fusedrnn as fr
 from closeness import assert_scaled_close
+from tolerances import VS_TORCH
 
 torch = pytest.importorskip("torch")
 # PyTorch's own notice that it runs projected LSTMs without oneDNN: not about this package.
@@ -20,13 +21,11 @@ pytestmark = pytest.mark.filterwarnings(
 )
 rnn_utils = pytest.importorskip("torch.nn.utils.rnn")
 
-# Absolute tolerance relative to max(1, max|expected|), and relative tolerance, per dtype.
-TOL = {np.float32: (1e-4, 1e-5), np.float64: (1e-10, 1e-10)}
 TORCH_DTYPES = {np.float32: torch.float32, np.float64: torch.float64}
 
 
 def close(actual: Any, expected: Any, dtype: Any, what: str) -> None:
-    assert_scaled_close(actual, expected, *TOL[dtype], what)
+    assert_scaled_close(actual, expected, *VS_TORCH[dtype], what)
 
 
 def to_np(t: Any) -> np.ndarray:
