@@ -87,14 +87,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
     old = load_other_build(args.old_dir)
-    print(f"kernels: {_core.isa}; A = {args.old_dir}, B = installed; medians of {args.rounds} interleaved rounds")
+    print(f"kernels: {_core.isa}; A = {args.old_dir}, B = installed; "
+          f"medians of {args.rounds} interleaved rounds")
     print(f"{'workload':34} {'threads':>7} {'A ms':>8} {'B ms':>8} {'B/A':>6}")
     for threads in args.threads:
         fr.set_num_threads(threads)
         old.set_num_threads(threads)
         for name, (make, (steps, batch), training) in WORKLOADS.items():
             layer = make()
-            x = np.random.default_rng(0).standard_normal((steps, batch, layer.config.input_size)).astype(np.float32)
+            shape = (steps, batch, layer.config.input_size)
+            x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
             run_a, run_b = (runner(make_stack(m, layer), x, training) for m in (old, _core))
             np.testing.assert_allclose(run_a(), run_b(), rtol=1e-5, atol=1e-6)
             times: dict[str, list[float]] = {"a": [], "b": []}

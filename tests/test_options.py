@@ -3,7 +3,7 @@ coupled input-forget gate (ONNX's LSTM), and the hard-sigmoid gates of LSTM and 
 
 The reference against central differences, the public layers (kernels) against the reference, forward and
 backward, and their argument checks. Then the LSTM options in the compiled stack itself
-(``fusedrnn._core.Stack(..., peephole=, clip=, input_forget=)``): forward against ONNX Runtime's LSTM on
+(``fusedrnn._core.StackConfig(..., peephole=, clip=, input_forget=)``): forward against ONNX Runtime's LSTM on
 the same weights, backward against central differences of the float64 kernels, the thread count.
 """
 
@@ -260,7 +260,7 @@ def test_hard_sigmoid_saturation_is_reached_in_the_layer_tests():
         assert 0.05 < np.isin(gates, (0.0, 1.0)).mean() < 0.95, config
 
 
-# -- the LSTM options in the compiled stack (_core.Stack) -------------------------------------------
+# -- the LSTM options in the compiled stack (_core.stacks) ------------------------------------------
 
 STACK_OPTIONS = [
     pytest.param(
@@ -277,21 +277,17 @@ STACK_OPTIONS = [
 def make_stack(
     hidden, layers, bidirectional, dtype, peephole, clip, input_forget, seed, input_size=4, scale=0.8
 ):
-    stack = _core.Stack(
-        "lstm",
-        input_size,
-        hidden,
-        layers,
-        True,
-        bidirectional,
-        0,
-        True,
-        dtype == np.float64,
-        False,
-        peephole,
-        clip,
-        input_forget,
+    config = _core.StackConfig(
+        cell="lstm",
+        input_size=input_size,
+        hidden_size=hidden,
+        num_layers=layers,
+        bidirectional=bidirectional,
+        peephole=peephole,
+        clip=clip,
+        input_forget=input_forget,
     )
+    stack = _core.stacks[np.dtype(dtype).name](config)
     rng = np.random.default_rng(seed)
     weights = [(rng.standard_normal(shape) * scale).astype(dtype) for shape in stack.param_shapes()]
     stack.set_weights(weights)
@@ -300,9 +296,9 @@ def make_stack(
 
 def test_stack_options_are_lstm_only():
     with pytest.raises(ValueError, match="peephole"):
-        _core.Stack("gru", 3, 4, 1, True, False, 0, True, False, False, True, 0.0, False)
+        _core.StackConfig(cell="gru", input_size=3, hidden_size=4, peephole=True)
     with pytest.raises(ValueError, match="clip"):
-        _core.Stack("lstm", 3, 4, 1, True, False, 0, True, False, False, False, -1.0, False)
+        _core.StackConfig(cell="lstm", input_size=3, hidden_size=4, clip=-1.0)
 
 
 @pytest.mark.parametrize("peephole, clip, input_forget", STACK_OPTIONS)

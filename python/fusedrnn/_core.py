@@ -41,7 +41,9 @@ def _load():
 
 _module = _load()
 
-Stack = _module.Stack
+StackConfig = _module.StackConfig
+StackBase = _module.StackBase
+stacks: dict = _module.stacks  # the stack class by the name of the dtype it computes in
 Saved = _module.Saved
 Workspace = _module.Workspace
 StreamBase = _module.StreamBase
@@ -49,11 +51,14 @@ set_num_threads = _module.set_num_threads
 get_num_threads = _module.get_num_threads
 isa: str = _module.isa
 # The schedule switches, for fusedrnn._testing (not exported).
+_Tuning = _module._Tuning
 _tuning = _module._tuning
 _set_tuning = _module._set_tuning
 
 __all__ = [
-    "Stack",
+    "StackConfig",
+    "StackBase",
+    "stacks",
     "Saved",
     "Workspace",
     "StreamBase",

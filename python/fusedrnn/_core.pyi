@@ -3,12 +3,12 @@ Internal: use fusedrnn's public classes.
 
 Shapes (time-major always): x (T, N, I); h0/h_n (D*L, N, H_out); c0/c_n (D*L, N, H) for "lstm" only;
 lengths (N,) int64 with 1 <= lengths[n] <= T; y (T, N, D*H_out); dropout_masks: L-1 arrays (T, N, D*H_out).
-Arrays should already be C-contiguous and of the stack's dtype (float32, or float64 when ``double``),
+Arrays should already be C-contiguous and of the stack's dtype (``stacks[name]`` computes in that dtype),
 so that nothing is copied; shapes are re-checked and violations raise ValueError. The GIL is released
 during compute.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,32 +37,55 @@ class StreamBase:
     _h: _Array
     _c: _Array | None
     steps: int
-    def __init__(self, stack: Stack, layer: object, x_shape: Sequence[int]) -> None: ...
+    def __init__(self, stack: StackBase, refresh: Callable[[], None], x_shape: Sequence[int]) -> None: ...
     def step(self, x_t: object) -> _Array:
         """Advance by one step: x_t (N, I) or (I,) -> y_t (N, H_out) / (H_out,)."""
 
-class Stack:
-    """A stack of recurrent layers (see fusedrnn._config.StackConfig for the meaning of the arguments)."""
+class StackConfig:
+    """What a compiled stack is (see fusedrnn._config.StackConfig for the meaning of the fields)."""
 
     def __init__(
         self,
+        *,
         cell: str,
         input_size: int,
         hidden_size: int,
-        num_layers: int,
-        bias: bool,
-        bidirectional: bool,
-        proj_size: int,
-        linear_before_reset: bool,
-        double: bool,
+        num_layers: int = 1,
+        bias: bool = True,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        linear_before_reset: bool = True,
         residual: bool = False,
         peephole: bool = False,
         clip: float = 0.0,
         input_forget: bool = False,
         hard_gates: bool = False,
     ) -> None: ...
+    cell: str
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bias: bool
+    bidirectional: bool
+    proj_size: int
+    linear_before_reset: bool
+    residual: bool
+    peephole: bool
+    clip: float
+    input_forget: bool
+    hard_gates: bool
+
+class StackBase:
+    """What the stacks of every dtype have in common."""
+
+class Stack(StackBase):
+    """A stack of recurrent layers computing in one dtype (``stacks["float32"]``, ``stacks["float64"]``)."""
+
+    def __init__(self, config: StackConfig) -> None: ...
     @property
-    def is_double(self) -> bool: ...
+    def config(self) -> StackConfig: ...
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
     def param_shapes(self) -> list[list[int]]: ...
     def _slices(self) -> int: ...
     def set_weights(self, params: Sequence[_Array]) -> None:
@@ -107,15 +130,19 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """The number of threads the kernels may use."""
 
-def _tuning() -> dict[str, bool | int]:
+stacks: dict[str, type[Stack]]
+"""The stack class by the name of the dtype it computes in."""
+
+class _Tuning:
+    projection_per_step: bool
+    claim_steps: bool
+    claim_others_first: bool
+    rows_per_member: int
+    directions_at_once: bool
+    slices: int
+
+def _tuning() -> _Tuning:
     """The schedule switches (see fusedrnn._testing)."""
 
-def _set_tuning(
-    projection_per_step: bool,
-    claim_steps: bool,
-    claim_others_first: bool,
-    rows_per_member: int,
-    directions_at_once: bool,
-    slices: int,
-) -> None:
+def _set_tuning(tuning: _Tuning) -> None:
     """Set every schedule switch (see fusedrnn._testing)."""

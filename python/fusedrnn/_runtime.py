@@ -30,24 +30,24 @@ from ._config import StackConfig
 __all__ = ["Runtime", "new_stack"]
 
 
-def new_stack(config: StackConfig, double: bool) -> _core.Stack:
+def new_stack(config: StackConfig, double: bool) -> _core.StackBase:
     """The compiled stack for ``config``, computing in float64 when ``double``, else in float32."""
-    return _core.Stack(
-        config.cell,
-        config.input_size,
-        config.hidden_size,
-        config.num_layers,
-        config.bias,
-        config.bidirectional,
-        config.proj_size,
-        config.linear_before_reset,
-        double,
+    compiled = _core.StackConfig(
+        cell=config.cell,
+        input_size=config.input_size,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        bias=config.bias,
+        bidirectional=config.bidirectional,
+        proj_size=config.proj_size,
+        linear_before_reset=config.linear_before_reset,
         residual=config.residual,
         peephole=config.peephole,
         clip=config.clip,
         input_forget=config.input_forget,
         hard_gates=config.hard_gates,
     )
+    return _core.stacks["float64" if double else "float32"](compiled)
 
 
 class Runtime:
@@ -71,8 +71,7 @@ class Runtime:
         # address stay alive, so another object cannot take the address and look unchanged.
         self._uploaded: Any = None
         self._active = 0
-        # The owned weights changed since the last upload. Read before every step by the compiled stream
-        # step (_core.StreamBase), which then calls _begin_call and _end_call.
+        # The owned weights changed since the last upload (see refresh).
         self._dirty = True
 
     # -- changes of owned weights ----------------------------------------------------------------------
@@ -119,9 +118,13 @@ class Runtime:
             if self._active == 0:
                 self.lock.notify_all()
 
-    # The names the compiled stream step calls.
-    _begin_call = begin_call
-    _end_call = end_call
+    def refresh(self) -> None:
+        """Upload the owned arrays if they changed since the last upload, once the calls in flight with the
+        old weights have finished. The compiled stream step (``_core.StreamBase``) calls it before every
+        step."""
+        if self._dirty:
+            self.begin_call()
+            self.end_call()
 
     def upload_if_idle(self) -> None:
         """Upload changed owned arrays now, unless calls are running (then the next call does it): loading

@@ -26,10 +26,20 @@ from typing import Any
 
 from . import _core
 
+_SWITCHES = tuple(name for name in dir(_core._Tuning()) if not name.startswith("_"))
+
 
 def get_tuning() -> dict[str, Any]:
     """The current switches, by name."""
-    return dict(_core._tuning())
+    current = _core._tuning()
+    return {name: getattr(current, name) for name in _SWITCHES}
+
+
+def _apply(switches: dict[str, Any]) -> None:
+    tuning = _core._Tuning()
+    for name, value in switches.items():
+        setattr(tuning, name, value)
+    _core._set_tuning(tuning)
 
 
 def set_tuning(**changes: Any) -> None:
@@ -39,7 +49,7 @@ def set_tuning(**changes: Any) -> None:
     if unknown:
         raise TypeError(f"unknown tuning switches {unknown}; the switches are {sorted(current)}")
     current.update(changes)
-    _core._set_tuning(**current)
+    _apply(current)
 
 
 @contextlib.contextmanager
@@ -50,4 +60,4 @@ def tuning(**changes: Any) -> Iterator[dict[str, Any]]:
     try:
         yield get_tuning()
     finally:
-        _core._set_tuning(**before)
+        _apply(before)

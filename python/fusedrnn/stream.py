@@ -67,7 +67,7 @@ class Stream(_core.StreamBase):
         features = layer.config.input_size
         self._x_shape = (features,) if self._unbatched else (self._batch, features)
         self._has_c = layer._has_cell_state
-        super().__init__(layer._runtime.stack, layer._runtime, list(self._x_shape))
+        super().__init__(layer._runtime.stack, layer._runtime.refresh, list(self._x_shape))
         self.reset(state)
 
     # -- state ---------------------------------------------------------------------------------------
