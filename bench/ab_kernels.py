@@ -46,7 +46,7 @@ def make_stack(module: Any, layer: Any) -> Any:
                                     proj_size=c.proj_size, linear_before_reset=c.linear_before_reset,
                                     residual=c.residual, peephole=c.peephole, clip=c.clip,
                                     input_forget=c.input_forget, hard_gates=c.hard_gates)
-        stack = (module.Stack64 if double else module.Stack32)(config)
+        stack = module.stacks["float64" if double else "float32"](config)
     else:
         stack = module.Stack(c.cell, c.input_size, c.hidden_size, c.num_layers, c.bias, c.bidirectional,
                              c.proj_size, c.linear_before_reset, double, residual=c.residual,
