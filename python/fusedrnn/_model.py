@@ -101,7 +101,7 @@ class _Recurrent:
 
     @property
     def _stack(self) -> Any:
-        """The compiled stack (``_core.Stack``)."""
+        """The compiled stack (one of ``_core.stacks``)."""
         return self._runtime.stack
 
     def __getstate__(self) -> dict[str, Any]:

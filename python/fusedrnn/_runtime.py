@@ -1,7 +1,7 @@
 """How every model runs the compiled stack: fusedrnn's layers, cells and streams, and ``fusedrnn.torch``.
 
-A ``Runtime`` owns one compiled stack (``_core.Stack``), which keeps its own packed copy of the weights,
-and knows which weights that copy holds by a key. A call names the weights it needs; when the stack
+A ``Runtime`` owns one compiled stack (one of ``_core.stacks``), which keeps its own packed copy of the
+weights, and knows which weights that copy holds by a key. A call names the weights it needs; when the stack
 holds others, the call waits until the calls in flight have finished, uploads, then runs. Any number of
 calls with the same weights run at once (the kernels release the GIL); an upload never happens during
 a call.
