@@ -17,7 +17,7 @@ constexpr Index kPanelWidth = 16;
 
 // Packed weights start on a cache line: a panel row (16 floats, 64 bytes) then never straddles two, and
 // its vector loads never split. From malloc they start 16 bytes into a line for some weight sets and
-// not others, and the products over the unlucky ones took a third longer.
+// not others, and the products over the unlucky ones ran slower (bench/README.md, Kernel decisions).
 constexpr std::size_t kCacheLine = 64;
 
 template <typename T>
