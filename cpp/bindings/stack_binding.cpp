@@ -36,6 +36,15 @@ const char* cell_name(fusedrnn::CellKind kind) {
   return "";
 }
 
+// The LSTM's cell-state argument: an optional array of this shape; for other cells, None only.
+template <typename T>
+std::optional<Array<T>> optional_cell_state(const StackConfig& cfg, const py::object& obj, const std::string& name,
+                                            const std::vector<Index>& shape) {
+  if (cfg.has_cell_state()) return optional_array<T>(obj, name, shape);
+  if (!obj.is_none()) throw py::value_error(name + ": expected None for a cell without a cell state");
+  return std::nullopt;
+}
+
 std::optional<Array<std::int64_t>> checked_lengths(const py::object& obj, Index steps, Index batch) {
   if (obj.is_none()) return std::nullopt;
   auto lengths = Array<std::int64_t>::ensure(obj);
@@ -138,11 +147,7 @@ py::tuple PyStack<T>::run_forward(const py::object& x_obj, const py::object& h0_
   const Index H = cfg.hidden_size, H_out = cfg.output_size(), D = cfg.directions();
   Array<T> x = checked_array<T>(x_obj, "x", {steps, batch, cfg.input_size});
   auto h0 = optional_array<T>(h0_obj, "h0", state_shape(cfg, batch, H_out));
-  std::optional<Array<T>> c0;
-  if (cfg.has_cell_state())
-    c0 = optional_array<T>(c0_obj, "c0", state_shape(cfg, batch, H));
-  else if (!c0_obj.is_none())
-    throw py::value_error("c0: expected None for a cell without a cell state");
+  const auto c0 = optional_cell_state<T>(cfg, c0_obj, "c0", state_shape(cfg, batch, H));
   const auto lengths = checked_lengths(lengths_obj, steps, batch);
   const std::vector<Array<T>> masks = training ? checked_masks(masks_obj, steps, batch) : std::vector<Array<T>>{};
 
@@ -185,11 +190,7 @@ py::tuple PyStack<T>::backward(const TapeHandle& saved, const py::object& grad_y
   const Index H = cfg.hidden_size, H_out = cfg.output_size(), D = cfg.directions();
   Array<T> grad_y = checked_array<T>(grad_y_obj, "grad_y", {steps, batch, D * H_out});
   auto grad_h_n = optional_array<T>(grad_h_n_obj, "grad_h_n", state_shape(cfg, batch, H_out));
-  std::optional<Array<T>> grad_c_n;
-  if (cfg.has_cell_state())
-    grad_c_n = optional_array<T>(grad_c_n_obj, "grad_c_n", state_shape(cfg, batch, H));
-  else if (!grad_c_n_obj.is_none())
-    throw py::value_error("grad_c_n: expected None for a cell without a cell state");
+  const auto grad_c_n = optional_cell_state<T>(cfg, grad_c_n_obj, "grad_c_n", state_shape(cfg, batch, H));
 
   Array<T> grad_x({steps, batch, cfg.input_size});
   Array<T> grad_h0(state_shape(cfg, batch, H_out));
