@@ -41,17 +41,39 @@ def make_stack(module: Any, layer: Any) -> Any:
     c = layer.config
     double = layer.dtype == np.float64
     if hasattr(module, "StackConfig"):  # bindings that take a configuration object
-        config = module.StackConfig(cell=c.cell, input_size=c.input_size, hidden_size=c.hidden_size,
-                                    num_layers=c.num_layers, bias=c.bias, bidirectional=c.bidirectional,
-                                    proj_size=c.proj_size, linear_before_reset=c.linear_before_reset,
-                                    residual=c.residual, peephole=c.peephole, clip=c.clip,
-                                    input_forget=c.input_forget, hard_gates=c.hard_gates)
+        config = module.StackConfig(
+            cell=c.cell,
+            input_size=c.input_size,
+            hidden_size=c.hidden_size,
+            num_layers=c.num_layers,
+            bias=c.bias,
+            bidirectional=c.bidirectional,
+            proj_size=c.proj_size,
+            linear_before_reset=c.linear_before_reset,
+            residual=c.residual,
+            peephole=c.peephole,
+            clip=c.clip,
+            input_forget=c.input_forget,
+            hard_gates=c.hard_gates,
+        )
         stack = module.stacks["float64" if double else "float32"](config)
     else:
-        stack = module.Stack(c.cell, c.input_size, c.hidden_size, c.num_layers, c.bias, c.bidirectional,
-                             c.proj_size, c.linear_before_reset, double, residual=c.residual,
-                             peephole=c.peephole, clip=c.clip, input_forget=c.input_forget,
-                             hard_gates=c.hard_gates)
+        stack = module.Stack(
+            c.cell,
+            c.input_size,
+            c.hidden_size,
+            c.num_layers,
+            c.bias,
+            c.bidirectional,
+            c.proj_size,
+            c.linear_before_reset,
+            double,
+            residual=c.residual,
+            peephole=c.peephole,
+            clip=c.clip,
+            input_forget=c.input_forget,
+            hard_gates=c.hard_gates,
+        )
     stack.set_weights(list(layer.state_dict().values()))
     return stack
 
@@ -61,8 +83,11 @@ WORKLOADS: dict[str, tuple[Callable[[], Any], tuple[int, int], bool]] = {
     "LSTM 128->256 T=100 N=1": (lambda: fr.LSTM(128, 256, seed=0), (100, 1), False),
     "LSTM 256->256 T=100 N=64": (lambda: fr.LSTM(256, 256, seed=0), (100, 64), False),
     "GRU 128->256 T=100 N=1": (lambda: fr.GRU(128, 256, seed=0), (100, 1), False),
-    "biLSTM 2x 128->256 T=100 N=8": (lambda: fr.LSTM(128, 256, num_layers=2, bidirectional=True, seed=0),
-                                     (100, 8), False),
+    "biLSTM 2x 128->256 T=100 N=8": (
+        lambda: fr.LSTM(128, 256, num_layers=2, bidirectional=True, seed=0),
+        (100, 8),
+        False,
+    ),
     "LSTM train 128->256 T=50 N=32": (lambda: fr.LSTM(128, 256, seed=0), (50, 32), True),
     "GRU train 128->256 T=50 N=32": (lambda: fr.GRU(128, 256, seed=0), (50, 32), True),
 }
@@ -87,8 +112,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
     old = load_other_build(args.old_dir)
-    print(f"kernels: {_core.isa}; A = {args.old_dir}, B = installed; "
-          f"medians of {args.rounds} interleaved rounds")
+    print(
+        f"kernels: {_core.isa}; A = {args.old_dir}, B = installed; "
+        f"medians of {args.rounds} interleaved rounds"
+    )
     print(f"{'workload':34} {'threads':>7} {'A ms':>8} {'B ms':>8} {'B/A':>6}")
     for threads in args.threads:
         fr.set_num_threads(threads)

@@ -236,8 +236,11 @@ def test_workload_flops_and_weight_bytes():
 
 
 def _row(result, workload, impl, threads=1):
-    (row,) = [r for r in result["rows"] if r["workload"] == workload.name and r["impl"] == impl
-              and r["threads"] == threads]
+    (row,) = [
+        r
+        for r in result["rows"]
+        if r["workload"] == workload.name and r["impl"] == impl and r["threads"] == threads
+    ]
     return row
 
 
@@ -258,7 +261,7 @@ def test_targets_met_and_missed_are_reported():
     lines = text.splitlines()
     assert any(" met" in line and line.lstrip().startswith("numpy") and ">=0.00" in line for line in lines)
     assert any("MISSED" in line and line.lstrip().startswith("numpy") for line in lines)
-    missed = text[text.index("performance targets:"):]
+    missed = text[text.index("performance targets:") :]
     assert "missed:" in missed
     assert f"{hard.name}, threads=1: numpy time / fusedrnn time" in missed
     assert f"{easy.name}, threads=1: numpy" not in missed
@@ -267,8 +270,9 @@ def test_targets_met_and_missed_are_reported():
 def test_large_batch_gflops_against_the_matmul_rate():
     w = bench.Workload("gru", "inference", 3, workloads.LARGE_BATCH, 4, 8, matmul_fraction_target=0.85)
     out = io.StringIO()
-    result = bench.run(threads=[1], repeat=2, warmup=1, workloads=(w,), anchors=["numpy"], quick=True,
-                       out=out)
+    result = bench.run(
+        threads=[1], repeat=2, warmup=1, workloads=(w,), anchors=["numpy"], quick=True, out=out
+    )
     (matmul,) = result["matmul"]["by_threads"]
     assert matmul["threads"] == 1 and matmul["gflops"] > 0 and len(matmul["samples"]) >= 2
     assert "numpy.matmul" in result["matmul"]["method"]
@@ -335,8 +339,11 @@ def test_targets_summary_lists_every_missed_target():
     ]
     lines = report.targets_summary(checks)
     assert lines[0] == "performance targets: 1 of 3 met"
-    assert lines[1:] == ["missed:", "  A, threads=1: torch time / fusedrnn time = 0.9, target >= 1.2",
-                         "  C, threads=2: first / median = 2.5, target <= 2"]
+    assert lines[1:] == [
+        "missed:",
+        "  A, threads=1: torch time / fusedrnn time = 0.9, target >= 1.2",
+        "  C, threads=2: first / median = 2.5, target <= 2",
+    ]
 
 
 # ---- plot and memory ---------------------------------------------------------------------------------------
@@ -347,8 +354,9 @@ def test_plot_writes_a_png(tmp_path):
     path = tmp_path / "ratios.png"
     w = bench.Workload("lstm", "inference", 4, 1, 3, 5, targets=(("numpy", 1.0, 1.0),))
     out = io.StringIO()
-    bench.run(threads=[1, 2], repeat=1, warmup=0, workloads=(w,), anchors=["numpy"], plot_path=str(path),
-              out=out)
+    bench.run(
+        threads=[1, 2], repeat=1, warmup=0, workloads=(w,), anchors=["numpy"], plot_path=str(path), out=out
+    )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"wrote {path}" in out.getvalue()
 

@@ -306,8 +306,10 @@ def test_input_projection_step_by_step_gives_the_same_numbers(kind: str, rng: np
         y_steps, state_steps = layer(x, lengths=lengths)
     assert not get_tuning()["projection_per_step"]
     np.testing.assert_array_equal(y_steps, y)
-    for got, want in zip(state_steps if isinstance(state, tuple) else [state_steps],
-                         state if isinstance(state, tuple) else [state]):
+    for got, want in zip(
+        state_steps if isinstance(state, tuple) else [state_steps],
+        state if isinstance(state, tuple) else [state],
+    ):
         np.testing.assert_array_equal(got, want)
 
 

@@ -36,18 +36,38 @@ CELLS = {
 }
 
 
-def make_config(variant: str, num_layers: int = 1, bidirectional: bool = False, bias: bool = True,
-                input_size: int = IN, hidden_size: int = H) -> StackConfig:
-    return StackConfig(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers,
-                       bidirectional=bidirectional, bias=bias, **CELLS[variant])
+def make_config(
+    variant: str,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    bias: bool = True,
+    input_size: int = IN,
+    hidden_size: int = H,
+) -> StackConfig:
+    return StackConfig(
+        input_size=input_size,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        bias=bias,
+        **CELLS[variant],
+    )
 
 
 def make_params(config: StackConfig, rng: np.random.Generator, scale: float = 0.6) -> dict[str, np.ndarray]:
     return {name: rng.uniform(-scale, scale, shape) for name, shape in config.param_shapes()}
 
 
-def make_inputs(config: StackConfig, rng: np.random.Generator, *, states: bool, lengths: bool,
-                dropout: bool, steps: int = T, batch: int = N) -> dict:
+def make_inputs(
+    config: StackConfig,
+    rng: np.random.Generator,
+    *,
+    states: bool,
+    lengths: bool,
+    dropout: bool,
+    steps: int = T,
+    batch: int = N,
+) -> dict:
     """Random x (and optionally h0, c0, ragged lengths, dropout masks) for ``config``."""
     dl = config.num_layers * config.num_directions
     out = {"x": rng.standard_normal((steps, batch, config.input_size))}
@@ -102,7 +122,9 @@ def min_abs_preactivation(cache: ref.ForwardCache) -> float:
     """Smallest |a| over every RNN pre-activation the forward pass computed (active rows only)."""
     return min(
         float(np.min(np.abs(rec.cache.pre)))
-        for layer in cache.steps for direction in layer for rec in direction
+        for layer in cache.steps
+        for direction in layer
+        for rec in direction
     )
 
 
@@ -164,18 +186,22 @@ def test_gradients_match_finite_differences(case):
         if config.has_cell_state:
             inputs["c0"] = np.zeros_like(grad_c0)
 
-    np.testing.assert_allclose(grad_x, numerical_gradient(f, inputs["x"]), rtol=RTOL, atol=ATOL,
-                               err_msg="grad_x")
-    np.testing.assert_allclose(grad_h0, numerical_gradient(f, inputs["h0"]), rtol=RTOL, atol=ATOL,
-                               err_msg="grad_h0")
+    np.testing.assert_allclose(
+        grad_x, numerical_gradient(f, inputs["x"]), rtol=RTOL, atol=ATOL, err_msg="grad_x"
+    )
+    np.testing.assert_allclose(
+        grad_h0, numerical_gradient(f, inputs["h0"]), rtol=RTOL, atol=ATOL, err_msg="grad_h0"
+    )
     if config.has_cell_state:
-        np.testing.assert_allclose(grad_c0, numerical_gradient(f, inputs["c0"]), rtol=RTOL, atol=ATOL,
-                                   err_msg="grad_c0")
+        np.testing.assert_allclose(
+            grad_c0, numerical_gradient(f, inputs["c0"]), rtol=RTOL, atol=ATOL, err_msg="grad_c0"
+        )
     else:
         assert grad_c0 is None and c_n is None
     for name in config.param_names():
-        np.testing.assert_allclose(grad_params[name], numerical_gradient(f, params[name]),
-                                   rtol=RTOL, atol=ATOL, err_msg=name)
+        np.testing.assert_allclose(
+            grad_params[name], numerical_gradient(f, params[name]), rtol=RTOL, atol=ATOL, err_msg=name
+        )
     if options["lengths"]:
         # past a sequence's end the input is never read
         for j, length in enumerate(inputs["lengths"]):
@@ -199,17 +225,17 @@ def test_lengths_match_running_each_sequence_alone(variant, bidir):
     for j, length in enumerate(inputs["lengths"]):
         assert not np.any(y[length:, j]), "y must be zero past the sequence's end"
         alone = {
-            "x": inputs["x"][:length, j:j + 1],
-            "h0": inputs["h0"][:, j:j + 1],
-            "dropout_masks": [m[:length, j:j + 1] for m in inputs["dropout_masks"]],
+            "x": inputs["x"][:length, j : j + 1],
+            "h0": inputs["h0"][:, j : j + 1],
+            "dropout_masks": [m[:length, j : j + 1] for m in inputs["dropout_masks"]],
         }
         if config.has_cell_state:
-            alone["c0"] = inputs["c0"][:, j:j + 1]
+            alone["c0"] = inputs["c0"][:, j : j + 1]
         y1, h1, c1, _ = ref.forward(config, params, **alone)
-        np.testing.assert_allclose(y[:length, j:j + 1], y1, **REFERENCE_REGROUPED.kw())
-        np.testing.assert_allclose(h_n[:, j:j + 1], h1, **REFERENCE_REGROUPED.kw())
+        np.testing.assert_allclose(y[:length, j : j + 1], y1, **REFERENCE_REGROUPED.kw())
+        np.testing.assert_allclose(h_n[:, j : j + 1], h1, **REFERENCE_REGROUPED.kw())
         if config.has_cell_state:
-            np.testing.assert_allclose(c_n[:, j:j + 1], c1, **REFERENCE_REGROUPED.kw())
+            np.testing.assert_allclose(c_n[:, j : j + 1], c1, **REFERENCE_REGROUPED.kw())
 
 
 @pytest.mark.parametrize("variant", SEMANTIC_VARIANTS)
@@ -268,9 +294,11 @@ def test_dropout_mask_is_applied_between_layers():
     x = rng.standard_normal((T, N, IN))
     masks = [np.zeros((T, N, H))]
     y, h_n, _, cache = ref.forward(config, params, x, dropout_masks=masks)
-    y_layer1, _, _, _ = ref.forward(make_config("gru-lbr", input_size=H),
-                                    {k.replace("_l1", "_l0"): v for k, v in params.items() if "_l1" in k},
-                                    np.zeros((T, N, H)))
+    y_layer1, _, _, _ = ref.forward(
+        make_config("gru-lbr", input_size=H),
+        {k.replace("_l1", "_l0"): v for k, v in params.items() if "_l1" in k},
+        np.zeros((T, N, H)),
+    )
     np.testing.assert_allclose(y, y_layer1, **REFERENCE_ZERO_INPUT.kw())
     # with the mask zero, the gradient of y (and of layer 1's h_n) does not reach x
     grad_x = ref.backward(cache, np.ones_like(y), np.stack([np.zeros_like(h_n[0]), np.ones_like(h_n[1])]))[0]
@@ -331,8 +359,13 @@ TORCH_VARIANTS = ["rnn_tanh", "rnn_relu", "lstm", "lstm-proj", "gru-lbr"]
 
 
 def _torch_module(torch, config: StackConfig):
-    kw = {"input_size": config.input_size, "hidden_size": config.hidden_size,
-          "num_layers": config.num_layers, "bias": config.bias, "bidirectional": config.bidirectional}
+    kw = {
+        "input_size": config.input_size,
+        "hidden_size": config.hidden_size,
+        "num_layers": config.num_layers,
+        "bias": config.bias,
+        "bidirectional": config.bidirectional,
+    }
     if config.cell == "lstm":
         return torch.nn.LSTM(proj_size=config.proj_size, **kw)
     if config.cell == "gru":
@@ -365,7 +398,8 @@ def test_matches_torch(variant, layout, bias, lengths):
     state = (h0_t, c0_t) if config.has_cell_state else h0_t
     if lengths:
         packed = torch.nn.utils.rnn.pack_padded_sequence(
-            x_t, torch.tensor(inputs["lengths"]), enforce_sorted=False)
+            x_t, torch.tensor(inputs["lengths"]), enforce_sorted=False
+        )
         out_packed, state_out = module(packed, state)
         y_t, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, total_length=T)
     else:
@@ -398,8 +432,8 @@ def _torch_gru_reset_before(torch, w_ih, w_hh, b_ih, b_hh, x, h, reverse):
     for t in times:
         ai = x[t] @ w_ih.T + b_ih
         r = torch.sigmoid(ai[:, :hs] + h @ w_hh[:hs].T + b_hh[:hs])
-        z = torch.sigmoid(ai[:, hs:2 * hs] + h @ w_hh[hs:2 * hs].T + b_hh[hs:2 * hs])
-        n = torch.tanh(ai[:, 2 * hs:] + (r * h) @ w_hh[2 * hs:].T + b_hh[2 * hs:])
+        z = torch.sigmoid(ai[:, hs : 2 * hs] + h @ w_hh[hs : 2 * hs].T + b_hh[hs : 2 * hs])
+        n = torch.tanh(ai[:, 2 * hs :] + (r * h) @ w_hh[2 * hs :].T + b_hh[2 * hs :])
         h = (1 - z) * n + z * h
         outputs[t] = h
     return torch.stack(outputs), h
@@ -420,9 +454,16 @@ def test_gru_reset_before_matches_torch_formula():
     h0_t = torch.tensor(inputs["h0"], requires_grad=True)
     ys, hs = [], []
     for direction, sfx in enumerate(["_l0", "_l0_reverse"]):
-        y_d, h_d = _torch_gru_reset_before(torch, tp["weight_ih" + sfx], tp["weight_hh" + sfx],
-                                           tp["bias_ih" + sfx], tp["bias_hh" + sfx], x_t, h0_t[direction],
-                                           reverse=direction == 1)
+        y_d, h_d = _torch_gru_reset_before(
+            torch,
+            tp["weight_ih" + sfx],
+            tp["weight_hh" + sfx],
+            tp["bias_ih" + sfx],
+            tp["bias_hh" + sfx],
+            x_t,
+            h0_t[direction],
+            reverse=direction == 1,
+        )
         ys.append(y_d)
         hs.append(h_d)
     y_t, h_n_t = torch.cat(ys, dim=2), torch.stack(hs)

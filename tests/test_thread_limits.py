@@ -134,9 +134,12 @@ def test_dask_worker_processes_use_one_thread_each() -> None:
     """A LocalCluster of processes starts each worker with OMP_NUM_THREADS=1 (Dask's pre-spawn
     environment): fusedrnn there runs one thread per worker, as BLAS does, instead of every core."""
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
-    ) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         reports = client.run(_worker_report)
     assert len(reports) == 2
     assert len({pid for pid, _ in reports.values()}) == 2

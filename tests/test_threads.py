@@ -156,8 +156,11 @@ def _all_answers(make, batch, seed, steps):
     lengths = np.maximum(1, steps - np.arange(batch) % steps) if batch > 1 else None
 
     def answers():
-        return (_infer(layer, x), _train(layer, x, gy),
-                _arrays(layer(x, lengths=lengths)) if lengths is not None else [])
+        return (
+            _infer(layer, x),
+            _train(layer, x, gy),
+            _arrays(layer(x, lengths=lengths)) if lengths is not None else [],
+        )
 
     return answers
 

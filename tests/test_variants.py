@@ -46,7 +46,12 @@ def test_variant_matches_the_reference(variant: str, features: tuple[str, ...]) 
     if missing:
         pytest.skip(f"the {variant} kernels need {', '.join(missing)}, which this CPU lacks")
     env = dict(os.environ, FUSEDRNN_ISA=variant)
-    out = subprocess.run([sys.executable, "-c", _CHECK.format(variant=variant)], env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _CHECK.format(variant=variant)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["ok", variant]

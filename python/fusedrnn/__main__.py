@@ -36,8 +36,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from fusedrnn import bench
 
     try:
-        bench.run(threads=args.threads, quick=args.quick, repeat=args.repeat, json_path=args.json,
-                  plot_path=args.plot, memory=args.memory)
+        bench.run(
+            threads=args.threads,
+            quick=args.quick,
+            repeat=args.repeat,
+            json_path=args.json,
+            plot_path=args.plot,
+            memory=args.memory,
+        )
     except bench.BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -48,8 +54,14 @@ def _cmd_gradflow(args: argparse.Namespace) -> int:
     from fusedrnn import analysis
 
     try:
-        analysis.run_cli(steps=args.steps, hidden_size=args.hidden, input_size=args.input, seed=args.seed,
-                         dtype=args.dtype, plot_path=args.plot)
+        analysis.run_cli(
+            steps=args.steps,
+            hidden_size=args.hidden,
+            input_size=args.input,
+            seed=args.seed,
+            dtype=args.dtype,
+            plot_path=args.plot,
+        )
     except ImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -59,8 +71,10 @@ def _cmd_gradflow(args: argparse.Namespace) -> int:
 def _version() -> str:
     import fusedrnn
 
-    return (f"fusedrnn {fusedrnn.__version__} (kernels: {fusedrnn._core.isa}, "
-            f"{fusedrnn.get_num_threads()} threads)")
+    return (
+        f"fusedrnn {fusedrnn.__version__} (kernels: {fusedrnn._core.isa}, "
+        f"{fusedrnn.get_num_threads()} threads)"
+    )
 
 
 def _program_name() -> str:
@@ -70,50 +84,86 @@ def _program_name() -> str:
 
 
 def build_parser(prog: str = "python -m fusedrnn") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog,
-                                     description="fusedrnn: fused RNN, LSTM and GRU kernels for the CPU.")
-    parser.add_argument("--version", action="version", version=_version(),
-                        help="print fusedrnn's version, its kernels' instruction set and thread count")
+    parser = argparse.ArgumentParser(
+        prog=prog, description="fusedrnn: fused RNN, LSTM and GRU kernels for the CPU."
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=_version(),
+        help="print fusedrnn's version, its kernels' instruction set and thread count",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     bench = commands.add_parser(
-        "bench", help="time fusedrnn against NumPy, PyTorch and ONNX Runtime",
+        "bench",
+        help="time fusedrnn against NumPy, PyTorch and ONNX Runtime",
         description="Time fusedrnn against its NumPy reference, and against PyTorch and ONNX Runtime when "
-                    "they are installed, on standard LSTM and GRU shapes (float32, inference and training). "
-                    "Every anchor's answer is checked against fusedrnn's before it is timed; timing is "
-                    "interleaved and reports medians and ratio = anchor time / fusedrnn time.")
-    bench.add_argument("--threads", type=_thread_counts, default=None, metavar="N[,M...]",
-                       help="thread counts to measure at (default: 1 and the number of usable cores)")
-    bench.add_argument("--quick", action="store_true",
-                       help="tiny shapes and few rounds: a smoke test whose times mean nothing")
-    bench.add_argument("--repeat", type=_positive, default=None, metavar="K",
-                       help="timed rounds per workload (default 20, or 3 with --quick)")
+        "they are installed, on standard LSTM and GRU shapes (float32, inference and training). "
+        "Every anchor's answer is checked against fusedrnn's before it is timed; timing is "
+        "interleaved and reports medians and ratio = anchor time / fusedrnn time.",
+    )
+    bench.add_argument(
+        "--threads",
+        type=_thread_counts,
+        default=None,
+        metavar="N[,M...]",
+        help="thread counts to measure at (default: 1 and the number of usable cores)",
+    )
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny shapes and few rounds: a smoke test whose times mean nothing",
+    )
+    bench.add_argument(
+        "--repeat",
+        type=_positive,
+        default=None,
+        metavar="K",
+        help="timed rounds per workload (default 20, or 3 with --quick)",
+    )
     bench.add_argument("--json", default=None, metavar="FILE", help="also write every row to FILE as JSON")
-    bench.add_argument("--plot", default=None, metavar="FILE.png",
-                       help="also draw the ratios per workload and thread count, with the targets, into "
-                            "FILE.png (needs matplotlib)")
-    bench.add_argument("--memory", action="store_true",
-                       help="also report fusedrnn's and PyTorch's peak memory per call, each measured in a "
-                            "fresh process")
+    bench.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE.png",
+        help="also draw the ratios per workload and thread count, with the targets, into "
+        "FILE.png (needs matplotlib)",
+    )
+    bench.add_argument(
+        "--memory",
+        action="store_true",
+        help="also report fusedrnn's and PyTorch's peak memory per call, each measured in a fresh process",
+    )
     bench.set_defaults(func=_cmd_bench)
 
     gradflow = commands.add_parser(
-        "gradflow", help="how the gradient fades back through time in an RNN, LSTM and GRU",
+        "gradflow",
+        help="how the gradient fades back through time in an RNN, LSTM and GRU",
         description="Put a loss on the last step of a vanilla RNN, an LSTM (forget-gate bias 0, +1, +2) and "
-                    "a GRU of the same size (PyTorch's default initialization) on the same random input, and "
-                    "print ||dL/dx_t|| and ||dL/dh_t|| at eleven steps from 0 to T-1; --plot draws them on a "
-                    "log scale (needs matplotlib).")
-    gradflow.add_argument("--plot", default=None, metavar="FILE",
-                          help="also draw the curves into FILE (.png)")
-    gradflow.add_argument("--steps", type=_positive, default=100, metavar="T",
-                          help="sequence length (default 100)")
-    gradflow.add_argument("--hidden", type=_positive, default=64, metavar="H",
-                          help="hidden units (default 64)")
-    gradflow.add_argument("--input", type=_positive, default=32, metavar="I",
-                          help="input features (default 32)")
+        "a GRU of the same size (PyTorch's default initialization) on the same random input, and "
+        "print ||dL/dx_t|| and ||dL/dh_t|| at eleven steps from 0 to T-1; --plot draws them on a "
+        "log scale (needs matplotlib).",
+    )
+    gradflow.add_argument(
+        "--plot", default=None, metavar="FILE", help="also draw the curves into FILE (.png)"
+    )
+    gradflow.add_argument(
+        "--steps", type=_positive, default=100, metavar="T", help="sequence length (default 100)"
+    )
+    gradflow.add_argument(
+        "--hidden", type=_positive, default=64, metavar="H", help="hidden units (default 64)"
+    )
+    gradflow.add_argument(
+        "--input", type=_positive, default=32, metavar="I", help="input features (default 32)"
+    )
     gradflow.add_argument("--seed", type=int, default=0, help="seed of the weights and the input (default 0)")
-    gradflow.add_argument("--dtype", choices=["float32", "float64"], default="float32",
-                          help="compute dtype (default float32, where small gradients underflow)")
+    gradflow.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default="float32",
+        help="compute dtype (default float32, where small gradients underflow)",
+    )
     gradflow.set_defaults(func=_cmd_gradflow)
     return parser
 

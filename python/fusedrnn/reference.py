@@ -76,8 +76,9 @@ def _part(b: np.ndarray | None, lo: int, hi: int) -> np.ndarray | None:
     return None if b is None else b[lo:hi]
 
 
-def _accumulate_affine(grads: dict[str, np.ndarray], w_role: str, b_role: str, da: np.ndarray,
-                       v: np.ndarray, lo: int, hi: int) -> None:
+def _accumulate_affine(
+    grads: dict[str, np.ndarray], w_role: str, b_role: str, da: np.ndarray, v: np.ndarray, lo: int, hi: int
+) -> None:
     """Weight/bias gradients of ``a[:, lo:hi] = v @ w[lo:hi].T + b[lo:hi]`` given ``da`` (n, hi-lo)."""
     grads[w_role][lo:hi] += da.T @ v
     if b_role in grads:
@@ -91,10 +92,10 @@ def _accumulate_affine(grads: dict[str, np.ndarray], w_role: str, b_role: str, d
 
 
 class RNNStepCache(NamedTuple):
-    x: np.ndarray       # (n, I)  input rows of this step
+    x: np.ndarray  # (n, I)  input rows of this step
     h_prev: np.ndarray  # (n, H)  state before the step
-    pre: np.ndarray     # (n, H)  pre-activation a
-    h: np.ndarray       # (n, H)  state after the step, act(a)
+    pre: np.ndarray  # (n, H)  pre-activation a
+    h: np.ndarray  # (n, H)  state after the step, act(a)
 
 
 def rnn_step(p, x, h_prev, c_prev=None, *, relu=False):
@@ -118,17 +119,17 @@ def rnn_step_backward(p, cache: RNNStepCache, dh, dc=None, grads=None, *, relu=F
 
 
 class LSTMStepCache(NamedTuple):
-    x: np.ndarray       # (n, I)
+    x: np.ndarray  # (n, I)
     h_prev: np.ndarray  # (n, H_out)
     c_prev: np.ndarray  # (n, H)
-    i: np.ndarray       # (n, H)  input gate (after sigmoid)
-    f: np.ndarray       # (n, H)  forget gate (after sigmoid; 1 - i when coupled)
-    g: np.ndarray       # (n, H)  cell candidate (after tanh)
-    o: np.ndarray       # (n, H)  output gate (after sigmoid)
-    c: np.ndarray       # (n, H)  the new cell state
+    i: np.ndarray  # (n, H)  input gate (after sigmoid)
+    f: np.ndarray  # (n, H)  forget gate (after sigmoid; 1 - i when coupled)
+    g: np.ndarray  # (n, H)  cell candidate (after tanh)
+    o: np.ndarray  # (n, H)  output gate (after sigmoid)
+    c: np.ndarray  # (n, H)  the new cell state
     tanh_c: np.ndarray  # (n, H)  tanh(c)
-    m: np.ndarray       # (n, H)  o * tanh(c), the input of the projection (same as h without projection)
-    pre: np.ndarray     # (n, 4H) the activations' inputs before clipping (peephole terms included)
+    m: np.ndarray  # (n, H)  o * tanh(c), the input of the projection (same as h without projection)
+    pre: np.ndarray  # (n, 4H) the activations' inputs before clipping (peephole terms included)
 
 
 def _clip(a: np.ndarray, clip: float) -> np.ndarray:
@@ -160,14 +161,14 @@ def lstm_step(p, x, h_prev, c_prev, *, clip=0.0, input_forget=False, hard=False)
     ph = p.get("weight_ph")
     if ph is not None:
         a[:, 0:hs] += ph[0:hs] * c_prev
-        a[:, hs:2 * hs] += ph[hs:2 * hs] * c_prev
+        a[:, hs : 2 * hs] += ph[hs : 2 * hs] * c_prev
     i = _gate(_clip(a[:, 0:hs], clip), hard)
-    f = 1 - i if input_forget else _gate(_clip(a[:, hs:2 * hs], clip), hard)
-    g = np.tanh(_clip(a[:, 2 * hs:3 * hs], clip))
+    f = 1 - i if input_forget else _gate(_clip(a[:, hs : 2 * hs], clip), hard)
+    g = np.tanh(_clip(a[:, 2 * hs : 3 * hs], clip))
     c = f * c_prev + i * g
     if ph is not None:
-        a[:, 3 * hs:] += ph[2 * hs:] * c
-    o = _gate(_clip(a[:, 3 * hs:4 * hs], clip), hard)
+        a[:, 3 * hs :] += ph[2 * hs :] * c
+    o = _gate(_clip(a[:, 3 * hs : 4 * hs], clip), hard)
     tanh_c = np.tanh(c)
     m = o * tanh_c
     h = m @ p["weight_hr"].T if "weight_hr" in p else m
@@ -177,14 +178,14 @@ def lstm_step(p, x, h_prev, c_prev, *, clip=0.0, input_forget=False, hard=False)
 def lstm_step_backward(p, cache: LSTMStepCache, dh, dc, grads, *, clip=0.0, input_forget=False, hard=False):
     """Backward of :func:`lstm_step`; dh: (n, H_out), dc: (n, H) are the gradients of the new state::
 
-        dm = dh @ weight_hr, dW_hr += dh^T m     (projection; else dm = dh)
-        da_o = dm * tanh(c) * o(1-o) * clip'(a_o)
-        dc_tot = dc + dm * o * (1 - tanh(c)^2) [+ da_o * p_o]
-        di = dc_tot * (g [- c_prev when coupled]);  df = dc_tot * c_prev;  dg = dc_tot * i
-        da = [di i(1-i), df f(1-f) (0 when coupled), dg (1-g^2), da_o] * clip'(a)   (n, 4H)
-        dc_prev = dc_tot * f [+ da_i * p_i + da_f * p_f]
-        dp += [sum da_i c_prev, sum da_f c_prev, sum da_o c]
-        dx = da W, dh_prev = da U, dW += da^T x, dU += da^T h_prev, db_ih = db_hh += sum_n da
+    dm = dh @ weight_hr, dW_hr += dh^T m     (projection; else dm = dh)
+    da_o = dm * tanh(c) * o(1-o) * clip'(a_o)
+    dc_tot = dc + dm * o * (1 - tanh(c)^2) [+ da_o * p_o]
+    di = dc_tot * (g [- c_prev when coupled]);  df = dc_tot * c_prev;  dg = dc_tot * i
+    da = [di i(1-i), df f(1-f) (0 when coupled), dg (1-g^2), da_o] * clip'(a)   (n, 4H)
+    dc_prev = dc_tot * f [+ da_i * p_i + da_f * p_f]
+    dp += [sum da_i c_prev, sum da_f c_prev, sum da_o c]
+    dx = da W, dh_prev = da U, dW += da^T x, dU += da^T h_prev, db_ih = db_hh += sum_n da
     """
     hs = cache.c.shape[1]
     ph = p.get("weight_ph")
@@ -194,27 +195,29 @@ def lstm_step_backward(p, cache: LSTMStepCache, dh, dc, grads, *, clip=0.0, inpu
     else:
         dm = dh
     pre = cache.pre
-    da_o = dm * cache.tanh_c * _gate_grad(cache.o, hard) * _clip_grad(pre[:, 3 * hs:], clip)
+    da_o = dm * cache.tanh_c * _gate_grad(cache.o, hard) * _clip_grad(pre[:, 3 * hs :], clip)
     dc_tot = dc + dm * cache.o * (1 - cache.tanh_c * cache.tanh_c)
     if ph is not None:
-        dc_tot = dc_tot + da_o * ph[2 * hs:]
+        dc_tot = dc_tot + da_o * ph[2 * hs :]
     di = dc_tot * cache.g
     dg = dc_tot * cache.i
     if input_forget:
         di = di - dc_tot * cache.c_prev
         da_f = np.zeros_like(di)
     else:
-        da_f = dc_tot * cache.c_prev * _gate_grad(cache.f, hard) * _clip_grad(pre[:, hs:2 * hs], clip)
+        da_f = dc_tot * cache.c_prev * _gate_grad(cache.f, hard) * _clip_grad(pre[:, hs : 2 * hs], clip)
     da_i = di * _gate_grad(cache.i, hard) * _clip_grad(pre[:, 0:hs], clip)
-    da_g = dg * (1 - cache.g * cache.g) * _clip_grad(pre[:, 2 * hs:3 * hs], clip)
+    da_g = dg * (1 - cache.g * cache.g) * _clip_grad(pre[:, 2 * hs : 3 * hs], clip)
     dc_prev = dc_tot * cache.f
     if ph is not None:
-        dc_prev = dc_prev + da_i * ph[0:hs] + da_f * ph[hs:2 * hs]
-        grads["weight_ph"] += np.concatenate([
-            (da_i * cache.c_prev).sum(axis=0),
-            (da_f * cache.c_prev).sum(axis=0),
-            (da_o * cache.c).sum(axis=0),
-        ])
+        dc_prev = dc_prev + da_i * ph[0:hs] + da_f * ph[hs : 2 * hs]
+        grads["weight_ph"] += np.concatenate(
+            [
+                (da_i * cache.c_prev).sum(axis=0),
+                (da_f * cache.c_prev).sum(axis=0),
+                (da_o * cache.c).sum(axis=0),
+            ]
+        )
     da = np.concatenate([da_i, da_f, da_g, da_o], axis=1)
     g4 = da.shape[1]
     _accumulate_affine(grads, "weight_ih", "bias_ih", da, cache.x, 0, g4)
@@ -223,11 +226,11 @@ def lstm_step_backward(p, cache: LSTMStepCache, dh, dc, grads, *, clip=0.0, inpu
 
 
 class GRUStepCache(NamedTuple):
-    x: np.ndarray       # (n, I)
+    x: np.ndarray  # (n, I)
     h_prev: np.ndarray  # (n, H)
-    r: np.ndarray       # (n, H)  reset gate (after sigmoid)
-    z: np.ndarray       # (n, H)  update gate (after sigmoid)
-    n: np.ndarray       # (n, H)  candidate (after tanh)
+    r: np.ndarray  # (n, H)  reset gate (after sigmoid)
+    z: np.ndarray  # (n, H)  update gate (after sigmoid)
+    n: np.ndarray  # (n, H)  candidate (after tanh)
     hn: np.ndarray | None  # (n, H)  U_n h_prev + b_hn (linear-before-reset only; None for reset-before)
 
 
@@ -241,12 +244,12 @@ def gru_step(p, x, h_prev, c_prev=None, *, hard=False):
 
     x: (n, I), h_prev: (n, H) -> h: (n, H)."""
     hs = h_prev.shape[1]
-    ai = _affine(x, p["weight_ih"], p.get("bias_ih"))       # (n, 3H)
+    ai = _affine(x, p["weight_ih"], p.get("bias_ih"))  # (n, 3H)
     ah = _affine(h_prev, p["weight_hh"], p.get("bias_hh"))  # (n, 3H)
     r = _gate(ai[:, 0:hs] + ah[:, 0:hs], hard)
-    z = _gate(ai[:, hs:2 * hs] + ah[:, hs:2 * hs], hard)
-    hn = ah[:, 2 * hs:3 * hs]
-    n = np.tanh(ai[:, 2 * hs:3 * hs] + r * hn)
+    z = _gate(ai[:, hs : 2 * hs] + ah[:, hs : 2 * hs], hard)
+    hn = ah[:, 2 * hs : 3 * hs]
+    n = np.tanh(ai[:, 2 * hs : 3 * hs] + r * hn)
     h = (1 - z) * n + z * h_prev
     return h, None, GRUStepCache(x, h_prev, r, z, n, hn)
 
@@ -254,13 +257,13 @@ def gru_step(p, x, h_prev, c_prev=None, *, hard=False):
 def gru_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=False):
     """Backward of :func:`gru_step`::
 
-        dn = dh * (1 - z);  dz = dh * (h_prev - n)
-        da_n = dn * (1 - n^2)                       (gradient of the pre-tanh sum)
-        dr = da_n * hn;  dhn = da_n * r
-        da_r = dr * r (1 - r);  da_z = dz * z (1 - z)
-        input side:     dai = [da_r, da_z, da_n]   -> dx = dai W, dW += dai^T x, db_ih += sum_n dai
-        recurrent side: dah = [da_r, da_z, dhn]    -> dU += dah^T h_prev, db_hh += sum_n dah
-        dh_prev = dh * z + dah U
+    dn = dh * (1 - z);  dz = dh * (h_prev - n)
+    da_n = dn * (1 - n^2)                       (gradient of the pre-tanh sum)
+    dr = da_n * hn;  dhn = da_n * r
+    da_r = dr * r (1 - r);  da_z = dz * z (1 - z)
+    input side:     dai = [da_r, da_z, da_n]   -> dx = dai W, dW += dai^T x, db_ih += sum_n dai
+    recurrent side: dah = [da_r, da_z, dhn]    -> dU += dah^T h_prev, db_hh += sum_n dah
+    dh_prev = dh * z + dah U
     """
     r, z, n, hn = cache.r, cache.z, cache.n, cache.hn
     dn = dh * (1 - z)
@@ -289,12 +292,12 @@ def gru_reset_before_step(p, x, h_prev, c_prev=None, *, hard=False):
     x: (n, I), h_prev: (n, H) -> h: (n, H). The n-gate's recurrent product needs r first."""
     hs = h_prev.shape[1]
     w_hh, b_hh = p["weight_hh"], p.get("bias_hh")
-    ai = _affine(x, p["weight_ih"], p.get("bias_ih"))                   # (n, 3H)
-    ah_rz = _affine(h_prev, w_hh[0:2 * hs], _part(b_hh, 0, 2 * hs))     # (n, 2H)
+    ai = _affine(x, p["weight_ih"], p.get("bias_ih"))  # (n, 3H)
+    ah_rz = _affine(h_prev, w_hh[0 : 2 * hs], _part(b_hh, 0, 2 * hs))  # (n, 2H)
     r = _gate(ai[:, 0:hs] + ah_rz[:, 0:hs], hard)
-    z = _gate(ai[:, hs:2 * hs] + ah_rz[:, hs:2 * hs], hard)
-    ah_n = _affine(r * h_prev, w_hh[2 * hs:3 * hs], _part(b_hh, 2 * hs, 3 * hs))
-    n = np.tanh(ai[:, 2 * hs:3 * hs] + ah_n)
+    z = _gate(ai[:, hs : 2 * hs] + ah_rz[:, hs : 2 * hs], hard)
+    ah_n = _affine(r * h_prev, w_hh[2 * hs : 3 * hs], _part(b_hh, 2 * hs, 3 * hs))
+    n = np.tanh(ai[:, 2 * hs : 3 * hs] + ah_n)
     h = (1 - z) * n + z * h_prev
     return h, None, GRUStepCache(x, h_prev, r, z, n, None)
 
@@ -302,12 +305,12 @@ def gru_reset_before_step(p, x, h_prev, c_prev=None, *, hard=False):
 def gru_reset_before_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=False):
     """Backward of :func:`gru_reset_before_step`::
 
-        dn = dh * (1 - z);  dz = dh * (h_prev - n);  da_n = dn * (1 - n^2)
-        d(rh) = da_n U_n;  dU_n += da_n^T (r * h_prev);  db_hn += sum_n da_n
-        dr = d(rh) * h_prev;  da_r = dr * r (1 - r);  da_z = dz * z (1 - z)
-        dU_rz += [da_r, da_z]^T h_prev;  db_h{r,z} += sum_n [da_r, da_z]
-        dai = [da_r, da_z, da_n] -> dx = dai W, dW += dai^T x, db_ih += sum_n dai
-        dh_prev = dh * z + d(rh) * r + [da_r, da_z] U_rz
+    dn = dh * (1 - z);  dz = dh * (h_prev - n);  da_n = dn * (1 - n^2)
+    d(rh) = da_n U_n;  dU_n += da_n^T (r * h_prev);  db_hn += sum_n da_n
+    dr = d(rh) * h_prev;  da_r = dr * r (1 - r);  da_z = dz * z (1 - z)
+    dU_rz += [da_r, da_z]^T h_prev;  db_h{r,z} += sum_n [da_r, da_z]
+    dai = [da_r, da_z, da_n] -> dx = dai W, dW += dai^T x, db_ih += sum_n dai
+    dh_prev = dh * z + d(rh) * r + [da_r, da_z] U_rz
     """
     h_prev, r, z, n = cache.h_prev, cache.r, cache.z, cache.n
     hs = h_prev.shape[1]
@@ -315,7 +318,7 @@ def gru_reset_before_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=No
     dn = dh * (1 - z)
     dz = dh * (h_prev - n)
     da_n = dn * (1 - n * n)
-    d_rh = da_n @ w_hh[2 * hs:3 * hs]
+    d_rh = da_n @ w_hh[2 * hs : 3 * hs]
     _accumulate_affine(grads, "weight_hh", "bias_hh", da_n, r * h_prev, 2 * hs, 3 * hs)
     dr = d_rh * h_prev
     da_r = dr * _gate_grad(r, hard)
@@ -324,7 +327,7 @@ def gru_reset_before_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=No
     _accumulate_affine(grads, "weight_hh", "bias_hh", da_rz, h_prev, 0, 2 * hs)
     dai = np.concatenate([da_r, da_z, da_n], axis=1)
     _accumulate_affine(grads, "weight_ih", "bias_ih", dai, cache.x, 0, 3 * hs)
-    dh_prev = dh * z + d_rh * r + da_rz @ w_hh[0:2 * hs]
+    dh_prev = dh * z + d_rh * r + da_rz @ w_hh[0 : 2 * hs]
     return dai @ p["weight_ih"], dh_prev, None
 
 
@@ -352,13 +355,20 @@ def cell_functions(config: StackConfig) -> tuple[StepFn, StepFn]:
 
 
 class StepRecord(NamedTuple):
-    t: int              # time index of the step
-    rows: np.ndarray    # (n,) int indices of the sequences active at step t (t < lengths[j])
-    cache: Any          # the cell's step cache for those rows
+    t: int  # time index of the step
+    rows: np.ndarray  # (n,) int indices of the sequences active at step t (t < lengths[j])
+    cache: Any  # the cell's step cache for those rows
 
 
-def layer_forward(step: StepFn, p: dict[str, np.ndarray], x: np.ndarray, h0: np.ndarray,
-                  c0: np.ndarray | None, lengths: np.ndarray, reverse: bool):
+def layer_forward(
+    step: StepFn,
+    p: dict[str, np.ndarray],
+    x: np.ndarray,
+    h0: np.ndarray,
+    c0: np.ndarray | None,
+    lengths: np.ndarray,
+    reverse: bool,
+):
     """Run one direction of one layer over time.
 
     x: (T, N, I), h0: (N, H_out), c0: (N, H) or None, lengths: (N,) ints in [1, T].
@@ -385,9 +395,15 @@ def layer_forward(step: StepFn, p: dict[str, np.ndarray], x: np.ndarray, h0: np.
     return y, h, c, records
 
 
-def layer_backward(step_backward: StepFn, p: dict[str, np.ndarray], records: list[StepRecord],
-                   x_shape: tuple[int, ...], dy: np.ndarray, dh_last: np.ndarray,
-                   dc_last: np.ndarray | None):
+def layer_backward(
+    step_backward: StepFn,
+    p: dict[str, np.ndarray],
+    records: list[StepRecord],
+    x_shape: tuple[int, ...],
+    dy: np.ndarray,
+    dh_last: np.ndarray,
+    dc_last: np.ndarray | None,
+):
     """Backward through time of :func:`layer_forward`.
 
     dy: (T, N, H_out) gradient of y (ignored where y was inactive), dh_last: (N, H_out),
@@ -456,9 +472,15 @@ def _compute_dtype(*arrays: Any) -> np.dtype:
     return dtype
 
 
-def forward(config: StackConfig, params: dict[str, np.ndarray], x: np.ndarray,
-            h0: np.ndarray | None = None, c0: np.ndarray | None = None,
-            lengths: np.ndarray | None = None, dropout_masks: list[np.ndarray] | None = None):
+def forward(
+    config: StackConfig,
+    params: dict[str, np.ndarray],
+    x: np.ndarray,
+    h0: np.ndarray | None = None,
+    c0: np.ndarray | None = None,
+    lengths: np.ndarray | None = None,
+    dropout_masks: list[np.ndarray] | None = None,
+):
     """Forward pass of the stack described by ``config``.
 
     params: dict name -> array, exactly ``config.param_shapes()``.
@@ -501,19 +523,22 @@ def forward(config: StackConfig, params: dict[str, np.ndarray], x: np.ndarray,
     else:
         lengths = np.asarray(lengths)
         if lengths.shape != (batch,) or not np.issubdtype(lengths.dtype, np.integer):
-            raise ValueError(f"lengths: expected an int array of shape ({batch},), "
-                             f"got {lengths.dtype} {lengths.shape}")
+            raise ValueError(
+                f"lengths: expected an int array of shape ({batch},), got {lengths.dtype} {lengths.shape}"
+            )
         if lengths.size and (lengths.min() < 1 or lengths.max() > steps_total):
             raise ValueError(f"lengths: expected values in [1, {steps_total}], got {lengths.tolist()}")
         lengths = lengths.astype(np.int64)
 
     if dropout_masks is not None:
         if len(dropout_masks) != big_l - 1:
-            raise ValueError(f"dropout_masks: expected {big_l - 1} masks (num_layers - 1), "
-                             f"got {len(dropout_masks)}")
+            raise ValueError(
+                f"dropout_masks: expected {big_l - 1} masks (num_layers - 1), got {len(dropout_masks)}"
+            )
         mask_shape = (steps_total, batch, big_d * h_out)
-        dropout_masks = [_as_array(f"dropout_masks[{k}]", m, mask_shape, dtype)
-                         for k, m in enumerate(dropout_masks)]
+        dropout_masks = [
+            _as_array(f"dropout_masks[{k}]", m, mask_shape, dtype) for k, m in enumerate(dropout_masks)
+        ]
 
     step, _ = cell_functions(config)
     h_n = np.zeros_like(h0)
@@ -529,7 +554,8 @@ def forward(config: StackConfig, params: dict[str, np.ndarray], x: np.ndarray,
             k = layer * big_d + direction
             p = _layer_params(config, p_all, layer, direction)
             y_d, h_last, c_last, recs = layer_forward(
-                step, p, layer_input, h0[k], None if c0 is None else c0[k], lengths, reverse=direction == 1)
+                step, p, layer_input, h0[k], None if c0 is None else c0[k], lengths, reverse=direction == 1
+            )
             outputs.append(y_d)
             records.append(recs)
             h_n[k] = h_last
@@ -545,8 +571,12 @@ def forward(config: StackConfig, params: dict[str, np.ndarray], x: np.ndarray,
     return layer_input, h_n, c_n, cache
 
 
-def backward(cache: ForwardCache, grad_y: np.ndarray, grad_h_n: np.ndarray | None = None,
-             grad_c_n: np.ndarray | None = None):
+def backward(
+    cache: ForwardCache,
+    grad_y: np.ndarray,
+    grad_h_n: np.ndarray | None = None,
+    grad_c_n: np.ndarray | None = None,
+):
     """Backward pass of :func:`forward`.
 
     grad_y: (T, N, D*H_out); grad_h_n: (D*L, N, H_out) or None (zeros); grad_c_n: (D*L, N, H) or None
@@ -561,12 +591,18 @@ def backward(cache: ForwardCache, grad_y: np.ndarray, grad_h_n: np.ndarray | Non
 
     grad_y = _as_array("grad_y", grad_y, (steps_total, batch, big_d * h_out), dtype)
     state_shape = (big_l * big_d, batch, h_out)
-    grad_h_n = (np.zeros(state_shape, dtype) if grad_h_n is None
-                else _as_array("grad_h_n", grad_h_n, state_shape, dtype))
+    grad_h_n = (
+        np.zeros(state_shape, dtype)
+        if grad_h_n is None
+        else _as_array("grad_h_n", grad_h_n, state_shape, dtype)
+    )
     if config.has_cell_state:
         cell_shape = (big_l * big_d, batch, hs)
-        grad_c_n = (np.zeros(cell_shape, dtype) if grad_c_n is None
-                    else _as_array("grad_c_n", grad_c_n, cell_shape, dtype))
+        grad_c_n = (
+            np.zeros(cell_shape, dtype)
+            if grad_c_n is None
+            else _as_array("grad_c_n", grad_c_n, cell_shape, dtype)
+        )
     elif grad_c_n is not None:
         raise ValueError(f"grad_c_n: only an LSTM has a cell state, got grad_c_n for cell {config.cell!r}")
 
@@ -581,10 +617,16 @@ def backward(cache: ForwardCache, grad_y: np.ndarray, grad_h_n: np.ndarray | Non
         for direction in range(big_d):
             k = layer * big_d + direction
             p = _layer_params(config, cache.params, layer, direction)
-            dy_d = d_out[:, :, direction * h_out:(direction + 1) * h_out]
+            dy_d = d_out[:, :, direction * h_out : (direction + 1) * h_out]
             dx_d, dh0_d, dc0_d, grads = layer_backward(
-                step_backward, p, cache.steps[layer][direction], layer_input.shape, dy_d,
-                grad_h_n[k], None if grad_c_n is None else grad_c_n[k])
+                step_backward,
+                p,
+                cache.steps[layer][direction],
+                layer_input.shape,
+                dy_d,
+                grad_h_n[k],
+                None if grad_c_n is None else grad_c_n[k],
+            )
             d_in += dx_d
             grad_h0[k] = dh0_d
             if grad_c0 is not None:

@@ -46,6 +46,7 @@ from .wrappers import Reverse, SumDirections, unwrap
 
 __all__ = ["from_keras", "call_as_keras"]
 
+
 def _activation_name(value: Any) -> str:
     """The name of a Keras activation as a config gives it (a string, a serialized function dict, or
     a function)."""
