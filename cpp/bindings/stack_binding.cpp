@@ -26,16 +26,6 @@ std::vector<Index> state_shape(const StackConfig& cfg, Index batch, Index width)
   return {cfg.num_layers * cfg.directions(), batch, width};
 }
 
-const char* cell_name(fusedrnn::CellKind kind) {
-  switch (kind) {
-    case fusedrnn::CellKind::kRnnTanh: return "rnn_tanh";
-    case fusedrnn::CellKind::kRnnRelu: return "rnn_relu";
-    case fusedrnn::CellKind::kLstm: return "lstm";
-    case fusedrnn::CellKind::kGru: return "gru";
-  }
-  return "";
-}
-
 // The LSTM's cell-state argument: an optional array of this shape; for other cells, None only.
 template <typename T>
 std::optional<Array<T>> optional_cell_state(const StackConfig& cfg, const py::object& obj, const std::string& name,
@@ -290,7 +280,7 @@ void register_config(py::module_& m) {
            py::arg("bias") = true, py::arg("bidirectional") = false, py::arg("proj_size") = 0,
            py::arg("linear_before_reset") = true, py::arg("residual") = false, py::arg("peephole") = false,
            py::arg("clip") = 0.0, py::arg("input_forget") = false, py::arg("hard_gates") = false)
-      .def_property_readonly("cell", [](const StackConfig& c) { return cell_name(c.cell); })
+      .def_property_readonly("cell", [](const StackConfig& c) { return c.info().name; })
       .def_readonly("input_size", &StackConfig::input_size)
       .def_readonly("hidden_size", &StackConfig::hidden_size)
       .def_readonly("num_layers", &StackConfig::num_layers)

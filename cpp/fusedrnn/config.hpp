@@ -3,20 +3,23 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
+#include "fusedrnn/cells/traits.hpp"
 #include "fusedrnn/shapes.hpp"
 
 namespace fusedrnn {
 
+// The cells a stack can run; cells/registry.hpp maps each to its cell type.
 enum class CellKind { kRnnTanh, kRnnRelu, kLstm, kGru };
+constexpr CellKind kCellKinds[] = {CellKind::kRnnTanh, CellKind::kRnnRelu, CellKind::kLstm, CellKind::kGru};
 
-inline CellKind parse_cell_kind(const std::string& name) {
-  if (name == "rnn_tanh") return CellKind::kRnnTanh;
-  if (name == "rnn_relu") return CellKind::kRnnRelu;
-  if (name == "lstm") return CellKind::kLstm;
-  if (name == "gru") return CellKind::kGru;
-  throw std::invalid_argument("cell: expected one of 'rnn_tanh', 'rnn_relu', 'lstm', 'gru', got '" + name + "'");
-}
+// The kind whose cell is named `name` (CellInfo::name); invalid_argument naming the choices otherwise.
+CellKind parse_cell_kind(const std::string& name);
+
+// The parameter arrays of one layer-direction, in PyTorch's order (w_ih, w_hh, b_ih, b_hh, w_hr) with
+// the peepholes last.
+enum class ParamRole { kInputWeights, kRecurrentWeights, kInputBias, kRecurrentBias, kProjection, kPeephole };
 
 struct StackConfig {
   CellKind cell = CellKind::kLstm;
@@ -37,36 +40,64 @@ struct StackConfig {
   // instead of the logistic function.
   bool hard_gates = false;
 
-  Index gates() const {
-    switch (cell) {
-      case CellKind::kLstm: return 4;
-      case CellKind::kGru: return 3;
-      default: return 1;
-    }
+  // What the cell declares about itself (cells/traits.hpp).
+  CellInfo info() const;
+  Index gates() const { return info().gates; }
+  bool has_cell_state() const { return info().cell_state; }
+  // The options this configuration sets, as CellOption bits (validate checks them against the cell's).
+  // linear_before_reset picks one of the GRU's forms and is ignored by cells with one form (every
+  // configuration carries PyTorch's default), so it is not among them.
+  unsigned options() const {
+    return (proj_size != 0 ? kOptionProjection : 0u) | (peephole ? kOptionPeephole : 0u) |
+           (clip != 0.0 ? kOptionClip : 0u) | (input_forget ? kOptionInputForget : 0u) |
+           (hard_gates ? kOptionHardGates : 0u);
   }
   Index directions() const { return bidirectional ? 2 : 1; }
   Index output_size() const { return proj_size > 0 ? proj_size : hidden_size; }  // H_out
-  bool has_cell_state() const { return cell == CellKind::kLstm; }
   Index layer_input_size(Index layer) const { return layer == 0 ? input_size : directions() * output_size(); }
-  // Parameters per layer-direction, in PyTorch's order: w_ih, w_hh, [b_ih, b_hh], [w_hr].
-  // Parameters per layer-direction, in order: w_ih, w_hh, [b_ih, b_hh], [w_hr], [peephole].
-  Index params_per_layer_direction() const {
-    return 2 + (bias ? 2 : 0) + (proj_size > 0 ? 1 : 0) + (peephole ? 1 : 0);
+
+  // The parameter arrays of each layer-direction, in order, and the shape of each in `layer`.
+  std::vector<ParamRole> param_roles() const {
+    std::vector<ParamRole> roles{ParamRole::kInputWeights, ParamRole::kRecurrentWeights};
+    if (bias) roles.insert(roles.end(), {ParamRole::kInputBias, ParamRole::kRecurrentBias});
+    if (proj_size > 0) roles.push_back(ParamRole::kProjection);
+    if (peephole) roles.push_back(ParamRole::kPeephole);
+    return roles;
+  }
+  Index params_per_layer_direction() const { return static_cast<Index>(param_roles().size()); }
+  std::vector<Index> param_shape(ParamRole role, Index layer) const {
+    const Index GH = gates() * hidden_size;
+    switch (role) {
+      case ParamRole::kInputWeights: return {GH, layer_input_size(layer)};
+      case ParamRole::kRecurrentWeights: return {GH, output_size()};
+      case ParamRole::kInputBias:
+      case ParamRole::kRecurrentBias: return {GH};
+      case ParamRole::kProjection: return {proj_size, hidden_size};
+      case ParamRole::kPeephole: return {info().peephole_vectors * hidden_size};
+    }
+    return {};
   }
 
-  void validate() const {
-    auto fail = [](const std::string& m) { throw std::invalid_argument(m); };
-    if (input_size < 1) fail("input_size: expected >= 1, got " + std::to_string(input_size));
-    if (hidden_size < 1) fail("hidden_size: expected >= 1, got " + std::to_string(hidden_size));
-    if (num_layers < 1) fail("num_layers: expected >= 1, got " + std::to_string(num_layers));
-    if (proj_size < 0 || (proj_size > 0 && (cell != CellKind::kLstm || proj_size >= hidden_size)))
-      fail("proj_size: expected 0, or 0 < proj_size < hidden_size on an LSTM, got " + std::to_string(proj_size));
-    if ((peephole || clip != 0.0 || input_forget) && cell != CellKind::kLstm)
-      fail("peephole, clip, input_forget: LSTM options, given for another cell");
-    if (hard_gates && cell != CellKind::kLstm && cell != CellKind::kGru)
-      fail("hard_gates: an LSTM and GRU option, given for another cell");
-    if (!(clip >= 0.0)) fail("clip: expected >= 0 (0 = none), got " + std::to_string(clip));
+  // One layer-direction's arrays by role, from its params_per_layer_direction() entries at p.
+  template <typename Ptr>
+  ParamArrays<Ptr> param_arrays(const Ptr* p) const {
+    ParamArrays<Ptr> arrays;
+    for (ParamRole role : param_roles()) {
+      const Ptr array = *p++;
+      switch (role) {
+        case ParamRole::kInputWeights: arrays.w_ih = array; break;
+        case ParamRole::kRecurrentWeights: arrays.w_hh = array; break;
+        case ParamRole::kInputBias: arrays.b_ih = array; break;
+        case ParamRole::kRecurrentBias: arrays.b_hh = array; break;
+        case ParamRole::kProjection: arrays.w_hr = array; break;
+        case ParamRole::kPeephole: arrays.peephole = array; break;
+      }
+    }
+    return arrays;
   }
+
+  // invalid_argument naming the field, what it must be and what it is.
+  void validate() const;
 };
 
 }  // namespace fusedrnn

@@ -19,6 +19,16 @@ namespace fusedrnn {
 // owns a slice reads one contiguous block of the input projection, of the recurrent weights' columns
 // and of the saved gates, and keeps its part of W_hh hot in its own cache for all T steps.
 // `perm[p]` is the PyTorch row (gate*H + unit) of packed position p.
+// The options a stack sets for its cells (cells/traits.hpp lists which cell takes which), as the cells
+// read them.
+template <typename T>
+struct CellOptions {
+  bool peephole = false;
+  bool input_forget = false;
+  T clip = 0;               // 0 = none
+  bool hard_gates = false;  // the gates use the hard sigmoid (activations.hpp)
+};
+
 template <typename T>
 struct LayerWeights {
   Index input_size = 0;   // I
@@ -33,11 +43,10 @@ struct LayerWeights {
   RowVector<T> bias_x;    // [G*H] bias added to the input projection (packed order)
   RowVector<T> bias_h;    // [G*H] bias kept inside the step (GRU linear-before-reset: b_hn), packed order
   Matrix<T> w_hr_t;       // [H, P] W_hrᵀ (LSTM with P > 0)
-  // LSTM options. Peepholes [3*H] in packed order: slice k's p_i, p_f, p_o for its units at 3*u0.
-  bool peephole = false;
-  bool input_forget = false;
-  T clip = 0;             // 0 = none
-  bool hard_gates = false;  // LSTM and GRU gates: hard sigmoid (activations.hpp)
+  CellOptions<T> options;
+  // Peepholes [V*H], V = peephole_vectors (0 = none), in packed order: slice k's V vectors for its
+  // units at V*u0 (the LSTM's p_i, p_f, p_o).
+  Index peephole_vectors = 0;
   RowVector<T> peep;
   // The same weights packed for the panel products (panels.hpp): w_ihᵀ's columns in panels; each
   // slice's columns of w_hh_t in panels of its own, slice k at panel_begin[k] (forward); W_hh's columns
@@ -55,16 +64,21 @@ struct LayerWeights {
   }
 };
 
-// Gradients of one layer-direction's parameters, in PyTorch's layouts.
-template <typename T>
-struct LayerGrads {
-  T* w_ih = nullptr;  // [G*H, I]
-  T* w_hh = nullptr;  // [G*H, H_out]
-  T* b_ih = nullptr;  // [G*H] or nullptr (no bias)
-  T* b_hh = nullptr;  // [G*H] or nullptr
-  T* w_hr = nullptr;  // [P, H] or nullptr
-  T* peephole = nullptr;  // [3*H] (i, f, o) or nullptr
+// One layer-direction's parameter arrays by role, in PyTorch's layouts, nullptr where the configuration
+// has none (StackConfig::param_arrays reads them from the stack's list): the weights given to
+// set_weights (Ptr = const T*) or their gradients (Ptr = T*).
+template <typename Ptr>
+struct ParamArrays {
+  Ptr w_ih = nullptr;      // [G*H, I]
+  Ptr w_hh = nullptr;      // [G*H, H_out]
+  Ptr b_ih = nullptr;      // [G*H]
+  Ptr b_hh = nullptr;      // [G*H]
+  Ptr w_hr = nullptr;      // [P, H]
+  Ptr peephole = nullptr;  // [V*H] (LSTM: p_i; p_f; p_o)
 };
+
+template <typename T>
+using LayerGrads = ParamArrays<T*>;
 
 // What training forward keeps for backward, for one layer-direction, indexed by time t. Per step
 // and sequence: the gates after activation (S*H values, S = Cell::saved_gates(w), packed order), the
@@ -113,8 +127,8 @@ struct CellRow {
   T* gates = nullptr;       // [S*Hs] out: the gates after activation
   T* h = nullptr;           // [Hs] out: the new hidden state (LSTM: o ⊙ tanh(c), before projection)
   T* rh = nullptr;          // [Hs] out (GRU reset-before, first phase): r ⊙ h_prev
-  const LayerWeights<T>* w = nullptr;  // the layer's options (LSTM)
-  const T* peephole = nullptr;         // [3*Hs] this slice's p_i, p_f, p_o, or nullptr
+  const CellOptions<T>* options = nullptr;
+  const T* peephole = nullptr;  // [V*Hs] this slice's peepholes, or nullptr
 };
 
 // One row of one slice, for a cell's gate-gradient pass.
@@ -130,9 +144,9 @@ struct CellGradRow {
   T* dg_in = nullptr;         // [G*Hs] out: gradient wrt the input-side pre-activations
   T* dg_hid = nullptr;        // [G*Hs] out: gradient wrt the recurrent product (may alias dg_in)
   T* dh_direct = nullptr;     // [Hs] out: gradient wrt h entering the step not through W_hh (GRU)
-  const LayerWeights<T>* w = nullptr;  // the layer's options (LSTM)
-  const T* peephole = nullptr;         // [3*Hs] this slice's peepholes, or nullptr
-  T* peephole_grad = nullptr;          // [3*Hs] accumulated gradient of the peepholes
+  const CellOptions<T>* options = nullptr;
+  const T* peephole = nullptr;       // [V*Hs] this slice's peepholes, or nullptr
+  T* peephole_grad = nullptr;        // [V*Hs] accumulated gradient of the peepholes
 };
 
 }  // namespace fusedrnn

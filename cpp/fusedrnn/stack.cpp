@@ -4,39 +4,19 @@
 #include <stdexcept>
 #include <thread>
 
-#include "fusedrnn/cells/gru.hpp"
-#include "fusedrnn/cells/lstm.hpp"
-#include "fusedrnn/cells/rnn.hpp"
+#include "fusedrnn/cells/registry.hpp"
 #include "fusedrnn/layer.hpp"
 #include "fusedrnn/panels.hpp"
 #include "fusedrnn/tuning.hpp"
 
 namespace fusedrnn {
 
-namespace {
-
-// Calls f with a value of the cell type the configuration names.
-template <typename T, typename F>
-void with_cell(const StackConfig& cfg, F&& f) {
-  switch (cfg.cell) {
-    case CellKind::kRnnTanh: f(RnnCell<T, Nonlinearity::kTanh>{}); break;
-    case CellKind::kRnnRelu: f(RnnCell<T, Nonlinearity::kRelu>{}); break;
-    case CellKind::kLstm: f(LstmCell<T>{}); break;
-    case CellKind::kGru:
-      if (cfg.linear_before_reset)
-        f(GruCell<T, true>{});
-      else
-        f(GruCell<T, false>{});
-      break;
-  }
-}
-
-}  // namespace
-
 // The hidden-unit slices of a layer (see LayerWeights): one per 64 units, at most one per hardware
 // thread (and 8), or as many as Tuning::slices asks (at most one per 16 units, and 8); boundaries on
-// multiples of 16 units so threads never share a cache line.
-static std::vector<Index> unit_slices(Index H) {
+// multiples of 16 units so threads never share a cache line. One slice for a cell whose step needs the
+// whole row (StepPhases::kWholeRow).
+static std::vector<Index> unit_slices(Index H, StepPhases phases) {
+  if (phases == StepPhases::kWholeRow) return {0, H};
   const Index hw = std::max<Index>(1, static_cast<Index>(std::thread::hardware_concurrency()));
   const Index forced = current_tuning().slices;
   const Index K = forced > 0 ? std::max<Index>(1, std::min<Index>({forced, H / 16, 8}))
@@ -53,7 +33,8 @@ static std::vector<Index> unit_slices(Index H) {
 template <typename T>
 Stack<T>::Stack(const StackConfig& config) : config_(config) {
   config_.validate();
-  const Index G = config_.gates(), H = config_.hidden_size, H_out = config_.output_size();
+  const CellInfo cell = config_.info();
+  const Index G = cell.gates, H = config_.hidden_size, H_out = config_.output_size();
   auto weights = std::make_shared<WeightSet<T>>(static_cast<std::size_t>(config_.num_layers * config_.directions()));
   for (Index layer = 0; layer < config_.num_layers; ++layer)
     for (Index direction = 0; direction < config_.directions(); ++direction) {
@@ -63,7 +44,7 @@ Stack<T>::Stack(const StackConfig& config) : config_(config) {
       w.output_size = H_out;
       w.proj_size = config_.proj_size;
       w.gates = G;
-      w.unit_begin = unit_slices(H);
+      w.unit_begin = unit_slices(H, cell.phases);
       for (std::size_t k = 0; k + 1 < w.unit_begin.size(); ++k)
         for (Index gate = 0; gate < G; ++gate)
           for (Index u = w.unit_begin[k]; u < w.unit_begin[k + 1]; ++u) w.perm.push_back(gate * H + u);
@@ -72,30 +53,23 @@ Stack<T>::Stack(const StackConfig& config) : config_(config) {
       w.bias_x.setZero(G * H);
       w.bias_h.setZero(G * H);
       if (config_.proj_size > 0) w.w_hr_t.setZero(H, config_.proj_size);
-      w.peephole = config_.peephole;
-      w.input_forget = config_.input_forget;
-      w.clip = static_cast<T>(config_.clip);
-      w.hard_gates = config_.hard_gates;
-      w.peep.setZero(config_.peephole ? 3 * H : 0);
+      w.options.peephole = config_.peephole;
+      w.options.input_forget = config_.input_forget;
+      w.options.clip = static_cast<T>(config_.clip);
+      w.options.hard_gates = config_.hard_gates;
+      w.peephole_vectors = config_.peephole ? cell.peephole_vectors : 0;
+      w.peep.setZero(w.peephole_vectors * H);
     }
   weights_ = std::move(weights);
 }
 
 template <typename T>
 std::vector<std::vector<Index>> Stack<T>::param_shapes() const {
-  const Index GH = config_.gates() * config_.hidden_size;
   std::vector<std::vector<Index>> shapes;
+  const std::vector<ParamRole> roles = config_.param_roles();
   for (Index layer = 0; layer < config_.num_layers; ++layer)
-    for (Index direction = 0; direction < config_.directions(); ++direction) {
-      shapes.push_back({GH, config_.layer_input_size(layer)});
-      shapes.push_back({GH, config_.output_size()});
-      if (config_.bias) {
-        shapes.push_back({GH});
-        shapes.push_back({GH});
-      }
-      if (config_.proj_size > 0) shapes.push_back({config_.proj_size, config_.hidden_size});
-      if (config_.peephole) shapes.push_back({3 * config_.hidden_size});
-    }
+    for (Index direction = 0; direction < config_.directions(); ++direction)
+      for (ParamRole role : roles) shapes.push_back(config_.param_shape(role, layer));
   return shapes;
 }
 
@@ -119,11 +93,9 @@ void Stack<T>::set_weights(const std::vector<const T*>& params) {
     w.gates = old.gates;
     w.unit_begin = old.unit_begin;
     w.perm = old.perm;
-    w.peephole = old.peephole;
-    w.input_forget = old.input_forget;
-    w.clip = old.clip;
-    w.hard_gates = old.hard_gates;
-    const T* const* p = params.data() + slot * per_slot;
+    w.options = old.options;
+    w.peephole_vectors = old.peephole_vectors;
+    const ParamArrays<const T*> p = config_.param_arrays(params.data() + slot * per_slot);
     const Index GH = old.w_ih.rows(), H = w.hidden_size, H_out = w.output_size;
     w.w_ih.resize(GH, w.input_size);
     w.w_hh_t.resize(H_out, GH);
@@ -131,11 +103,11 @@ void Stack<T>::set_weights(const std::vector<const T*>& params) {
     w.bias_h.resize(GH);
     w.w_hr_t.resize(old.w_hr_t.rows(), old.w_hr_t.cols());
     w.peep.resize(old.peep.size());
-    const ConstMatrixMap<T> w_ih(p[0], GH, w.input_size), w_hh(p[1], GH, H_out);
+    const ConstMatrixMap<T> w_ih(p.w_ih, GH, w.input_size), w_hh(p.w_hh, GH, H_out);
     RowVector<T> b_ih = RowVector<T>::Zero(GH), b_hh = RowVector<T>::Zero(GH), bias_x, bias_h;
-    if (config_.bias) {
-      b_ih = ConstMatrixMap<T>(p[2], 1, GH);
-      b_hh = ConstMatrixMap<T>(p[3], 1, GH);
+    if (p.b_ih) {
+      b_ih = ConstMatrixMap<T>(p.b_ih, 1, GH);
+      b_hh = ConstMatrixMap<T>(p.b_hh, 1, GH);
     }
     with_cell<T>(config_, [&](auto cell) { decltype(cell)::split_bias(b_ih, b_hh, H, bias_x, bias_h); });
     // Into packed order: packed position q holds PyTorch row perm[q].
@@ -153,14 +125,13 @@ void Stack<T>::set_weights(const std::vector<const T*>& params) {
           const T* src = w_hh.row(w.perm[static_cast<std::size_t>(q)]).data();
           for (Index r = r0; r < std::min(H_out, r0 + 16); ++r) w.w_hh_t(r, q) = src[r];
         }
-    Index next = config_.bias ? 4 : 2;
-    if (config_.proj_size > 0) w.w_hr_t = ConstMatrixMap<T>(p[next++], config_.proj_size, H).transpose();
-    if (config_.peephole) {  // [p_i; p_f; p_o] -> slice k's three blocks at 3*u0
-      const T* peep = p[next++];
+    if (p.w_hr) w.w_hr_t = ConstMatrixMap<T>(p.w_hr, config_.proj_size, H).transpose();
+    if (p.peephole) {  // [V, H] -> slice k's V blocks at V*u0
+      const Index V = w.peephole_vectors;
       for (Index k = 0; k < w.slices(); ++k) {
         const Index u0 = w.unit_begin[k], Hs = w.unit_begin[k + 1] - u0;
-        for (Index j = 0; j < 3; ++j)
-          for (Index u = 0; u < Hs; ++u) w.peep[3 * u0 + j * Hs + u] = peep[j * H + u0 + u];
+        for (Index j = 0; j < V; ++j)
+          for (Index u = 0; u < Hs; ++u) w.peep[V * u0 + j * Hs + u] = p.peephole[j * H + u0 + u];
       }
     }
     w.ih_panels.clear();

@@ -121,7 +121,7 @@ void prepare_tape(const StackConfig& cfg, const WeightSet<T>& weights, const For
           std::fill_n(tape.layer_inputs[0].data() + (t * batch + n) * cfg.input_size, cfg.input_size, T(0));
   for (Index layer = 1; layer < L; ++layer) tape.layer_inputs[layer].allocate(static_cast<std::size_t>(rows * width));
   for (auto& lt : tape.layers) {
-    lt.gates.allocate(static_cast<std::size_t>(rows * Cell::saved_gates(weights[0]) * H));
+    lt.gates.allocate(static_cast<std::size_t>(rows * Cell::saved_gates(weights[0].options) * H));
     lt.h_prev.allocate(static_cast<std::size_t>(rows * cfg.output_size()));
     if (Cell::kHasCellState) lt.c_prev.allocate(static_cast<std::size_t>(rows * H));
   }
@@ -134,18 +134,7 @@ void prepare_tape(const StackConfig& cfg, const WeightSet<T>& weights, const For
 // Slot `slot`'s parameter gradients among the stack's, in Stack::param_shapes order.
 template <typename T>
 LayerGrads<T> layer_grads(const StackConfig& cfg, const BackwardArgs<T>& a, Index slot) {
-  T* const* p = a.grad_params.data() + slot * cfg.params_per_layer_direction();
-  LayerGrads<T> g;
-  g.w_ih = p[0];
-  g.w_hh = p[1];
-  if (cfg.bias) {
-    g.b_ih = p[2];
-    g.b_hh = p[3];
-  }
-  Index next = cfg.bias ? 4 : 2;
-  if (cfg.proj_size > 0) g.w_hr = p[next++];
-  if (cfg.peephole) g.peephole = p[next++];
-  return g;
+  return cfg.param_arrays(a.grad_params.data() + slot * cfg.params_per_layer_direction());
 }
 
 // Every member of the region calls f(k) for its share of [0, count); then the region meets.

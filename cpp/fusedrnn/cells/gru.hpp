@@ -9,21 +9,24 @@
 // Forward saves r, z, n (and U_n h + b_hn in the first form); the layer saves h entering the step.
 #pragma once
 
-#include "fusedrnn/cells/common.hpp"
+#include "fusedrnn/cells/traits.hpp"
 
 namespace fusedrnn {
 
 template <typename T, bool kLinearBeforeReset>
 struct GruCell {
+  static constexpr const char* kName = "gru";
   static constexpr Index kGates = 3;
   static constexpr Index kSavedGates = kLinearBeforeReset ? 4 : 3;  // r, z, n [, U_n h + b_hn]
   static constexpr bool kHasCellState = false;
-  static constexpr bool kTwoPhase = !kLinearBeforeReset;
+  static constexpr unsigned kOptions = kOptionLinearBeforeReset | kOptionHardGates;
+  static constexpr Index kPeepholeVectors = 0;
+  static constexpr StepPhases kPhases = kLinearBeforeReset ? StepPhases::kPointwise : StepPhases::kSecondProduct;
   // Linear-before-reset scales U_n h by r; reset-before's U_n sees r ⊙ h, handled by the layer.
   static constexpr bool kSeparateHiddenGrad = true;
   static constexpr bool kDirectHiddenGrad = true;  // z ⊙ h
 
-  static Index saved_gates(const LayerWeights<T>&) { return kSavedGates; }
+  static Index saved_gates(const CellOptions<T>&) { return kSavedGates; }
 
   static void split_bias(const RowVector<T>& b_ih, const RowVector<T>& b_hh, Index H, RowVector<T>& bias_x,
                          RowVector<T>& bias_h) {
@@ -39,7 +42,7 @@ struct GruCell {
   static void forward_row_first(const CellRow<T>& r) {
     const Index H = r.units;
     Vec<T> rz(r.gates, 2 * H);
-    gate_into(rz, ConstVec<T>(r.xg, 2 * H) + ConstVec<T>(r.hg, 2 * H), r.w->hard_gates);
+    gate_into(rz, ConstVec<T>(r.xg, 2 * H) + ConstVec<T>(r.hg, 2 * H), r.options->hard_gates);
     Vec<T>(r.rh, H) = Vec<T>(r.gates, H) * ConstVec<T>(r.h_prev, H);
   }
 
@@ -49,7 +52,7 @@ struct GruCell {
     const Index H = r.units;
     if (kLinearBeforeReset) {
       Vec<T> rz(r.gates, 2 * H);
-      gate_into(rz, ConstVec<T>(r.xg, 2 * H) + ConstVec<T>(r.hg, 2 * H), r.w->hard_gates);
+      gate_into(rz, ConstVec<T>(r.xg, 2 * H) + ConstVec<T>(r.hg, 2 * H), r.options->hard_gates);
     }
     ConstVec<T> rg(r.gates, H), z(r.gates + H, H), xn(r.xg + 2 * H, H), h_prev(r.h_prev, H);
     Vec<T> n(r.gates + 2 * H, H);
@@ -70,7 +73,7 @@ struct GruCell {
     Vec<T>(r.dg_in + 2 * H, H) = dh * (T(1) - z) * tanh_grad(n);
     Vec<T> dz(r.dg_in + H, H);
     dz = dh * (h_prev - n);
-    mul_gate_grad(dz, z, r.w->hard_gates);
+    mul_gate_grad(dz, z, r.options->hard_gates);
   }
 
   // Linear-before-reset: the whole gate-gradient pass.
@@ -81,7 +84,7 @@ struct GruCell {
     ConstVec<T> rg(r.gates, H), z(r.gates + H, H), hn(r.gates + 3 * H, H), dh(r.dh, H), dn(r.dg_in + 2 * H, H);
     Vec<T> dr(r.dg_in, H);
     dr = dn * hn;
-    mul_gate_grad(dr, rg, r.w->hard_gates);
+    mul_gate_grad(dr, rg, r.options->hard_gates);
     Vec<T>(r.dg_hid, 2 * H) = Vec<T>(r.dg_in, 2 * H);
     Vec<T>(r.dg_hid + 2 * H, H) = dn * rg;
     Vec<T>(r.dh_direct, H) = dh * z;
@@ -96,11 +99,19 @@ struct GruCell {
     ConstVec<T> rg(r.gates, H), z(r.gates + H, H), h_prev(r.h_prev, H), dh(r.dh, H), drh(r.drh, H);
     Vec<T> dr(r.dg_in, H);
     dr = drh * h_prev;
-    mul_gate_grad(dr, rg, r.w->hard_gates);
+    mul_gate_grad(dr, rg, r.options->hard_gates);
     Vec<T>(r.dg_hid, 2 * H) = Vec<T>(r.dg_in, 2 * H);
     Vec<T>(r.dg_hid + 2 * H, H).setZero();  // U_n's gradient goes through r ⊙ h (the layer adds it)
     Vec<T>(r.dh_direct, H) = dh * z + drh * rg;
   }
+
+  // Reset-before: r ⊙ h, what U_n multiplies, from what forward saved.
+  static void second_input_from_tape(const CellGradRow<T>& r, T* out) {
+    Vec<T>(out, r.units) = ConstVec<T>(r.gates, r.units) * ConstVec<T>(r.h_prev, r.units);
+  }
 };
+
+static_assert(check_cell<GruCell<float, true>, float>() && check_cell<GruCell<float, false>, float>() &&
+              check_cell<GruCell<double, true>, double>() && check_cell<GruCell<double, false>, double>());
 
 }  // namespace fusedrnn

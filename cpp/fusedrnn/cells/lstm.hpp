@@ -6,21 +6,25 @@
 // saves h and c entering the step; backward recomputes c' and tanh(c') from them.
 #pragma once
 
-#include "fusedrnn/cells/common.hpp"
+#include "fusedrnn/cells/traits.hpp"
 
 namespace fusedrnn {
 
 template <typename T>
 struct LstmCell {
+  static constexpr const char* kName = "lstm";
   static constexpr Index kGates = 4;
   static constexpr Index kSavedGates = 4;  // i, f, g, o (and their clipped inputs when clipping)
   static constexpr bool kHasCellState = true;
-  static constexpr bool kTwoPhase = false;
+  static constexpr unsigned kOptions =
+      kOptionProjection | kOptionPeephole | kOptionClip | kOptionInputForget | kOptionHardGates;
+  static constexpr Index kPeepholeVectors = 3;  // p_i, p_f, p_o
+  static constexpr StepPhases kPhases = StepPhases::kPointwise;
   static constexpr bool kSeparateHiddenGrad = false;
   static constexpr bool kDirectHiddenGrad = false;
 
   // With clip, forward also saves the activations' inputs before clipping (backward's mask).
-  static Index saved_gates(const LayerWeights<T>& w) { return w.clip > 0 ? 8 : 4; }
+  static Index saved_gates(const CellOptions<T>& options) { return options.clip > 0 ? 8 : 4; }
 
   static void split_bias(const RowVector<T>& b_ih, const RowVector<T>& b_hh, Index, RowVector<T>& bias_x,
                          RowVector<T>& bias_h) {
@@ -32,46 +36,46 @@ struct LstmCell {
   // activation input to [-clip, clip]; input_forget couples f = 1 - i.
   static void forward_row(const CellRow<T>& r) {
     const Index H = r.units;
-    const LayerWeights<T>& w = *r.w;
+    const CellOptions<T>& opt = *r.options;
     Vec<T> pre(r.gates, 4 * H);
     pre = ConstVec<T>(r.xg, 4 * H) + ConstVec<T>(r.hg, 4 * H);
     Vec<T> i_f(r.gates, 2 * H), i(r.gates, H), f(r.gates + H, H), g(r.gates + 2 * H, H), o(r.gates + 3 * H, H);
     Vec<T> c(r.c, H);
-    if (w.peephole || w.clip > 0 || w.input_forget) {
-      if (w.peephole) {
+    if (opt.peephole || opt.clip > 0 || opt.input_forget) {
+      if (opt.peephole) {
         i += ConstVec<T>(r.peephole, H) * c;
         f += ConstVec<T>(r.peephole + H, H) * c;
       }
-      if (w.clip > 0) {
+      if (opt.clip > 0) {
         Vec<T>(r.gates + 4 * H, 3 * H) = pre.head(3 * H);
-        pre.head(3 * H) = pre.head(3 * H).max(-w.clip).min(w.clip);
+        pre.head(3 * H) = pre.head(3 * H).max(-opt.clip).min(opt.clip);
       }
-      gate_into(i, i, w.hard_gates);
-      if (w.input_forget)
+      gate_into(i, i, opt.hard_gates);
+      if (opt.input_forget)
         f = T(1) - i;
       else
-        gate_into(f, f, w.hard_gates);
+        gate_into(f, f, opt.hard_gates);
       tanh_into(g, g);
       c = f * c + i * g;
-      if (w.peephole) o += ConstVec<T>(r.peephole + 2 * H, H) * c;
-      if (w.clip > 0) {
+      if (opt.peephole) o += ConstVec<T>(r.peephole + 2 * H, H) * c;
+      if (opt.clip > 0) {
         Vec<T>(r.gates + 7 * H, H) = o;
-        o = o.max(-w.clip).min(w.clip);
+        o = o.max(-opt.clip).min(opt.clip);
       }
-      gate_into(o, o, w.hard_gates);
+      gate_into(o, o, opt.hard_gates);
       Vec<T>(r.h, H) = o * c.tanh();
       return;
     }
-    gate_into(i_f, i_f, w.hard_gates);
+    gate_into(i_f, i_f, opt.hard_gates);
     tanh_into(g, g);
-    gate_into(o, o, w.hard_gates);
+    gate_into(o, o, opt.hard_gates);
     c = f * c + i * g;
     Vec<T>(r.h, H) = o * c.tanh();
   }
 
   static void backward_row(const CellGradRow<T>& r) {
     const Index H = r.units;
-    const LayerWeights<T>& w = *r.w;
+    const CellOptions<T>& opt = *r.options;
     ConstVec<T> i(r.gates, H), f(r.gates + H, H), g(r.gates + 2 * H, H), o(r.gates + 3 * H, H);
     ConstVec<T> c_prev(r.c_prev, H), dm(r.dh, H);
     const Eigen::Array<T, Eigen::Dynamic, 1> c_new = f * c_prev + i * g;
@@ -79,32 +83,41 @@ struct LstmCell {
     Vec<T> dc(r.dc, H);
     Vec<T> di(r.dg_in, H), df(r.dg_in + H, H), dg(r.dg_in + 2 * H, H), d_o(r.dg_in + 3 * H, H);
     d_o = dm * tanh_c;
-    mul_gate_grad(d_o, o, w.hard_gates);
-    if (w.clip > 0) d_o *= (ConstVec<T>(r.gates + 7 * H, H).abs() < w.clip).template cast<T>();
+    mul_gate_grad(d_o, o, opt.hard_gates);
+    if (opt.clip > 0) d_o *= (ConstVec<T>(r.gates + 7 * H, H).abs() < opt.clip).template cast<T>();
     dc += dm * o * tanh_grad(tanh_c);  // now the total gradient wrt c'
-    if (w.peephole) dc += d_o * ConstVec<T>(r.peephole + 2 * H, H);
+    if (opt.peephole) dc += d_o * ConstVec<T>(r.peephole + 2 * H, H);
     di = dc * g;
     dg = dc * i * tanh_grad(g);
-    if (w.input_forget) {
+    if (opt.input_forget) {
       di -= dc * c_prev;  // f = 1 - i
       df.setZero();
     } else {
       df = dc * c_prev;
-      mul_gate_grad(df, f, w.hard_gates);
+      mul_gate_grad(df, f, opt.hard_gates);
     }
-    mul_gate_grad(di, i, w.hard_gates);
-    if (w.clip > 0) {
+    mul_gate_grad(di, i, opt.hard_gates);
+    if (opt.clip > 0) {
       ConstVec<T> pre(r.gates + 4 * H, 3 * H);
-      Vec<T>(r.dg_in, 3 * H) *= (pre.abs() < w.clip).template cast<T>();
+      Vec<T>(r.dg_in, 3 * H) *= (pre.abs() < opt.clip).template cast<T>();
     }
     dc *= f;  // gradient wrt c entering the step
-    if (w.peephole) {
+    if (opt.peephole) {
       dc += di * ConstVec<T>(r.peephole, H) + df * ConstVec<T>(r.peephole + H, H);
       Vec<T>(r.peephole_grad, H) += di * c_prev;
       Vec<T>(r.peephole_grad + H, H) += df * c_prev;
       Vec<T>(r.peephole_grad + 2 * H, H) += d_o * c_new;
     }
   }
+
+  // o ⊙ tanh(c'), the value the projection multiplies, from what forward saved.
+  static void output_from_tape(const CellGradRow<T>& r, T* out) {
+    const Index H = r.units;
+    ConstVec<T> i(r.gates, H), f(r.gates + H, H), g(r.gates + 2 * H, H), o(r.gates + 3 * H, H);
+    Vec<T>(out, H) = o * (f * ConstVec<T>(r.c_prev, H) + i * g).tanh();
+  }
 };
+
+static_assert(check_cell<LstmCell<float>, float>() && check_cell<LstmCell<double>, double>());
 
 }  // namespace fusedrnn

@@ -3,7 +3,7 @@
 // which its derivative is written); the layer saves h entering the step.
 #pragma once
 
-#include "fusedrnn/cells/common.hpp"
+#include "fusedrnn/cells/traits.hpp"
 
 namespace fusedrnn {
 
@@ -11,14 +11,17 @@ enum class Nonlinearity { kTanh, kRelu };
 
 template <typename T, Nonlinearity kAct>
 struct RnnCell {
+  static constexpr const char* kName = kAct == Nonlinearity::kTanh ? "rnn_tanh" : "rnn_relu";
   static constexpr Index kGates = 1;
   static constexpr Index kSavedGates = 1;  // h'
   static constexpr bool kHasCellState = false;
-  static constexpr bool kTwoPhase = false;
+  static constexpr unsigned kOptions = 0;
+  static constexpr Index kPeepholeVectors = 0;
+  static constexpr StepPhases kPhases = StepPhases::kPointwise;
   static constexpr bool kSeparateHiddenGrad = false;
   static constexpr bool kDirectHiddenGrad = false;
 
-  static Index saved_gates(const LayerWeights<T>&) { return kSavedGates; }
+  static Index saved_gates(const CellOptions<T>&) { return kSavedGates; }
 
   static void split_bias(const RowVector<T>& b_ih, const RowVector<T>& b_hh, Index, RowVector<T>& bias_x,
                          RowVector<T>& bias_h) {
@@ -46,5 +49,10 @@ struct RnnCell {
       Vec<T>(r.dg_in, H) = (h_new > T(0)).select(dh, T(0));
   }
 };
+
+static_assert(check_cell<RnnCell<float, Nonlinearity::kTanh>, float>() &&
+              check_cell<RnnCell<float, Nonlinearity::kRelu>, float>() &&
+              check_cell<RnnCell<double, Nonlinearity::kTanh>, double>() &&
+              check_cell<RnnCell<double, Nonlinearity::kRelu>, double>());
 
 }  // namespace fusedrnn

@@ -20,7 +20,7 @@ class LayerBackward {
   LayerBackward(const Team& team, const LayerPlan& plan, const LayerWeights<T>& w, const LayerGradCall<T>& call,
                 const LayerTape<T>& tape, LayerWorkspace<T>& ws)
       : team_(team), w_(w), a_(call), tape_(tape), ws_(ws), H_(w.hidden_size), H_out_(w.output_size),
-        P_(w.proj_size), GH_(G * w.hidden_size), S_(Cell::saved_gates(w)),
+        P_(w.proj_size), GH_(G * w.hidden_size), S_(Cell::saved_gates(w.options)),
         by_rows_(plan.schedule == StepSchedule::kRowsPerMember), active_(call.lengths, call.batch),
         dh_cur_(call.dh), dh_next_(ws.h_alt.data()),
         dg_hid_(Cell::kSeparateHiddenGrad ? ws.dg_hid.data() : ws.dg_in.data()) {
@@ -33,13 +33,14 @@ class LayerBackward {
       team.share(w.slices(), 1, k0_, k1_);
       team.share(H_out_, kColumnChunk, q0_, q1_);
     }
-    row_.w = &w;
+    row_.options = &w.options;
   }
 
   void run() {
-    if (w_.peephole)  // the workspace serves every layer: start this one's sums from zero
+    const Index V = w_.peephole_vectors;
+    if (V > 0)  // the workspace serves every layer: start this one's sums from zero
       for (long k = k0_; k < k1_; ++k)
-        std::fill(ws_.peephole_grad.data() + 3 * w_.unit_begin[k], ws_.peephole_grad.data() + 3 * w_.unit_begin[k + 1],
+        std::fill(ws_.peephole_grad.data() + V * w_.unit_begin[k], ws_.peephole_grad.data() + V * w_.unit_begin[k + 1],
                   T(0));
     for (Index s = a_.steps - 1; s >= 0; --s) {
       if (team_.leaving(a_.steps - 1 - s)) break;
@@ -63,7 +64,7 @@ class LayerBackward {
     trow_ = t_ * a_.batch;
     if (P_ > 0) projection_grad();
     for (long k = k0_; k < k1_; ++k) gate_grads(k);
-    if constexpr (Cell::kTwoPhase) reset_phase();
+    if constexpr (has_second_product<Cell>()) reset_phase();
     if (by_rows_) {
       hidden_grad(0, H_out_);
     } else {
@@ -95,13 +96,13 @@ class LayerBackward {
     row_.c_prev = Cell::kHasCellState ? tape_.c_prev.data() + r * H_ + u0 : nullptr;
     row_.h_prev = tape_.h_prev.data() + r * H_out_ + u0;
     row_.dh = ws_.m.data() + n * H_ + u0;
-    row_.drh = Cell::kTwoPhase ? ws_.drh.data() + n * H_ + u0 : nullptr;
+    row_.drh = has_second_product<Cell>() ? ws_.drh.data() + n * H_ + u0 : nullptr;
     row_.dc = Cell::kHasCellState ? a_.dc + n * H_ + u0 : nullptr;
     row_.dg_in = ws_.dg_in.data() + r * GH_ + col0;
     row_.dg_hid = dg_hid_ + r * GH_ + col0;
     row_.dh_direct = Cell::kDirectHiddenGrad ? ws_.direct.data() + n * H_ + u0 : nullptr;
-    row_.peephole = w_.peephole ? w_.peep.data() + 3 * u0 : nullptr;
-    row_.peephole_grad = w_.peephole ? ws_.peephole_grad.data() + 3 * u0 : nullptr;
+    row_.peephole = w_.peephole_vectors ? w_.peep.data() + w_.peephole_vectors * u0 : nullptr;
+    row_.peephole_grad = w_.peephole_vectors ? ws_.peephole_grad.data() + w_.peephole_vectors * u0 : nullptr;
   }
 
   // The gate gradients of slice k (the first phase of a two-phase cell), my rows. ws.m holds the
@@ -119,7 +120,7 @@ class LayerBackward {
         Vec<T>(ws_.m.data() + n * H_ + u0, Hs) =
             ConstVec<T>(dh_cur_ + n * H_ + u0, Hs) + ConstVec<T>(dy_t + n * a_.dy_stride + u0, Hs);
       fill_row(n, u0, Hs);
-      if constexpr (Cell::kTwoPhase)
+      if constexpr (has_second_product<Cell>())
         Cell::backward_row_first(row_);
       else
         Cell::backward_row(row_);
@@ -135,7 +136,7 @@ class LayerBackward {
       auto drh = ws_.drh.middleCols(c0, width);
       drh.setZero();
       for (Index k = 0; k < w_.slices(); ++k) {
-        const Index u0 = w_.unit_begin[k], Hs = w_.unit_begin[k + 1] - u0, ncol = G * u0 + 2 * Hs;
+        const Index u0 = w_.unit_begin[k], Hs = w_.unit_begin[k + 1] - u0, ncol = G * u0 + (G - 1) * Hs;
         drh.noalias() += dg_t.middleCols(ncol, Hs) * w_.w_hh_t.block(c0, ncol, width, Hs).transpose();
       }
     });

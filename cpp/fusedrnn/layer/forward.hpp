@@ -27,7 +27,7 @@ class LayerForward {
   LayerForward(const Team& team, const LayerPlan& plan, const LayerWeights<T>& w, const LayerCall<T>& call,
                LayerTape<T>* tape, LayerWorkspace<T>& ws)
       : team_(team), plan_(plan), w_(w), a_(call), tape_(tape), ws_(ws), H_(w.hidden_size),
-        H_out_(w.output_size), GH_(G * w.hidden_size), S_(Cell::saved_gates(w)), project_(w.proj_size > 0),
+        H_out_(w.output_size), GH_(G * w.hidden_size), S_(Cell::saved_gates(w.options)), project_(w.proj_size > 0),
         active_(call.lengths, call.batch), h_cur_(call.h), h_next_(ws.h_alt.data()), block_len_(call.steps) {
     k1_ = w.slices();
     q1_ = H_out_;
@@ -38,7 +38,7 @@ class LayerForward {
       team.share(w.slices(), 1, k0_, k1_);        // my hidden-unit slices
       team.share(H_out_, kColumnChunk, q0_, q1_);  // my columns of h (copies, projection)
     }
-    row_.w = &w;
+    row_.options = &w.options;
   }
 
   void run() {
@@ -124,7 +124,7 @@ class LayerForward {
 
   void run_slice(long k) {
     const Index u0 = w_.unit_begin[k], Hs = w_.unit_begin[k + 1] - u0, col0 = G * u0;
-    const Index product_cols = Cell::kTwoPhase ? 2 * Hs : G * Hs;
+    const Index product_cols = has_second_product<Cell>() ? (G - 1) * Hs : G * Hs;
     const Index my_rows = n1_ - n0_;
     if (plan_.schedule == StepSchedule::kClaimedSlices) save_slice_state(u0, Hs);
     if (block_start_ && !backwards_) project_slice(col0, Hs);
@@ -158,8 +158,8 @@ class LayerForward {
     row_.gates = gates;
     row_.h = project_ ? ws_.m.data() + n * H_ + u0 : h_next_ + n * H_out_ + u0;
     row_.rh = ws_.m.data() + n * H_ + u0;
-    row_.peephole = w_.peephole ? w_.peep.data() + 3 * u0 : nullptr;
-    if constexpr (Cell::kTwoPhase) {
+    row_.peephole = w_.peephole_vectors ? w_.peep.data() + w_.peephole_vectors * u0 : nullptr;
+    if constexpr (has_second_product<Cell>()) {
       Cell::forward_row_first(row_);
     } else {
       Cell::forward_row(row_);
@@ -192,7 +192,7 @@ class LayerForward {
   void step_at_barrier() {
     save_state_columns();
     run_my_slices();
-    if constexpr (Cell::kTwoPhase) {
+    if constexpr (has_second_product<Cell>()) {
       team_.sync();  // every unit's r ⊙ h is in ws.m
       candidate_phase();
     }
@@ -203,16 +203,18 @@ class LayerForward {
     team_.sync();
   }
 
-  // Reset-before GRU, second phase: the candidate's product U_n (r ⊙ h), then the rest of the cell.
+  // Second phase (StepPhases::kSecondProduct): the last gate block's product of the first phase's output
+  // (the reset-before GRU's U_n (r ⊙ h)), then the rest of the cell.
   void candidate_phase() {
     for (long k = k0_; k < k1_; ++k) {
       const Index u0 = w_.unit_begin[k], Hs = w_.unit_begin[k + 1] - u0, col0 = G * u0;
-      // The n gate's panels start at panel 2*Hs/16 of the slice when Hs fills whole panels.
-      const T* n_panels = w_.hh_slice_panels(k);
-      if (n_panels) n_panels += (2 * Hs / kPanelWidth) * H_ * kPanelWidth;
-      if (Hs % kPanelWidth != 0 || !panel_product(ws_.m.data(), a_.batch, H_, H_, n_panels, Hs, nullptr,
-                                                  ws_.hg.data() + col0 + 2 * Hs, GH_))
-        ws_.hg.middleCols(col0 + 2 * Hs, Hs).noalias() = ws_.m * w_.w_hh_t.middleCols(col0 + 2 * Hs, Hs);
+      // The last gate block's panels start at panel (G-1)*Hs/16 of the slice when Hs fills whole panels.
+      const Index last = col0 + (G - 1) * Hs;
+      const T* last_panels = w_.hh_slice_panels(k);
+      if (last_panels) last_panels += ((G - 1) * Hs / kPanelWidth) * H_ * kPanelWidth;
+      if (Hs % kPanelWidth != 0 ||
+          !panel_product(ws_.m.data(), a_.batch, H_, H_, last_panels, Hs, nullptr, ws_.hg.data() + last, GH_))
+        ws_.hg.middleCols(last, Hs).noalias() = ws_.m * w_.w_hh_t.middleCols(last, Hs);
       for (Index n = 0; n < a_.batch; ++n) {
         if (!active_(n)) continue;
         row_.units = Hs;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstddef>
 
+#include "fusedrnn/cells/traits.hpp"
 #include "fusedrnn/layer_types.hpp"
 #include "fusedrnn/panels.hpp"
 #include "fusedrnn/threads.hpp"
@@ -57,8 +58,8 @@ LayerPlan plan_layer(const LayerWeights<T>& w, Index steps, Index batch, int tea
   LayerPlan plan;
   plan.projection_steps = projection_block(w, steps, batch, tuning.projection_per_step);
   plan.claim_others_first = tuning.claim_others_first;
-  const bool one_phase = !Cell::kTwoPhase && w.proj_size == 0;
-  const bool rows_apart = one_phase && !w.peephole && has_panel_kernels<T>();
+  const bool one_phase = !has_second_product<Cell>() && w.proj_size == 0;
+  const bool rows_apart = one_phase && w.peephole_vectors == 0 && has_panel_kernels<T>();
   if (team_size > 1 && rows_apart && tuning.rows_per_member > 0 && batch >= tuning.rows_per_member * team_size)
     plan.schedule = StepSchedule::kRowsPerMember;
   else if (team_size > 1 && one_phase && tuning.claim_steps)

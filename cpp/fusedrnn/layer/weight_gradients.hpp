@@ -28,7 +28,7 @@ class WeightGradients {
       MatrixMap<T>(a_.dx, rows_, w_.input_size).middleRows(c0, count).noalias() =
           ws_.dg_in.middleRows(c0, count) * w_.w_ih;
     });
-    if (project_ || Cell::kTwoPhase) mixed_rows(r0, r1);
+    if (project_ || has_second_product<Cell>()) mixed_rows(r0, r1);
     team_.sync();
     if (project_)
       for_my_chunks(team_, w_.proj_size, kColumnChunk, [&](Index p0, Index count) {
@@ -43,23 +43,24 @@ class WeightGradients {
   }
 
  private:
-  // Per-row inputs of the weight gradients that mix units of several slices, rows [r0, r1).
+  // Per-row inputs of the weight gradients that mix units of several slices, rows [r0, r1), recomputed
+  // by the cell from the tape: h before the projection, or what the second product multiplies.
   void mixed_rows(long r0, long r1) {
-    const Index S = Cell::saved_gates(w_);
-    for (long r = r0; r < r1; ++r) {
-      const T* gates = tape_.gates.data() + r * S * H_;
+    const Index S = Cell::saved_gates(w_.options);
+    CellGradRow<T> row;
+    for (long r = r0; r < r1; ++r)
       for (Index k = 0; k < w_.slices(); ++k) {
-        const Index u0 = w_.unit_begin[k], Hs = w_.unit_begin[k + 1] - u0;
-        const T* gk = gates + S * u0;
-        auto out = ws_.rows_h.row(r).segment(u0, Hs).array().transpose();
-        if (project_) {  // o ⊙ tanh(f ⊙ c_prev + i ⊙ g)
-          ConstVec<T> i(gk, Hs), f(gk + Hs, Hs), gg(gk + 2 * Hs, Hs), o(gk + 3 * Hs, Hs);
-          out = o * (f * ConstVec<T>(tape_.c_prev.data() + r * H_ + u0, Hs) + i * gg).tanh();
-        } else {  // reset-before GRU: r ⊙ h_prev
-          out = ConstVec<T>(gk, Hs) * ConstVec<T>(tape_.h_prev.data() + r * H_ + u0, Hs);
-        }
+        const Index u0 = w_.unit_begin[k];
+        row.units = w_.unit_begin[k + 1] - u0;
+        row.gates = tape_.gates.data() + r * S * H_ + S * u0;
+        row.c_prev = Cell::kHasCellState ? tape_.c_prev.data() + r * H_ + u0 : nullptr;
+        row.h_prev = tape_.h_prev.data() + r * w_.output_size + u0;
+        T* out = ws_.rows_h.row(r).data() + u0;
+        if constexpr (has_second_product<Cell>())
+          Cell::second_input_from_tape(row, out);
+        else if constexpr ((Cell::kOptions & kOptionProjection) != 0)
+          Cell::output_from_tape(row, out);
       }
-    }
   }
 
   // Slice k's rows of grad_ih and grad_hh (packed order): sums over all rows, taken kGradientRows at a
@@ -70,9 +71,9 @@ class WeightGradients {
     const ConstMatrixMap<T> h_prev_all(tape_.h_prev.data(), rows_, w_.output_size);
     auto grad_ih = ws_.grad_ih.block(0, 0, GH_, w_.input_size).middleRows(col0, width);
     // Reset-before GRU: the candidate's rows of grad_hh come from r ⊙ h_prev instead.
-    const Index hidden_width = Cell::kTwoPhase ? 2 * Hs : width;
+    const Index hidden_width = has_second_product<Cell>() ? (G - 1) * Hs : width;
     auto grad_hh = ws_.grad_hh.middleRows(col0, hidden_width);
-    auto grad_hn = ws_.grad_hh.middleRows(col0 + 2 * Hs, Cell::kTwoPhase ? Hs : 0);
+    auto grad_hn = ws_.grad_hh.middleRows(col0 + (G - 1) * Hs, has_second_product<Cell>() ? Hs : 0);
     for (Index r0 = 0; r0 < rows_ && !team_.stopping(); r0 += kGradientRows) {
       const Index count = std::min(kGradientRows, rows_ - r0);
       auto dg_ih = ws_.dg_in.block(r0, col0, count, width);
@@ -84,8 +85,8 @@ class WeightGradients {
         grad_ih.noalias() += dg_ih.transpose() * x_all.middleRows(r0, count);
         grad_hh.noalias() += dg_hh.transpose() * h_prev_all.middleRows(r0, count);
       }
-      if constexpr (Cell::kTwoPhase) {
-        auto dg_n = ws_.dg_in.block(r0, col0 + 2 * Hs, count, Hs);
+      if constexpr (has_second_product<Cell>()) {
+        auto dg_n = ws_.dg_in.block(r0, col0 + (G - 1) * Hs, count, Hs);
         if (r0 == 0)
           grad_hn.noalias() = dg_n.transpose() * ws_.rows_h.middleRows(r0, count);
         else
@@ -102,7 +103,7 @@ class WeightGradients {
     const LayerGrads<T>& g = a_.grads;
     RowVector<T> sum_in = RowVector<T>::Zero(width), sum_hid = RowVector<T>::Zero(width);
     for (Index r = 0; r < rows_; ++r) sum_in += ws_.dg_in.row(r).segment(col0, width);
-    if (Cell::kSeparateHiddenGrad && !Cell::kTwoPhase)
+    if (Cell::kSeparateHiddenGrad && !has_second_product<Cell>())
       for (Index r = 0; r < rows_; ++r) sum_hid += dg_hid_.row(r).segment(col0, width);
     else  // reset-before: b_hn sits outside r ⊙ (...), so every b_hh block sees the input side's gradient
       sum_hid = sum_in;
@@ -113,9 +114,10 @@ class WeightGradients {
       if (g.b_ih) g.b_ih[dst] = sum_in[p - col0];
       if (g.b_hh) g.b_hh[dst] = sum_hid[p - col0];
     }
-    if (g.peephole)  // slice k's p_i, p_f, p_o at 3*u0 -> PyTorch-style [p_i; p_f; p_o]
-      for (Index j = 0; j < 3; ++j)
-        for (Index u = 0; u < Hs; ++u) g.peephole[j * H_ + u0 + u] = ws_.peephole_grad(0, 3 * u0 + j * Hs + u);
+    const Index V = w_.peephole_vectors;
+    if (g.peephole)  // slice k's V vectors at V*u0 -> [V, H]
+      for (Index j = 0; j < V; ++j)
+        for (Index u = 0; u < Hs; ++u) g.peephole[j * H_ + u0 + u] = ws_.peephole_grad(0, V * u0 + j * Hs + u);
   }
 
   const Team& team_;

@@ -35,7 +35,7 @@ struct LayerWorkspace {
     const Index H = w.hidden_size, GH = Cell::kGates * H;
     xg.resize((plan.projection_steps > 0 ? plan.projection_steps : steps) * batch, GH);
     hg.resize(batch, GH);
-    if (!training) gates.resize(batch, Cell::saved_gates(w) * H);
+    if (!training) gates.resize(batch, Cell::saved_gates(w.options) * H);
     h_alt.resize(batch, w.output_size);
     m.setZero(batch, H);
   }
@@ -49,12 +49,12 @@ struct LayerWorkspace {
     dh_out.resize(w.proj_size > 0 ? rows : 0, w.proj_size);
     h_alt.resize(batch, w.output_size);
     m.setZero(batch, H);
-    drh.setZero(Cell::kTwoPhase ? batch : 0, H);
+    drh.setZero(has_second_product<Cell>() ? batch : 0, H);
     direct.setZero(Cell::kDirectHiddenGrad ? batch : 0, H);
-    rows_h.resize(w.proj_size > 0 || Cell::kTwoPhase ? rows : 0, H);
+    rows_h.resize(w.proj_size > 0 || has_second_product<Cell>() ? rows : 0, H);
     grad_ih.resize(GH, max_input);
     grad_hh.resize(GH, w.output_size);
-    peephole_grad.setZero(1, w.peephole ? 3 * H : 0);
+    peephole_grad.setZero(1, w.peephole_vectors * H);
   }
 };
 
