@@ -7,6 +7,7 @@
 
 #include "fusedrnn/buffer.hpp"
 #include "fusedrnn/kernels/packing.hpp"
+#include "fusedrnn/panels.hpp"
 #include "fusedrnn/shapes.hpp"
 
 namespace fusedrnn {
@@ -29,8 +30,14 @@ struct CellOptions {
   bool hard_gates = false;  // the gates use the hard sigmoid (activations.hpp)
 };
 
-template <typename T>
+//
+// T is the compute type (inputs, states, gates, the matrices below); S the type the panel products read
+// the weights in (panels), T itself today. A narrower storage adds a PanelWeights<S>, its packing
+// (to_storage) and panel_product overloads for it (panels.hpp): the layer's loop is the same.
+template <typename T, typename S = T>
 struct LayerWeights {
+  using Scalar = T;
+  using Storage = S;
   Index input_size = 0;   // I
   Index hidden_size = 0;  // H
   Index output_size = 0;  // H_out
@@ -48,21 +55,28 @@ struct LayerWeights {
   // units at V*u0 (the LSTM's p_i, p_f, p_o).
   Index peephole_vectors = 0;
   RowVector<T> peep;
-  // The same weights packed for the panel products (panels.hpp): w_ihᵀ's columns in panels; each
-  // slice's columns of w_hh_t in panels of its own, slice k at panel_begin[k] (forward); W_hh's columns
-  // in panels (backward: dh = dg · W_hh).
-  PackedVector<T> ih_panels;
-  PackedVector<T> hh_panels;
-  std::vector<Index> panel_begin;  // [K]
-  PackedVector<T> hh_t_panels;
+  // The same weights packed for the panel products, in the storage type S (pack_weights).
+  PanelWeights<S> panels;
 
   Index slices() const { return static_cast<Index>(unit_begin.size()) - 1; }
-  // Slice k's panels of w_hh_t; nullptr where no panels are built (double, and builds without the
-  // panel kernels), whose products go through Eigen.
-  const T* hh_slice_panels(Index k) const {
-    return panel_begin.empty() ? nullptr : hh_panels.data() + panel_begin[static_cast<std::size_t>(k)];
-  }
 };
+
+// Packs w's matrices into w.panels, in storage type S: w_ihᵀ's columns; each slice's columns of w_hh_t
+// in panels of its own (forward); W_hh's columns (backward: dh = dg · W_hh). Leaves them empty where
+// this build has no panel kernels for S.
+template <typename T, typename S>
+void pack_weights(LayerWeights<T, S>& w) {
+  w.panels = PanelWeights<S>{};
+  if (!has_panel_kernels<S>()) return;
+  const Index GH = w.w_ih.rows();
+  pack_panels(w.input_size, GH, [&](Index k, Index j) { return w.w_ih(j, k); }, w.panels.ih);
+  pack_panels(GH, w.output_size, [&](Index k, Index j) { return w.w_hh_t(j, k); }, w.panels.hh_t);
+  for (Index k = 0; k < w.slices(); ++k) {
+    const Index col0 = w.gates * w.unit_begin[k], width = w.gates * (w.unit_begin[k + 1] - w.unit_begin[k]);
+    w.panels.hh_slice_begin.push_back(static_cast<Index>(w.panels.hh.size()));
+    pack_panels(w.output_size, width, [&](Index r, Index j) { return w.w_hh_t(r, col0 + j); }, w.panels.hh);
+  }
+}
 
 // One layer-direction's parameter arrays by role, in PyTorch's layouts, nullptr where the configuration
 // has none (StackConfig::param_arrays reads them from the stack's list): the weights given to

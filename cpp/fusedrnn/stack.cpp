@@ -134,18 +134,7 @@ void Stack<T>::set_weights(const std::vector<const T*>& params) {
           for (Index u = 0; u < Hs; ++u) w.peep[V * u0 + j * Hs + u] = p.peephole[j * H + u0 + u];
       }
     }
-    w.ih_panels.clear();
-    w.hh_panels.clear();
-    w.panel_begin.clear();
-    w.hh_t_panels.clear();
-    if (!has_panel_kernels<T>()) continue;
-    pack_panels(w.input_size, GH, [&](Index k, Index j) { return w.w_ih(j, k); }, w.ih_panels);
-    pack_panels(GH, w.output_size, [&](Index k, Index j) { return w.w_hh_t(j, k); }, w.hh_t_panels);
-    for (Index k = 0; k < w.slices(); ++k) {
-      const Index col0 = w.gates * w.unit_begin[k], width = w.gates * (w.unit_begin[k + 1] - w.unit_begin[k]);
-      w.panel_begin.push_back(static_cast<Index>(w.hh_panels.size()));
-      pack_panels(w.output_size, width, [&](Index r, Index j) { return w.w_hh_t(r, col0 + j); }, w.hh_panels);
-    }
+    pack_weights(w);
   }
   std::lock_guard<std::mutex> lock(mutex_);
   weights_ = std::move(next);

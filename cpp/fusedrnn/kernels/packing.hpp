@@ -41,6 +41,12 @@ using PackedVector = std::vector<T, CacheLineAllocator<T>>;
 
 inline Index panel_count(Index ncols) { return (ncols + kPanelWidth - 1) / kPanelWidth; }
 
+// A weight in storage type S; the one place a narrower storage rounds.
+template <typename S, typename V>
+S to_storage(V value) {
+  return static_cast<S>(value);
+}
+
 // Appends B's columns [0, ncols) as panels to out; b(k, j) gives B's element at row k, column j. Copies
 // 16x16 blocks, so that the reads stay in a few cache lines whichever way B is laid out.
 template <typename T, typename Element>
@@ -53,9 +59,27 @@ void pack_panels(Index K, Index ncols, Element b, PackedVector<T>& out) {
     for (Index k0 = 0; k0 < K; k0 += kPanelWidth) {
       const Index k1 = std::min(K, k0 + kPanelWidth);
       for (Index j = 0; j < width; ++j)
-        for (Index k = k0; k < k1; ++k) panel[k * kPanelWidth + j] = b(k, j0 + j);
+        for (Index k = k0; k < k1; ++k) panel[k * kPanelWidth + j] = to_storage<T>(b(k, j0 + j));
     }
   }
 }
+
+// One layer-direction's weights packed for the panel products, in storage type S: w_ihᵀ (ih), each
+// hidden-unit slice's columns of W_hhᵀ (hh, slice k from hh_slice_begin[k]) and W_hh (hh_t).
+template <typename S>
+struct PanelWeights {
+  PackedVector<S> ih;
+  PackedVector<S> hh;
+  std::vector<Index> hh_slice_begin;  // [K]
+  PackedVector<S> hh_t;
+
+  // Slice k's panels of W_hhᵀ, w_ihᵀ's from column col0, W_hh's from column col0; nullptr where none are
+  // built (builds without panel kernels for S), whose products go through Eigen.
+  const S* hh_slice(Index k) const {
+    return hh_slice_begin.empty() ? nullptr : hh.data() + hh_slice_begin[static_cast<std::size_t>(k)];
+  }
+  const S* ih_from(Index col0, Index K) const { return ih.empty() ? nullptr : ih.data() + col0 * K; }
+  const S* hh_t_from(Index col0, Index K) const { return hh_t.empty() ? nullptr : hh_t.data() + col0 * K; }
+};
 
 }  // namespace fusedrnn

@@ -12,6 +12,7 @@
 
 namespace fusedrnn {
 
+// Training reads the weights in the compute type (LayerWeights<T>): narrower storage is for inference.
 template <typename Cell, typename T>
 class LayerBackward {
  public:
@@ -156,8 +157,8 @@ class LayerBackward {
     const Index count = n1_ - n0_;
     const T* dg_t = dg_hid_ + (trow_ + n0_) * GH_;
     auto block = MatrixMap<T>(dh_next_, a_.batch, H_out_).block(n0_, c0, count, width);
-    const T* panels = w_.hh_t_panels.empty() ? nullptr : w_.hh_t_panels.data() + (c0 / kPanelWidth) * GH_ * kPanelWidth;
-    if (!panel_product(dg_t, count, GH_, GH_, panels, width, nullptr, dh_next_ + n0_ * H_out_ + c0, H_out_))
+    // c0 is a multiple of kColumnChunk, so its panel starts at column c0.
+    if (!panel_product(dg_t, count, GH_, GH_, w_.panels.hh_t_from(c0, GH_), width, nullptr, dh_next_ + n0_ * H_out_ + c0, H_out_))
       block.noalias() = ConstMatrixMap<T>(dg_t, count, GH_) * w_.w_hh_t.middleRows(c0, width).transpose();
     if (Cell::kDirectHiddenGrad) block += ws_.direct.block(n0_, c0, count, width);
     for (Index n = n0_; n < n1_; ++n)

@@ -18,13 +18,14 @@
 
 namespace fusedrnn {
 
-template <typename Cell, typename T, bool kTraining>
+// S: the weights' storage type (LayerWeights); only the panel products see it.
+template <typename Cell, typename T, bool kTraining, typename S = T>
 class LayerForward {
  public:
   static constexpr Index G = Cell::kGates;
 
   // tape: filled when kTraining, else nullptr.
-  LayerForward(const Team& team, const LayerPlan& plan, const LayerWeights<T>& w, const LayerCall<T>& call,
+  LayerForward(const Team& team, const LayerPlan& plan, const LayerWeights<T, S>& w, const LayerCall<T>& call,
                LayerTape<T>* tape, LayerWorkspace<T>& ws)
       : team_(team), plan_(plan), w_(w), a_(call), tape_(tape), ws_(ws), H_(w.hidden_size),
         H_out_(w.output_size), GH_(G * w.hidden_size), S_(Cell::saved_gates(w.options)), project_(w.proj_size > 0),
@@ -128,7 +129,7 @@ class LayerForward {
     const Index my_rows = n1_ - n0_;
     if (plan_.schedule == StepSchedule::kClaimedSlices) save_slice_state(u0, Hs);
     if (block_start_ && !backwards_) project_slice(col0, Hs);
-    if (!panel_product(h_cur_ + n0_ * H_out_, my_rows, H_out_, H_out_, w_.hh_slice_panels(k), product_cols, nullptr,
+    if (!panel_product(h_cur_ + n0_ * H_out_, my_rows, H_out_, H_out_, w_.panels.hh_slice(k), product_cols, nullptr,
                        ws_.hg.data() + n0_ * GH_ + col0, GH_, backwards_))
       ws_.hg.block(n0_, col0, my_rows, product_cols).noalias() =
           ConstMatrixMap<T>(h_cur_, a_.batch, H_out_).middleRows(n0_, my_rows) * w_.w_hh_t.middleCols(col0, product_cols);
@@ -210,7 +211,7 @@ class LayerForward {
       const Index u0 = w_.unit_begin[k], Hs = w_.unit_begin[k + 1] - u0, col0 = G * u0;
       // The last gate block's panels start at panel (G-1)*Hs/16 of the slice when Hs fills whole panels.
       const Index last = col0 + (G - 1) * Hs;
-      const T* last_panels = w_.hh_slice_panels(k);
+      const S* last_panels = w_.panels.hh_slice(k);
       if (last_panels) last_panels += ((G - 1) * Hs / kPanelWidth) * H_ * kPanelWidth;
       if (Hs % kPanelWidth != 0 ||
           !panel_product(ws_.m.data(), a_.batch, H_, H_, last_panels, Hs, nullptr, ws_.hg.data() + last, GH_))
@@ -251,7 +252,7 @@ class LayerForward {
 
   const Team& team_;
   const LayerPlan& plan_;
-  const LayerWeights<T>& w_;
+  const LayerWeights<T, S>& w_;
   const LayerCall<T>& a_;
   LayerTape<T>* tape_;
   LayerWorkspace<T>& ws_;

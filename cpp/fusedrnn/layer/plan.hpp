@@ -41,25 +41,25 @@ struct LayerPlan {
 // products and bound the memory. The panel kernels sum every element the same way either way.
 // per_step_forced (Tuning::projection_per_step): one step at a time, as a stream's one-step call, so that
 // a long call times the arithmetic of such a step without its per-call work.
-template <typename T>
-Index projection_block(const LayerWeights<T>& w, Index steps, Index batch, bool per_step_forced) {
+template <typename T, typename S>
+Index projection_block(const LayerWeights<T, S>& w, Index steps, Index batch, bool per_step_forced) {
   const std::size_t row_bytes = static_cast<std::size_t>(batch * w.gates * w.hidden_size) * sizeof(T);
-  if (has_panel_kernels<T>() && (per_step_forced || steps == 1)) return 1;
+  if (has_panel_kernels<S>() && (per_step_forced || steps == 1)) return 1;
   if (static_cast<std::size_t>(steps) * row_bytes <= kProjectionBytes) return 0;
-  if (has_panel_kernels<T>() && batch >= 16) return 1;
+  if (has_panel_kernels<S>() && batch >= 16) return 1;
   return std::max<Index>(1, static_cast<Index>(kProjectionBytes / row_bytes));
 }
 
 // Rows per member only where a row's values need nothing from other rows within a step (no second
 // product, no projection, no peephole sums over rows) and the panel kernels give every element the
 // same bits for any number of rows. Claimed slices only where a step has one phase.
-template <typename Cell, typename T>
-LayerPlan plan_layer(const LayerWeights<T>& w, Index steps, Index batch, int team_size, const Tuning& tuning) {
+template <typename Cell, typename T, typename S>
+LayerPlan plan_layer(const LayerWeights<T, S>& w, Index steps, Index batch, int team_size, const Tuning& tuning) {
   LayerPlan plan;
   plan.projection_steps = projection_block(w, steps, batch, tuning.projection_per_step);
   plan.claim_others_first = tuning.claim_others_first;
   const bool one_phase = !has_second_product<Cell>() && w.proj_size == 0;
-  const bool rows_apart = one_phase && w.peephole_vectors == 0 && has_panel_kernels<T>();
+  const bool rows_apart = one_phase && w.peephole_vectors == 0 && has_panel_kernels<S>();
   if (team_size > 1 && rows_apart && tuning.rows_per_member > 0 && batch >= tuning.rows_per_member * team_size)
     plan.schedule = StepSchedule::kRowsPerMember;
   else if (team_size > 1 && one_phase && tuning.claim_steps)

@@ -14,10 +14,10 @@ namespace fusedrnn {
 
 // xg[rows, GH] = x[rows, I] · W_ihᵀ + bias_x, this member's share. Cut in columns too (a batch-1 call has
 // few rows), in the order of the slices, so that each member produces the columns its slices read.
-template <typename T>
-void project_input(const Team& team, const LayerWeights<T>& w, Index rows, const T* x, T* xg) {
+template <typename T, typename S>
+void project_input(const Team& team, const LayerWeights<T, S>& w, Index rows, const T* x, T* xg) {
   const Index I = w.input_size, GH = w.gates * w.hidden_size;
-  if (!has_panel_kernels<T>()) {
+  if (!has_panel_kernels<S>()) {
     for_my_chunks(team, rows, kRowChunk, [&](Index r0, Index count) {
       auto block = MatrixMap<T>(xg, rows, GH).middleRows(r0, count);
       block.noalias() = ConstMatrixMap<T>(x, rows, I).middleRows(r0, count) * w.w_ih.transpose();
@@ -31,18 +31,17 @@ void project_input(const Team& team, const LayerWeights<T>& w, Index rows, const
   team.share(row_chunks * col_chunks, 1, t0, t1);
   for (long task = t0; task < t1 && !team.stopping(); ++task) {
     const Index r0 = (task / col_chunks) * kRowChunk, c0 = (task % col_chunks) * kProjectionColumns;
-    panel_product(x + r0 * I, std::min(kRowChunk, rows - r0), I, I, w.ih_panels.data() + c0 * I,
+    panel_product(x + r0 * I, std::min(kRowChunk, rows - r0), I, I, w.panels.ih_from(c0, I),
                   std::min(kProjectionColumns, GH - c0), w.bias_x.data() + c0, xg + r0 * GH + c0, GH);
   }
 }
 
 // out[count, width] (row stride GH) = xs[count, I] · (W_ih's packed rows [col0, col0 + width))ᵀ + bias_x.
-template <typename T>
-void project_columns(const LayerWeights<T>& w, const T* xs, Index count, Index col0, Index width, T* out,
+template <typename T, typename S>
+void project_columns(const LayerWeights<T, S>& w, const T* xs, Index count, Index col0, Index width, T* out,
                      bool backwards) {
   const Index I = w.input_size, GH = w.gates * w.hidden_size;
-  const T* panels = w.ih_panels.empty() ? nullptr : w.ih_panels.data() + col0 * I;
-  if (panel_product(xs, count, I, I, panels, width, w.bias_x.data() + col0, out, GH, backwards)) return;
+  if (panel_product(xs, count, I, I, w.panels.ih_from(col0, I), width, w.bias_x.data() + col0, out, GH, backwards)) return;
   StridedMatrixMap<T> block_out(out, count, width, Eigen::OuterStride<>(GH));
   block_out.noalias() = ConstMatrixMap<T>(xs, count, I) * w.w_ih.middleRows(col0, width).transpose();
   block_out.rowwise() += w.bias_x.segment(col0, width);

@@ -30,8 +30,8 @@ struct LayerWorkspace {
   // stream's one-step calls).
   bool backwards_first = false;
 
-  template <typename Cell>
-  void resize_forward(const LayerWeights<T>& w, const LayerPlan& plan, Index steps, Index batch, bool training) {
+  template <typename Cell, typename S>
+  void resize_forward(const LayerWeights<T, S>& w, const LayerPlan& plan, Index steps, Index batch, bool training) {
     const Index H = w.hidden_size, GH = Cell::kGates * H;
     xg.resize((plan.projection_steps > 0 ? plan.projection_steps : steps) * batch, GH);
     hg.resize(batch, GH);
