@@ -160,63 +160,71 @@ CELL_KINDS: dict[str, CellKind] = {
 }
 
 
+def _index(names_of: Callable[[CellKind], tuple[str, ...]]) -> dict[str, tuple[CellKind, ...]]:
+    """Each name ``names_of`` gives a kind -> the kinds it stands for (the RNN's names stand for both)."""
+    index: dict[str, tuple[CellKind, ...]] = {}
+    for kind in CELL_KINDS.values():
+        for name in names_of(kind):
+            index[name] = (*index.get(name, ()), kind)
+    return index
+
+
+# Looked up on every call of a model: dictionaries, not searches.
+_BY_NAME = _index(lambda kind: (kind.name,))
+_BY_TORCH_MODE = _index(lambda kind: (kind.torch_mode,))
+_BY_TORCH_CLASS = _index(lambda kind: (kind.torch_layer, kind.torch_cell))
+_BY_ONNX_OP = _index(lambda kind: (kind.onnx_op,))
+_BY_KERAS_LAYER = _index(lambda kind: (kind.keras_layer,))
+
+
 def _choices(values: Any) -> str:
-    return ", ".join(repr(value) for value in dict.fromkeys(values))
+    return ", ".join(repr(value) for value in values)
 
 
-def _find(argument: str, value: Any, names_of: Callable[[CellKind], tuple[str, ...]]) -> list[CellKind]:
-    """The kinds ``value`` names (one of ``names_of(kind)``); ValueError when it names none."""
-    found = [kind for kind in CELL_KINDS.values() if isinstance(value, str) and value in names_of(kind)]
-    if not found:
-        every = [name for kind in CELL_KINDS.values() for name in names_of(kind)]
-        raise ValueError(f"{argument}: expected one of {_choices(every)}, got {value!r}")
+def _find(argument: str, value: Any, index: dict[str, tuple[CellKind, ...]]) -> tuple[CellKind, ...]:
+    """The kinds ``value`` stands for in ``index``; ValueError when it is not one of its names."""
+    found = index.get(value) if isinstance(value, str) else None
+    if found is None:
+        raise ValueError(f"{argument}: expected one of {_choices(index)}, got {value!r}")
     return found
 
 
 def _by_nonlinearity(
-    found: list[CellKind],
-    argument: str,
-    value: Any,
-    spell: Callable[[str], str] = str,
-    any_case: bool = False,
+    found: tuple[CellKind, ...], argument: str, value: Any, spell: Callable[[str], str] = str
 ) -> CellKind:
-    """The one kind among ``found`` (the kinds one name stands for) whose nonlinearity, as ``spell``
-    writes it, is ``value``; a name that stands for one kind ignores ``value``."""
+    """The kind among ``found`` (what one name stands for) whose nonlinearity, as ``spell`` writes it, is
+    ``value``; a name that stands for one kind ignores ``value``."""
     if len(found) == 1:
         return found[0]
     spelled = {spell(kind.nonlinearity or ""): kind for kind in found}
-    for name, kind in spelled.items():
-        if isinstance(value, str) and (name.lower() == value.lower() if any_case else name == value):
-            return kind
+    if isinstance(value, str) and value in spelled:
+        return spelled[value]
     raise ValueError(f"{argument}: expected one of {_choices(spelled)}, got {value!r}")
 
 
 def cell_kind(name: str) -> CellKind:
     """The kind fusedrnn calls ``name`` ("rnn_tanh", "rnn_relu", "lstm", "gru")."""
-    return _find("cell", name, lambda kind: (kind.name,))[0]
+    return _find("cell", name, _BY_NAME)[0]
 
 
 def cell_kind_from_torch_mode(mode: str) -> CellKind:
     """The kind of a torch.nn layer's ``mode`` ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")."""
-    return _find("mode", mode, lambda kind: (kind.torch_mode,))[0]
+    return _find("mode", mode, _BY_TORCH_MODE)[0]
 
 
 def cell_kind_from_torch_class(class_name: str, nonlinearity: str = "tanh") -> CellKind:
-    """The kind of a torch.nn (or fusedrnn) layer or cell class ("RNN", "LSTM", "GRU", "RNNCell",
-    "LSTMCell", "GRUCell"); ``nonlinearity`` ("tanh" or "relu") tells the RNNs' apart."""
-    found = _find("class_name", class_name, lambda kind: (kind.torch_layer, kind.torch_cell))
-    return _by_nonlinearity(found, "nonlinearity", nonlinearity)
+    """The kind of a torch.nn (or fusedrnn) layer or cell class ("RNN", "RNNCell", "LSTM", "LSTMCell",
+    "GRU", "GRUCell"); ``nonlinearity`` ("tanh" or "relu") tells the RNNs apart."""
+    return _by_nonlinearity(_find("class_name", class_name, _BY_TORCH_CLASS), "nonlinearity", nonlinearity)
 
 
 def cell_kind_from_onnx(op: str, activation: str = "Tanh") -> CellKind:
-    """The kind of an ONNX operator ("RNN", "LSTM", "GRU"); ``activation`` ("Tanh" or "Relu", any case
-    as from_onnx reads them) tells the RNNs' apart."""
-    found = _find("op", op, lambda kind: (kind.onnx_op,))
-    return _by_nonlinearity(found, "activation", activation, str.capitalize, any_case=True)
+    """The kind of an ONNX operator ("RNN", "LSTM", "GRU"); ``activation``, the RNN's ("Tanh" or "Relu",
+    as ONNX spells them), tells the RNNs apart."""
+    return _by_nonlinearity(_find("op", op, _BY_ONNX_OP), "activation", activation, str.capitalize)
 
 
 def cell_kind_from_keras(class_name: str, activation: str = "tanh") -> CellKind:
-    """The kind of a Keras layer class ("SimpleRNN", "LSTM", "GRU"); ``activation`` ("tanh" or "relu")
-    tells the SimpleRNNs' apart."""
-    found = _find("class_name", class_name, lambda kind: (kind.keras_layer,))
-    return _by_nonlinearity(found, "activation", activation)
+    """The kind of a Keras layer class ("SimpleRNN", "LSTM", "GRU"); ``activation``, the SimpleRNN's
+    ("tanh" or "relu"), tells the SimpleRNNs apart."""
+    return _by_nonlinearity(_find("class_name", class_name, _BY_KERAS_LAYER), "activation", activation)
