@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import _validation as v
-from ._cells import CELL_KINDS, cell_kind_from_torch_mode
+from ._cells import CELL_KINDS, cell_kind_from_torch_class, cell_kind_from_torch_mode
 from ._config import StackConfig
 from ._model import IncompatibleKeys, _Recurrent
 from ._state import SequenceLayout
@@ -347,7 +347,7 @@ class RNN(RNNBase):
         v.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         self.nonlinearity = nonlinearity
         super().__init__(
-            "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU",
+            cell_kind_from_torch_class("RNN", nonlinearity).torch_mode,
             input_size,
             hidden_size,
             num_layers,
