@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CellKind",
     "CELL_KINDS",
+    "CELL_OPTIONS",
     "cell_kind",
     "cell_kind_from_torch_mode",
     "cell_kind_from_torch_class",
@@ -47,8 +48,8 @@ class CellKind:
     "lstm", "gru"), which is what gate orders and Keras tell apart. gate_names: the gate blocks of the
     weights in PyTorch's (and the kernels') order. nonlinearity: the vanilla RNN's "tanh" or "relu", None
     for the gated cells. options: the ``StackConfig`` fields among ``CELL_OPTIONS`` the cell takes.
-    param_roles: every parameter role the cell may have, in PyTorch's order (``param_shapes`` says which
-    a configuration has).
+    param_roles: every parameter role the cell may have, in PyTorch's order (``roles`` says which a
+    configuration has, ``param_shapes`` with their shapes).
 
     The names elsewhere: torch_mode is ``torch.nn.RNNBase.mode``; torch_layer and torch_cell are
     torch.nn's class names, which fusedrnn's layers and cells (and ``fusedrnn.torch``'s modules) share;
