@@ -3,14 +3,18 @@
 Shape letters (as in ``cpp/fusedrnn/shapes.hpp``): T steps, N batch, I input features, H hidden units,
 P projection size, H_out = P or H, G gates (RNN 1, GRU 3, LSTM 4), D directions, L layers.
 Parameter names, order and shapes are PyTorch's, so a ``torch.nn`` state_dict maps one to one.
+What differs from cell to cell (gates, cell state, options, parameter roles) is the cell's ``CellKind``
+(``_cells``): ``StackConfig.kind``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+from ._cells import CELL_KINDS, CellKind, cell_kind
+
+CELLS = tuple(CELL_KINDS)
+GATES = {name: kind.gates for name, kind in CELL_KINDS.items()}
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,7 @@ class StackConfig:
     ``n = tanh(W_n x + b_in + r * (U_n h + b_hn))``, False the reset-before form
     ``n = tanh(W_n x + b_in + U_n (r * h) + b_hn)``); ``proj_size`` only for ``"lstm"`` (0 = none);
     ``hard_gates`` for ``"lstm"`` and ``"gru"``: the gates use ``hard_sigmoid(a) = clip(a / 6 + 1/2, 0, 1)``.
+    Which options each cell takes is its ``kind.options``.
     """
 
     cell: str
@@ -38,8 +43,13 @@ class StackConfig:
     hard_gates: bool = False  # LSTM/GRU gates: Keras 3's hard sigmoid clip(x / 6 + 1/2, 0, 1)
 
     @property
+    def kind(self) -> CellKind:
+        """The description of ``cell``; ValueError for a name that is not one of ``CELLS``."""
+        return cell_kind(self.cell)
+
+    @property
     def gates(self) -> int:
-        return GATES[self.cell]
+        return self.kind.gates
 
     @property
     def num_directions(self) -> int:
@@ -52,25 +62,26 @@ class StackConfig:
 
     @property
     def has_cell_state(self) -> bool:
-        return self.cell == "lstm"
+        return self.kind.has_cell_state
+
+    def uses(self, option: str) -> bool:
+        """Whether the cell takes ``option`` (a field among ``_cells.CELL_OPTIONS``) and this configuration
+        sets it (True, or a number > 0)."""
+        return option in self.kind.options and getattr(self, option) > 0
 
     def layer_input_size(self, layer: int) -> int:
         return self.input_size if layer == 0 else self.num_directions * self.output_size
 
     def num_arrays(self) -> int:
         """How many parameter arrays ``param_shapes()`` lists, in closed form."""
-        per_direction = 2 + 2 * self.bias + (self.proj_size > 0) + self.peephole
-        return self.num_layers * self.num_directions * per_direction
+        return self.num_layers * self.num_directions * len(self.kind.roles(self))
 
     def num_parameters(self) -> int:
         """The number of scalar parameters, in closed form: sizes too large to allocate are refused from
         it before anything is built per layer (a list of 10**8 layers' shapes takes minutes)."""
-        gh = self.gates * self.hidden_size
-        # Per direction of every layer: W_hh, the biases, W_hr, the peepholes; W_ih depends on the layer.
-        rest = gh * self.output_size + 2 * gh * self.bias + self.proj_size * self.hidden_size
-        rest += 3 * self.hidden_size * self.peephole
-        w_ih = gh * (self.input_size + (self.num_layers - 1) * self.num_directions * self.output_size)
-        return self.num_directions * (w_ih + self.num_layers * rest)
+        # Every layer after the first has the second's shapes (only W_ih depends on the layer's input).
+        first, later = self.kind.layer_parameters(self, 0), self.kind.layer_parameters(self, 1)
+        return self.num_directions * (first + (self.num_layers - 1) * later)
 
     def param_names(self) -> list[str]:
         """All parameter names in PyTorch's order: per layer, per direction: w_ih, w_hh, b_ih, b_hh, w_hr
@@ -78,31 +89,21 @@ class StackConfig:
         return [name for name, _ in self.param_shapes()]
 
     def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        gh = self.gates * self.hidden_size
         out = []
         for layer in range(self.num_layers):
+            shapes = self.kind.param_shapes(self, layer)
             for direction in range(self.num_directions):
-                sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                out.append((f"weight_ih{sfx}", (gh, self.layer_input_size(layer))))
-                out.append((f"weight_hh{sfx}", (gh, self.output_size)))
-                if self.bias:
-                    out.append((f"bias_ih{sfx}", (gh,)))
-                    out.append((f"bias_hh{sfx}", (gh,)))
-                if self.proj_size > 0:
-                    out.append((f"weight_hr{sfx}", (self.proj_size, self.hidden_size)))
-                if self.peephole:
-                    out.append((f"weight_ph{sfx}", (3 * self.hidden_size,)))
+                sfx = _suffix(layer, direction)
+                out += [(role + sfx, shape) for role, shape in shapes]
         return out
 
     def layer_param_names(self, layer: int, direction: int) -> dict[str, str]:
-        """Map role ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh', 'weight_hr') -> full name, for one
-        layer-direction; roles absent from this configuration are left out."""
-        sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-        roles = ["weight_ih", "weight_hh"]
-        if self.bias:
-            roles += ["bias_ih", "bias_hh"]
-        if self.proj_size > 0:
-            roles.append("weight_hr")
-        if self.peephole:
-            roles.append("weight_ph")
-        return {role: role + sfx for role in roles}
+        """Map role ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh', 'weight_hr', 'weight_ph') -> full name,
+        for one layer-direction; roles absent from this configuration are left out."""
+        sfx = _suffix(layer, direction)
+        return {role: role + sfx for role in self.kind.roles(self)}
+
+
+def _suffix(layer: int, direction: int) -> str:
+    """What PyTorch appends to a role to name a layer-direction's parameter."""
+    return f"_l{layer}" + ("_reverse" if direction == 1 else "")

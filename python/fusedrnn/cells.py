@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import _validation as v
+from ._cells import CellKind, cell_kind_from_torch_class
 from ._config import StackConfig
 from ._model import _Recurrent
 from ._state import StepLayout
@@ -36,7 +37,7 @@ class _CellBase(_Recurrent):
 
     def __init__(
         self,
-        cell: str,
+        kind: CellKind,
         input_size: int,
         hidden_size: int,
         bias: bool,
@@ -49,7 +50,7 @@ class _CellBase(_Recurrent):
         self.hidden_size = v.check_int("hidden_size", hidden_size, 1)
         self.bias = v.check_bool("bias", bias)
         lbr = v.check_bool("linear_before_reset", linear_before_reset)
-        config = StackConfig(cell, self.input_size, self.hidden_size, 1, self.bias, False, 0, lbr)
+        config = StackConfig(kind.name, self.input_size, self.hidden_size, 1, self.bias, False, 0, lbr)
         self._init_parameters(config, dtype, seed)
 
     def _param_names(self, stack_names: list[str]) -> list[str]:
@@ -177,7 +178,8 @@ class RNNCell(_CellBase):
     ) -> None:
         v.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         self.nonlinearity = nonlinearity
-        super().__init__("rnn_" + nonlinearity, input_size, hidden_size, bias, dtype=dtype, seed=seed)
+        kind = cell_kind_from_torch_class("RNNCell", nonlinearity)
+        super().__init__(kind, input_size, hidden_size, bias, dtype=dtype, seed=seed)
 
     def _extra_repr(self) -> list[str]:
         return [] if self.nonlinearity == "tanh" else [f"nonlinearity={self.nonlinearity!r}"]
@@ -200,7 +202,9 @@ class LSTMCell(_CellBase):
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
-        super().__init__("lstm", input_size, hidden_size, bias, dtype=dtype, seed=seed)
+        super().__init__(
+            cell_kind_from_torch_class("LSTMCell"), input_size, hidden_size, bias, dtype=dtype, seed=seed
+        )
 
     def __call__(self, x: Any, state: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """x (N, I) or (I,); state (h, c), each (N, H) / (H,), or None (zeros) -> (h', c')."""
@@ -223,7 +227,7 @@ class GRUCell(_CellBase):
         seed: Any = None,
     ) -> None:
         super().__init__(
-            "gru",
+            cell_kind_from_torch_class("GRUCell"),
             input_size,
             hidden_size,
             bias,

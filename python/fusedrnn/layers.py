@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import _validation as v
+from ._cells import CELL_KINDS, cell_kind_from_torch_class, cell_kind_from_torch_mode
 from ._config import StackConfig
 from ._model import IncompatibleKeys, _Recurrent
 from ._state import SequenceLayout
@@ -75,8 +76,8 @@ class RNNBase(_Recurrent):
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
-        cells = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}
-        v.check_choice("mode", mode, list(cells))
+        v.check_choice("mode", mode, [kind.torch_mode for kind in CELL_KINDS.values()])
+        kind = cell_kind_from_torch_mode(mode)
         self.mode = mode
         self.input_size = v.check_int("input_size", input_size, 1)
         self.hidden_size = v.check_int("hidden_size", hidden_size, 1)
@@ -86,7 +87,7 @@ class RNNBase(_Recurrent):
         self.dropout = v.check_dropout(dropout)
         self.bidirectional = v.check_bool("bidirectional", bidirectional)
         self.proj_size = v.check_int("proj_size", proj_size, 0)
-        if self.proj_size and mode != "LSTM":
+        if self.proj_size and "proj_size" not in kind.options:
             raise ValueError(
                 f"proj_size is only supported by LSTM, got proj_size={self.proj_size} for {mode}"
             )
@@ -104,11 +105,12 @@ class RNNBase(_Recurrent):
         clip = float(clip)
         if not clip >= 0 or math.isinf(clip):
             raise ValueError(f"clip: expected a finite number >= 0 (0 for none), got {clip}")
-        if mode != "LSTM" and (peephole or input_forget or clip):
+        given = {"peephole": peephole, "input_forget": input_forget, "clip": clip}
+        if any(value and option not in kind.options for option, value in given.items()):
             raise ValueError(f"peephole, clip, input_forget: LSTM options, got them for {mode}")
         v.check_choice("gate_activation", gate_activation, list(GATE_ACTIVATIONS))
         hard_gates = gate_activation == "hard_sigmoid"
-        if hard_gates and mode not in ("LSTM", "GRU"):
+        if hard_gates and "hard_gates" not in kind.options:
             raise ValueError(f"gate_activation='hard_sigmoid': an LSTM and GRU option, got it for {mode}")
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(
@@ -118,7 +120,7 @@ class RNNBase(_Recurrent):
                 stacklevel=3,
             )
         config = StackConfig(
-            cells[mode],
+            kind.name,
             self.input_size,
             self.hidden_size,
             self.num_layers,
@@ -142,7 +144,7 @@ class RNNBase(_Recurrent):
         args = [str(self.input_size), str(self.hidden_size)]
         if self.num_layers != 1:
             args.append(f"num_layers={self.num_layers}")
-        if self.mode == "RNN_RELU":
+        if self._config.kind.nonlinearity == "relu":
             args.append("nonlinearity='relu'")
         if not self.bias:
             args.append("bias=False")
@@ -154,7 +156,7 @@ class RNNBase(_Recurrent):
             args.append("bidirectional=True")
         if self.proj_size:
             args.append(f"proj_size={self.proj_size}")
-        if self.mode == "GRU" and not self._config.linear_before_reset:
+        if "linear_before_reset" in self._config.kind.options and not self._config.linear_before_reset:
             args.append("linear_before_reset=False")
         for option in ("residual", "peephole", "input_forget"):
             if getattr(self._config, option):
@@ -223,9 +225,9 @@ class RNNBase(_Recurrent):
             # their inputs too; GRU linear_before_reset: U_n h + b_hn too), h and c entering every step;
             # the dropout masks
             saved_gates = c.gates
-            if c.cell == "lstm" and c.clip > 0:
+            if c.uses("clip"):
                 saved_gates *= 2
-            elif c.cell == "gru" and c.linear_before_reset:
+            elif c.uses("linear_before_reset"):
                 saved_gates += 1
             per_row += c.input_size + (c.num_layers - 1) * D * H_out
             per_row += c.num_layers * D * (saved_gates * H + H_out + (H if self._has_cell_state else 0))
@@ -345,7 +347,7 @@ class RNN(RNNBase):
         v.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         self.nonlinearity = nonlinearity
         super().__init__(
-            "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU",
+            cell_kind_from_torch_class("RNN", nonlinearity).torch_mode,
             input_size,
             hidden_size,
             num_layers,

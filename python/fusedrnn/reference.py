@@ -334,20 +334,34 @@ def gru_reset_before_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=No
 StepFn = Callable[..., Any]
 
 
+def _rnn_functions(config: StackConfig) -> tuple[StepFn, StepFn]:
+    relu = config.kind.nonlinearity == "relu"
+    return partial(rnn_step, relu=relu), partial(rnn_step_backward, relu=relu)
+
+
+def _lstm_functions(config: StackConfig) -> tuple[StepFn, StepFn]:
+    options = {"clip": config.clip, "input_forget": config.input_forget, "hard": config.hard_gates}
+    return partial(lstm_step, **options), partial(lstm_step_backward, **options)
+
+
+def _gru_functions(config: StackConfig) -> tuple[StepFn, StepFn]:
+    hard = config.hard_gates
+    if config.linear_before_reset:
+        return partial(gru_step, hard=hard), partial(gru_step_backward, hard=hard)
+    return partial(gru_reset_before_step, hard=hard), partial(gru_reset_before_step_backward, hard=hard)
+
+
+# The step functions of each cell family (``CellKind.family``), bound to a configuration's options.
+_CELL_FUNCTIONS: dict[str, Callable[[StackConfig], tuple[StepFn, StepFn]]] = {
+    "rnn": _rnn_functions,
+    "lstm": _lstm_functions,
+    "gru": _gru_functions,
+}
+
+
 def cell_functions(config: StackConfig) -> tuple[StepFn, StepFn]:
     """The (step, step_backward) pair for ``config``'s cell."""
-    if config.cell in ("rnn_tanh", "rnn_relu"):
-        relu = config.cell == "rnn_relu"
-        return partial(rnn_step, relu=relu), partial(rnn_step_backward, relu=relu)
-    if config.cell == "lstm":
-        options = {"clip": config.clip, "input_forget": config.input_forget, "hard": config.hard_gates}
-        return partial(lstm_step, **options), partial(lstm_step_backward, **options)
-    if config.cell == "gru":
-        hard = config.hard_gates
-        if config.linear_before_reset:
-            return partial(gru_step, hard=hard), partial(gru_step_backward, hard=hard)
-        return partial(gru_reset_before_step, hard=hard), partial(gru_reset_before_step_backward, hard=hard)
-    raise ValueError(f"config.cell: expected one of rnn_tanh, rnn_relu, lstm, gru, got {config.cell!r}")
+    return _CELL_FUNCTIONS[config.kind.family](config)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
+from ._cells import CellKind, cell_kind_from_torch_class, cell_kind_from_torch_mode
 from ._config import StackConfig
 from ._runtime import Runtime
 
@@ -263,11 +264,9 @@ def _dropout_masks(
 class _LayerMixin(_FusedModule):
     """forward() for LSTM, GRU and RNN, with torch.nn's signature, checks and results."""
 
-    _CELLS = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
-
     def _fr_config(self) -> StackConfig:
         return StackConfig(
-            self._CELLS[self.mode],
+            cell_kind_from_torch_mode(self.mode).name,
             self.input_size,
             self.hidden_size,
             self.num_layers,
@@ -287,7 +286,7 @@ class _LayerMixin(_FusedModule):
             self.mark_weights_changed()
 
     def forward(self, input: Any, hx: Any = None) -> Any:  # noqa: C901 - mirrors torch.nn's checks
-        lstm = self.mode == "LSTM"
+        lstm = cell_kind_from_torch_mode(self.mode).has_cell_state  # the state is (h, c)
         name = type(self).__name__
         num_directions = 2 if self.bidirectional else 1
         runtime, key, params = self._fr_prepare()
@@ -356,7 +355,7 @@ class _LayerMixin(_FusedModule):
         masks = None
         p = float(self.dropout)
         if self.training and p > 0 and self.num_layers > 1:
-            features = num_directions * (self.proj_size if lstm and self.proj_size else self.hidden_size)
+            features = num_directions * runtime.config.output_size
             shape = (int(index.shape[0]), features) if index is not None else (steps, batch, features)
             masks = _dropout_masks(p, self.num_layers - 1, shape, dtype, index, (steps, batch, features))
         result = self._fr_run(x, h0, c0, lengths, masks, runtime, key, params)
@@ -409,19 +408,20 @@ class RNN(_LayerMixin, nn.RNN):
 class _CellMixin(_FusedModule):
     """forward() for the cells: one step of a one-layer stack, with torch.nn's signature and checks."""
 
-    _fr_cell = ""
+    _fr_class = ""  # the torch.nn cell class this one subclasses, which names its kind
 
     def _fr_config(self) -> StackConfig:
-        return StackConfig(self._fr_cell_name(), self.input_size, self.hidden_size, 1, bool(self.bias))
+        return StackConfig(self._fr_kind().name, self.input_size, self.hidden_size, 1, bool(self.bias))
 
-    def _fr_cell_name(self) -> str:
-        return self._fr_cell
+    def _fr_kind(self) -> CellKind:
+        return cell_kind_from_torch_class(self._fr_class)
 
     def _fr_params(self, config: StackConfig) -> tuple[torch.Tensor, ...]:
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if self.bias else ("weight_ih", "weight_hh")
-        return tuple(getattr(self, n) for n in names)
+        # One layer and direction: a cell's parameters are named by their roles alone.
+        return tuple(getattr(self, role) for role in config.layer_param_names(0, 0))
 
-    def _fr_step(self, input: torch.Tensor, hx: Any, lstm: bool) -> Any:
+    def _fr_step(self, input: torch.Tensor, hx: Any) -> Any:
+        lstm = cell_kind_from_torch_class(self._fr_class).has_cell_state  # the state is (h, c)
         name = type(self).__name__
         if input.dim() not in (1, 2):
             raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
@@ -472,41 +472,43 @@ class _CellMixin(_FusedModule):
 class LSTMCell(_CellMixin, nn.LSTMCell):
     """``torch.nn.LSTMCell`` running fusedrnn's kernels: ``h_1, c_1 = cell(input, (h_0, c_0)=None)``."""
 
-    _fr_cell = "lstm"
+    _fr_class = "LSTMCell"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fr_init()
 
     def forward(self, input: torch.Tensor, hx: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._fr_step(input, hx, True)
+        return self._fr_step(input, hx)
 
 
 class GRUCell(_CellMixin, nn.GRUCell):
     """``torch.nn.GRUCell`` running fusedrnn's kernels: ``h_1 = cell(input, h_0=None)``."""
 
-    _fr_cell = "gru"
+    _fr_class = "GRUCell"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fr_init()
 
     def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None) -> torch.Tensor:
-        return self._fr_step(input, hx, False)
+        return self._fr_step(input, hx)
 
 
 class RNNCell(_CellMixin, nn.RNNCell):
     """``torch.nn.RNNCell`` (``nonlinearity`` "tanh" or "relu") running fusedrnn's kernels:
     ``h_1 = cell(input, h_0=None)``."""
 
+    _fr_class = "RNNCell"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fr_init()
 
-    def _fr_cell_name(self) -> str:
+    def _fr_kind(self) -> CellKind:
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        return "rnn_" + self.nonlinearity
+        return cell_kind_from_torch_class(self._fr_class, self.nonlinearity)
 
     def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None) -> torch.Tensor:
-        return self._fr_step(input, hx, False)
+        return self._fr_step(input, hx)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._cells import CellKind
 from . import optional
 from .problems import Problem, fusedrnn_layer
 
@@ -37,8 +38,8 @@ class Runner:
     max_runs: int | None = None
 
 
-def _state_answer(cell: str, state: Any, to_numpy: Callable[[Any], np.ndarray]) -> dict[str, np.ndarray]:
-    if cell == "lstm":
+def _state_answer(kind: CellKind, state: Any, to_numpy: Callable[[Any], np.ndarray]) -> dict[str, np.ndarray]:
+    if kind.has_cell_state:
         return {"h_n": to_numpy(state[0]), "c_n": to_numpy(state[1])}
     return {"h_n": to_numpy(state)}
 
@@ -61,7 +62,7 @@ def fusedrnn_runner(problem: Problem) -> Runner:
 
         def answer(res: Any) -> dict[str, np.ndarray]:
             y, state = res
-            return {"output": y, **_state_answer(w.cell, state, np.asarray)}
+            return {"output": y, **_state_answer(w.kind, state, np.asarray)}
     else:
 
         def call() -> Any:
@@ -131,7 +132,7 @@ def torch_runner(problem: Problem, threads: int) -> Runner:
 
         def answer(res: Any) -> dict[str, np.ndarray]:
             y, state = res
-            return {"output": y.numpy(), **_state_answer(w.cell, state, lambda t: t.numpy())}
+            return {"output": y.numpy(), **_state_answer(w.kind, state, lambda t: t.numpy())}
     else:
         module.train()
         xt = torch.from_numpy(problem.x.copy()).requires_grad_(True)
@@ -175,7 +176,7 @@ def onnxruntime_runner(problem: Problem, threads: int) -> Runner:
 
     def answer(res: Any) -> dict[str, np.ndarray]:
         out = {"output": res[0], "h_n": res[1]}
-        if w.cell == "lstm":
+        if w.kind.has_cell_state:
             out["c_n"] = res[2]
         return out
 

@@ -267,7 +267,7 @@ def _stream_steps(quick: bool) -> tuple[list[str], list[dict[str, Any]], list[Ta
     )
     checks = []
     for r in rows:
-        if r["kind"] != "lstm" or r["impl"] != "stream.step":
+        if r["kind"] != stream_steps.TARGET_KIND or r["impl"] != "stream.step":
             continue
         checks.append(
             TargetCheck(

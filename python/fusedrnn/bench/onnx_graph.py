@@ -5,7 +5,8 @@ The builder is deliberately independent of ``fusedrnn.interop.onnx_io`` (``to_on
 checks fusedrnn's answers against ONNX Runtime's, and a graph made by fusedrnn's own exporter would carry
 any mistake of that exporter into the check. Written from the ONNX operator spec alone, it is a second
 opinion on the layout. Only the table of gate orders is shared (``fusedrnn.interop.gate_orders``): the
-orders are a fact about the formats, not a conversion of fusedrnn's.
+orders are a fact about the formats, not a conversion of fusedrnn's; and the cell's description says
+which operator it is and whether it has a cell state (``fusedrnn._cells``).
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from typing import Any
 
 import numpy as np
 
+from .._cells import CellKind
 from ..interop.gate_orders import reorder_gates
 from .workloads import Workload
 
 
-def onnx_from_torch(torch: Any, module: Any, x: np.ndarray, cell: str) -> bytes:
-    """The torch module exported by the TorchScript-based exporter (static shapes)."""
+def onnx_from_torch(torch: Any, module: Any, x: np.ndarray, kind: CellKind) -> bytes:
+    """The torch module (of cell ``kind``) exported by the TorchScript-based exporter (static shapes)."""
     buf = io.BytesIO()
-    names = ["Y", "Y_h", "Y_c"] if cell == "lstm" else ["Y", "Y_h"]
+    names = ["Y", "Y_h", "Y_c"] if kind.has_cell_state else ["Y", "Y_h"]
     module = module.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter warns that it is deprecated, and about tracing
@@ -50,7 +52,7 @@ def onnx_from_weights(w: Workload, params: dict[str, np.ndarray]) -> bytes:
         layer_input, states = _layer_nodes(w, params, layer, layer_input, last, nodes, inits)
         for key, name in states.items():
             state_outputs[key].append(name)
-    outputs = ["Y", "Y_h", "Y_c"] if w.cell == "lstm" else ["Y", "Y_h"]
+    outputs = ["Y", "Y_h", "Y_c"] if w.kind.has_cell_state else ["Y", "Y_h"]
     for name in outputs[1:]:
         nodes.append(helper.make_node("Concat", state_outputs[name], [name], axis=0))
     state_shape = [w.layers * w.directions, w.N, w.H]
@@ -71,7 +73,9 @@ def onnx_from_weights(w: Workload, params: dict[str, np.ndarray]) -> bytes:
 def _stacked(w: Workload, params: dict[str, np.ndarray], role: str, layer: int) -> np.ndarray:
     """[D, G*H, ...]: one layer's ``role`` parameter of each direction, gate blocks in ONNX's order."""
     suffixes = ["", "_reverse"][: w.directions]
-    return np.stack([reorder_gates(params[f"{role}_l{layer}{s}"], w.cell, "torch", "onnx") for s in suffixes])
+    return np.stack(
+        [reorder_gates(params[f"{role}_l{layer}{s}"], w.kind.family, "torch", "onnx") for s in suffixes]
+    )
 
 
 def _layer_nodes(
@@ -98,15 +102,15 @@ def _layer_nodes(
     )
     for arr, key in weights:
         inits.append(numpy_helper.from_array(np.ascontiguousarray(arr, dtype=np.float32), names[key]))
-    outs = [names["Y"], names["Y_h"]] + ([names["Y_c"]] if w.cell == "lstm" else [])
+    outs = [names["Y"], names["Y_h"]] + ([names["Y_c"]] if w.kind.has_cell_state else [])
     attrs: dict[str, Any] = {
         "hidden_size": w.H,
         "direction": "bidirectional" if w.directions == 2 else "forward",
     }
-    if w.cell == "gru":
+    if "linear_before_reset" in w.kind.options:  # PyTorch's form
         attrs["linear_before_reset"] = 1
     nodes.append(
-        helper.make_node(w.cell.upper(), [layer_input, names["W"], names["R"], names["B"]], outs, **attrs)
+        helper.make_node(w.kind.onnx_op, [layer_input, names["W"], names["R"], names["B"]], outs, **attrs)
     )
     out = "Y" if last else names["Ys"]
     nodes.append(helper.make_node("Transpose", [names["Y"]], [names["Yt"]], perm=[0, 2, 1, 3]))

@@ -28,12 +28,12 @@ class Problem:
 
 
 def fusedrnn_layer(fr: Any, w: Workload, seed: Any = None) -> Any:
-    cls = {"lstm": fr.LSTM, "gru": fr.GRU}[w.cell]
+    cls = getattr(fr, w.kind.torch_layer)  # fusedrnn's layers have torch.nn's names
     return cls(w.I, w.H, num_layers=w.layers, bidirectional=w.bidirectional, seed=seed)
 
 
 def torch_module(torch: Any, w: Workload) -> Any:
-    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[w.cell]
+    cls = getattr(torch.nn, w.kind.torch_layer)
     return cls(w.I, w.H, num_layers=w.layers, bidirectional=w.bidirectional)
 
 
@@ -69,7 +69,7 @@ def attach_onnx(problem: Problem, torch: Any) -> None:
     if torch is not None and optional.try_import("onnx") is not None:
         try:
             problem.onnx_model = onnx_graph.onnx_from_torch(
-                torch, problem.torch_module, problem.x, problem.workload.cell
+                torch, problem.torch_module, problem.x, problem.workload.kind
             )
             problem.onnx_source = "torch.onnx.export(dynamo=False)"
             return

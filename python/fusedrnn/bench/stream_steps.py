@@ -35,6 +35,8 @@ import numpy as np
 
 OVERHEAD_TARGET_US = 5.0
 TORCH_RATIO_TARGET = 5.0
+# The cell kind the targets are set for (its stream.step row is checked).
+TARGET_KIND = "lstm"
 
 
 def _torch() -> Any:
@@ -55,10 +57,13 @@ def _per_call_us(fn: Callable[[], Any], calls: int) -> float:
 def _contenders(kind: str, input_size: int, hidden: int, steps: int, seed: int) -> dict[str, Any]:
     """name -> (callable doing one step, per-call divisor, its first output) for one cell kind."""
     import fusedrnn as fr
+    from fusedrnn._cells import cell_kind
     from fusedrnn._testing import tuning
 
     rng = np.random.default_rng(seed)
-    layer_cls, cell_cls = (fr.LSTM, fr.LSTMCell) if kind == "lstm" else (fr.GRU, fr.GRUCell)
+    spec = cell_kind(kind)
+    # fusedrnn's layers and cells have torch.nn's names
+    layer_cls, cell_cls = getattr(fr, spec.torch_layer), getattr(fr, spec.torch_cell)
     layer = layer_cls(input_size, hidden, seed=seed)
     cell = cell_cls(input_size, hidden, seed=seed)
     cell.load_state_dict({k[: -len("_l0")]: v for k, v in layer.state_dict().items()})
@@ -72,7 +77,7 @@ def _contenders(kind: str, input_size: int, hidden: int, steps: int, seed: int) 
     stream.reset()
     out["stream.step"] = (lambda: stream.step(x_t), 1, first)
 
-    if kind == "lstm":
+    if spec.has_cell_state:
         zeros = np.zeros((1, hidden), np.float32)
         state = [(zeros, zeros)]
 
@@ -99,13 +104,13 @@ def _contenders(kind: str, input_size: int, hidden: int, steps: int, seed: int) 
 
     torch = _torch()
     if torch is not None:
-        tcell = (torch.nn.LSTMCell if kind == "lstm" else torch.nn.GRUCell)(input_size, hidden)
+        tcell = getattr(torch.nn, spec.torch_cell)(input_size, hidden)
         with torch.no_grad():
             for name, value in cell.state_dict().items():
                 getattr(tcell, name).copy_(torch.from_numpy(value))
         xt = torch.from_numpy(x_t)
         tz = torch.zeros(1, hidden)
-        tstate: list[Any] = [(tz, tz) if kind == "lstm" else tz]
+        tstate: list[Any] = [(tz, tz) if spec.has_cell_state else tz]
 
         def torch_step() -> Any:
             with torch.no_grad():
@@ -113,8 +118,8 @@ def _contenders(kind: str, input_size: int, hidden: int, steps: int, seed: int) 
             return tstate[0]
 
         with torch.no_grad():
-            t_first = tcell(xt, (tz, tz) if kind == "lstm" else tz)
-        t_first = (t_first[0] if kind == "lstm" else t_first).numpy()
+            t_first = tcell(xt, (tz, tz) if spec.has_cell_state else tz)
+        t_first = (t_first[0] if spec.has_cell_state else t_first).numpy()
         out["torch cell"] = (torch_step, 1, t_first)
     return out
 
@@ -234,7 +239,7 @@ def _print_table(rows: list[dict[str, Any]], out: Any) -> None:
             file=out,
         )
     for r in rows:
-        if r["impl"] != "stream.step" or r["kind"] != "lstm":
+        if r["impl"] != "stream.step" or r["kind"] != TARGET_KIND:
             continue
         verdicts = [
             f"overhead {r['overhead_us']:.2f} us "

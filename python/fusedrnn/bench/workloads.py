@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..interop.gate_orders import GATE_ORDERS
+from .._cells import CellKind, cell_kind
 
 # A target: (anchor, ratio at 1 thread, ratio at 2 threads); ratio = anchor time / fusedrnn time.
 TargetSpec = tuple[str, float, float]
@@ -45,8 +45,13 @@ class Workload:
         return 2 if self.bidirectional else 1
 
     @property
+    def kind(self) -> CellKind:
+        """The description of ``cell``."""
+        return cell_kind(self.cell)
+
+    @property
     def gates(self) -> int:
-        return len(GATE_ORDERS[self.cell]["fusedrnn"])
+        return self.kind.gates
 
     @property
     def name(self) -> str:

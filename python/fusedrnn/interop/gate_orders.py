@@ -13,6 +13,10 @@ gates and disagree on their order (``reference/formats.md``)::
 Below every order is written in PyTorch's letters (ONNX's and Keras' c is PyTorch's g, their h is n), so
 that the same letter is the same gate everywhere. An RNN has one gate, the same in every format.
 
+The table is keyed by cell family (``_cells.CellKind.family``: both vanilla RNNs are "rnn"). It is written
+out from the formats' documentation, not derived from the cell descriptions: the descriptions'
+``gate_names`` are tested against it.
+
 ONNX's LSTM peepholes ``P`` (3*H) are stacked i, o, f; fusedrnn's ``weight_ph`` i, f, o.
 """
 
@@ -63,7 +67,7 @@ def permute_blocks(a: np.ndarray, source: Sequence[str], target: Sequence[str], 
 
 
 def reorder_gates(a: np.ndarray, cell: str, source: str, target: str, axis: int = 0) -> np.ndarray:
-    """``a`` (gate blocks along ``axis``) of a ``cell`` in {"lstm", "gru", "rnn"} from the ``source``
-    format's gate order to the ``target`` format's, formats as in :data:`GATE_ORDERS`."""
+    """``a`` (gate blocks along ``axis``) of a ``cell`` family ("lstm", "gru", "rnn": ``CellKind.family``)
+    from the ``source`` format's gate order to the ``target`` format's, formats as in :data:`GATE_ORDERS`."""
     orders = GATE_ORDERS[cell]
     return permute_blocks(a, orders[source], orders[target], axis=axis)

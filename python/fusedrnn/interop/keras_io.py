@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from .. import _validation as v
-from ..layers import GRU, LSTM, RNN
+from .. import layers as fr_layers
+from .._cells import cell_kind_from_keras
 from .gate_orders import reorder_gates
 from .wrappers import Reverse, SumDirections, unwrap
 
@@ -102,7 +103,9 @@ def _weights_of(layer: Any, kind: str, label: str) -> tuple[dict[str, Any], dict
     kernel, recurrent = weights[0], weights[1]
     dtype = np.float64 if kernel.dtype == np.float64 else np.float32
     options: dict[str, Any] = {"bias": use_bias}
-    if kind == "SimpleRNN":
+    # The layer's cell; a SimpleRNN's nonlinearity is its activation, read here.
+    cell = cell_kind_from_keras(kind)
+    if cell.nonlinearity is not None:
         options["nonlinearity"] = _check_activation(
             label, "activation", config.get("activation"), ("tanh", "relu")
         )
@@ -113,18 +116,17 @@ def _weights_of(layer: Any, kind: str, label: str) -> tuple[dict[str, Any], dict
         )
         if gate == "hard_sigmoid":  # Keras 3's: relu6(x + 3) / 6, the kernels' gate_activation option
             options["gate_activation"] = "hard_sigmoid"
-    if kind == "GRU":
+    if "linear_before_reset" in cell.options:
         options["linear_before_reset"] = bool(config.get("reset_after", True))
 
-    cell = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn"}[kind]
-
     def blocks(a: np.ndarray) -> np.ndarray:
-        return reorder_gates(a, cell, "keras", "fusedrnn")
+        return reorder_gates(a, cell.family, "keras", "fusedrnn")
 
     state = {"weight_ih": blocks(kernel.T), "weight_hh": blocks(recurrent.T)}
     if use_bias:
         bias = weights[2]
-        if kind == "GRU" and bias.ndim == 2:  # reset_after=True: [input bias; recurrent bias]
+        # GRU with reset_after=True: [input bias; recurrent bias]
+        if "linear_before_reset" in cell.options and bias.ndim == 2:
             state["bias_ih"], state["bias_hh"] = blocks(bias[0]), blocks(bias[1])
         else:
             state["bias_ih"], state["bias_hh"] = blocks(bias), np.zeros_like(bias)
@@ -174,7 +176,8 @@ def from_keras(layer: Any) -> Any:
 def _make(kind: str, options: dict[str, Any], dtype: Any, bidirectional: bool) -> Any:
     options = dict(options)
     input_size, hidden = options.pop("input_size"), options.pop("hidden_size")
-    cls = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": RNN}[kind]
+    # fusedrnn's layers have torch.nn's names
+    cls = getattr(fr_layers, cell_kind_from_keras(kind).torch_layer)
     return cls(input_size, hidden, batch_first=True, bidirectional=bidirectional, dtype=dtype, **options)
 
 
@@ -195,7 +198,7 @@ def call_as_keras(
     ``return_sequences``, else (N, F) -- and with ``return_state`` a list ``[output, *states]`` in Keras'
     order. ``lengths``: PyTorch's semantics (see the module docstring on masks)."""
     inner = unwrap(layer)
-    lstm = inner.mode == "LSTM"
+    lstm = inner.config.has_cell_state  # the state is [h, c]
     directions = 2 if inner.bidirectional else 1
     state = None
     if initial_state is not None:

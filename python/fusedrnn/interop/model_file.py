@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from .. import _validation as v
+from .._cells import cell_kind_from_torch_class
 from .._config import StackConfig
 from .._version import __version__
 from ..cells import GRUCell, LSTMCell, RNNCell
@@ -87,6 +88,9 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "GRUCell": {"input_size": "int", "hidden_size": "int", "bias": "bool", "linear_before_reset": "bool"},
     "RNNCell": {"input_size": "int", "hidden_size": "int", "bias": "bool", "nonlinearity": ("tanh", "relu")},
 }
+# The cell options a layer's constructor takes as the StackConfig holds them (those its cell takes), in the
+# order files list them; hard_gates is written as gate_activation.
+_CELL_OPTIONS = ("proj_size", "peephole", "clip", "input_forget", "linear_before_reset")
 # Written only when not the default, so that files of models without them read in older versions too.
 _OPTIONAL = {"LSTM": {"forget_bias", "gate_activation"}, "GRU": {"gate_activation"}}
 # StackConfig fields written from a layer (anything else the config gains must be added here first,
@@ -169,7 +173,7 @@ def _describe(obj: Any, tensors: dict[str, np.ndarray], depth: int) -> dict[str,
         ]
         if unknown:
             raise ValueError(f"save: this file format does not know the option(s) {unknown} the layer uses")
-        kind = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}[c.cell]
+        kind = c.kind.torch_layer  # fusedrnn's layers have torch.nn's names
         options: dict[str, Any] = {
             "input_size": c.input_size,
             "hidden_size": c.hidden_size,
@@ -180,29 +184,21 @@ def _describe(obj: Any, tensors: dict[str, np.ndarray], depth: int) -> dict[str,
             "bidirectional": c.bidirectional,
             "residual": c.residual,
         }
-        if kind == "LSTM":
-            options.update(
-                proj_size=c.proj_size, peephole=c.peephole, clip=c.clip, input_forget=c.input_forget
-            )
-            if getattr(obj, "forget_bias", 0.0):  # initialization only, kept so that the model reads the same
-                options["forget_bias"] = float(obj.forget_bias)
-        elif kind == "GRU":
-            options["linear_before_reset"] = c.linear_before_reset
-        else:
-            options["nonlinearity"] = "relu" if c.cell == "rnn_relu" else "tanh"
+        options.update({option: getattr(c, option) for option in _CELL_OPTIONS if option in c.kind.options})
+        if getattr(obj, "forget_bias", 0.0):  # initialization only, kept so that the model reads the same
+            options["forget_bias"] = float(obj.forget_bias)
+        if c.kind.nonlinearity is not None:
+            options["nonlinearity"] = c.kind.nonlinearity
         if c.hard_gates:
             options["gate_activation"] = "hard_sigmoid"
     elif isinstance(obj, (LSTMCell, GRUCell, RNNCell)):
-        kind = (
-            type(obj).__name__
-            if type(obj) in _CELLS.values()
-            else next(k for k, cls in _CELLS.items() if isinstance(obj, cls))
-        )
+        cell = obj.config.kind
+        kind = cell.torch_cell  # fusedrnn's cells have torch.nn's names
         options = {"input_size": obj.input_size, "hidden_size": obj.hidden_size, "bias": obj.bias}
-        if isinstance(obj, GRUCell):
+        if "linear_before_reset" in cell.options:
             options["linear_before_reset"] = obj.linear_before_reset
-        if isinstance(obj, RNNCell):
-            options["nonlinearity"] = obj.nonlinearity
+        if cell.nonlinearity is not None:
+            options["nonlinearity"] = cell.nonlinearity
     else:
         raise TypeError(f"save expects a fusedrnn layer, cell or wrapper, got {v.describe(obj)}")
     for name, arr in obj.state_dict().items():
@@ -358,12 +354,12 @@ def _defaults_problem(
     if not isinstance(inner, RNNBase):
         return f"{where}.layer must be an LSTM, GRU or RNN layer, got a {type(inner).__name__}"
     c = inner.config
-    kind = {"lstm": "LSTM", "gru": "GRU"}.get(c.cell, "RNN")
-    if kind == "LSTM" and state and not is_tuple:
+    kind = c.kind.torch_layer
+    if c.has_cell_state and state and not is_tuple:
         return f"{where}.state_is_tuple must be true for an LSTM's default state (h0, c0), got false"
-    if kind != "LSTM" and is_tuple:
+    if not c.has_cell_state and is_tuple:
         return f"{where}.state_is_tuple must be false for a {kind}'s default state (one array h0), got true"
-    if kind != "LSTM" and "c0" in state:
+    if not c.has_cell_state and "c0" in state:
         return f"{where}.state lists 'c0', but a {kind} has no cell state"
     lead = c.num_layers * c.num_directions
     batch: tuple[int, ...] | None = None  # (N,), or () for unbatched calls, as the first array has it
@@ -403,8 +399,8 @@ def _defaults_problem(
 
 
 def _stack_config(kind: str, options: dict[str, Any]) -> StackConfig:
+    cell = cell_kind_from_torch_class(kind, options.get("nonlinearity", "tanh")).name
     if kind in _CELLS:
-        cell = {"LSTMCell": "lstm", "GRUCell": "gru"}.get(kind, "rnn_" + options.get("nonlinearity", "tanh"))
         return StackConfig(
             cell,
             options["input_size"],
@@ -415,7 +411,6 @@ def _stack_config(kind: str, options: dict[str, Any]) -> StackConfig:
             0,
             options.get("linear_before_reset", True),
         )
-    cell = {"LSTM": "lstm", "GRU": "gru"}.get(kind, "rnn_" + options.get("nonlinearity", "tanh"))
     return StackConfig(
         cell,
         options["input_size"],

@@ -42,14 +42,16 @@ from typing import Any
 import numpy as np
 
 from .. import _validation as v
+from .. import layers as fr_layers
+from .._cells import CELL_KINDS, CellKind, cell_kind_from_onnx
 from ..cells import GRUCell, LSTMCell, RNNCell
-from ..layers import GRU, LSTM, RNN, RNNBase
+from ..layers import RNNBase
 from .gate_orders import PEEPHOLE_ORDERS, permute_blocks, reorder_gates
 from .wrappers import Reverse, SumDirections, WithDefaults, unwrap
 
 __all__ = ["from_onnx", "to_onnx", "call_as_onnx"]
 
-_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+_OPS = tuple(dict.fromkeys(kind.onnx_op for kind in CELL_KINDS.values()))
 _DEFAULT_ACTIVATIONS = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh"), "RNN": ("tanh",)}
 # Attributes this converter understands, per operator. An option the layers gain is one entry here and
 # one line in _layer_options.
@@ -121,14 +123,14 @@ def _import_onnx() -> Any:
     return onnx
 
 
-def _to_fused(a: np.ndarray, op: str) -> np.ndarray:
+def _to_fused(a: np.ndarray, kind: CellKind) -> np.ndarray:
     """ONNX's gate blocks (rows) of ``a`` in fusedrnn's order."""
-    return reorder_gates(a, op.lower(), "onnx", "fusedrnn")
+    return reorder_gates(a, kind.family, "onnx", "fusedrnn")
 
 
-def _to_onnx(a: np.ndarray, op: str) -> np.ndarray:
+def _to_onnx(a: np.ndarray, kind: CellKind) -> np.ndarray:
     """fusedrnn's gate blocks (rows) of ``a`` in ONNX's order."""
-    return reorder_gates(a, op.lower(), "fusedrnn", "onnx")
+    return reorder_gates(a, kind.family, "fusedrnn", "onnx")
 
 
 # -- import ---------------------------------------------------------------------------------------------
@@ -311,14 +313,17 @@ def _float_dtype(arr: np.ndarray, what: str) -> Any:
     raise TypeError(f"{what} has dtype {arr.dtype}: fusedrnn computes in float32 or float64")
 
 
-def _check_activations(op: str, label: str, attrs: dict[str, Any], directions: int) -> str:
-    """The RNN nonlinearity ('tanh'/'relu'), or for LSTM/GRU the gates' activation ('' for the default
-    Sigmoid, 'hard_sigmoid' for HardSigmoid with alpha 1/6 and beta 1/2), after checking the activations
-    are ones the kernels compute."""
+def _check_activations(
+    family: CellKind, label: str, attrs: dict[str, Any], directions: int
+) -> tuple[CellKind, bool]:
+    """The node's cell kind, given the kind its operator names (``family``; an RNN's is then told by its
+    nonlinearity, Tanh or Relu), and whether the gates are hard (LSTM/GRU: HardSigmoid with alpha 1/6 and
+    beta 1/2 in place of Sigmoid), after checking the activations are ones the kernels compute."""
+    op = family.onnx_op
     default = _DEFAULT_ACTIVATIONS[op]
     acts = attrs.get("activations")
     if acts is None:
-        return "tanh" if op == "RNN" else ""
+        return family, False
     names = [str(a).lower() for a in acts]
     if len(names) != len(default) * directions:
         raise ValueError(
@@ -326,9 +331,9 @@ def _check_activations(op: str, label: str, attrs: dict[str, Any], directions: i
             f"({len(default) * directions} for {directions} direction(s))"
         )
     per_direction = [tuple(names[k * len(default) : (k + 1) * len(default)]) for k in range(directions)]
-    if op == "RNN":
+    if family.nonlinearity is not None:  # the RNN: its one activation is the nonlinearity
         if per_direction[0][0] in ("tanh", "relu") and all(d == per_direction[0] for d in per_direction):
-            return per_direction[0][0]
+            return cell_kind_from_onnx(op, per_direction[0][0].capitalize()), False
         raise NotImplementedError(
             f"{label}: activations={list(acts)}: fusedrnn's RNN computes Tanh or Relu, the same in both "
             "directions"
@@ -343,7 +348,7 @@ def _check_activations(op: str, label: str, attrs: dict[str, Any], directions: i
             and all(abs(a - 1 / 6) < 1e-6 for a in alphas)
             and all(abs(b - 0.5) < 1e-6 for b in betas)
         ):
-            return "hard_sigmoid"
+            return family, True
         raise NotImplementedError(
             f"{label}: HardSigmoid gates with activation_alpha={alphas}, activation_beta={betas}: fusedrnn's "
             "kernels compute the hard sigmoid with alpha 1/6 and beta 1/2 (Keras 3's) only"
@@ -353,22 +358,24 @@ def _check_activations(op: str, label: str, attrs: dict[str, Any], directions: i
             f"{label}: activations={list(acts)}: fusedrnn's {op} kernels compute only the default "
             f"activations {[a.capitalize() for a in default]}"
         )
-    return ""
+    return family, False
 
 
-def _layer_options(op: str, label: str, attrs: dict[str, Any]) -> dict[str, Any]:
+def _layer_options(kind: CellKind, label: str, attrs: dict[str, Any]) -> dict[str, Any]:
     """Constructor keywords for the node's options beyond the weights' shapes."""
     options: dict[str, Any] = {}
     clip = attrs.get("clip")
     if clip is not None:
-        if op != "LSTM":
-            raise NotImplementedError(f"{label}: clip={clip}: fusedrnn's {op} has no clip (its LSTM has)")
+        if "clip" not in kind.options:
+            raise NotImplementedError(
+                f"{label}: clip={clip}: fusedrnn's {kind.onnx_op} has no clip (its LSTM has)"
+            )
         if not (math.isfinite(clip) and clip > 0):
             raise ValueError(f"{label}: attribute clip must be a finite positive number, got {clip}")
         options["clip"] = clip
-    if op == "LSTM" and _flag(label, attrs, "input_forget"):
+    if "input_forget" in kind.options and _flag(label, attrs, "input_forget"):
         options["input_forget"] = True
-    if op == "GRU":
+    if "linear_before_reset" in kind.options:
         options["linear_before_reset"] = _flag(label, attrs, "linear_before_reset")
     return options
 
@@ -412,7 +419,8 @@ def _default_state(
 
 def _convert_node(node: Any, constants: dict[str, Any], label: str, base_dir: str | None) -> Any:
     op = node.op_type
-    gates = _GATES[op]
+    family = cell_kind_from_onnx(op)  # the RNN's nonlinearity is read from the activations below
+    gates = family.gates
     attrs = _attributes(node, label)
     direction = attrs.get("direction", "forward")
     if direction not in ("forward", "reverse", "bidirectional"):
@@ -424,7 +432,7 @@ def _convert_node(node: Any, constants: dict[str, Any], label: str, base_dir: st
         raise ValueError(f"{label}: attribute hidden_size must be >= 1, got {attrs['hidden_size']}")
     inputs = list(node.input) + [""] * (8 - len(node.input))
     x_name, w_name, r_name, b_name, lens_name, h_name, c_name, p_name = inputs[:8]
-    if op != "LSTM" and (c_name or p_name):
+    if not family.has_cell_state and (c_name or p_name):
         raise ValueError(f"{label}: a {op} node has no initial_c or P input")
 
     def const(name: str, what: str) -> np.ndarray | None:
@@ -498,26 +506,26 @@ def _convert_node(node: Any, constants: dict[str, Any], label: str, base_dir: st
         if (lens == 0).any():
             raise NotImplementedError(f"{label}: a constant sequence_lens with zero lengths is not supported")
         lens = lens.astype(np.int64)
-    nonlinearity = _check_activations(op, label, attrs, directions)
-    options = _layer_options(op, label, attrs)
-    if nonlinearity == "hard_sigmoid":
+    kind, hard_gates = _check_activations(family, label, attrs, directions)
+    options = _layer_options(kind, label, attrs)
+    if hard_gates:
         options["gate_activation"] = "hard_sigmoid"
+    if "peephole" in kind.options:
+        options["peephole"] = p is not None
+    if kind.nonlinearity is not None:
+        options["nonlinearity"] = kind.nonlinearity
 
     common = dict(batch_first=layout == 1, bidirectional=directions == 2, bias=b is not None, dtype=dtype)
-    if op == "LSTM":
-        layer: Any = LSTM(input_size, hidden, peephole=p is not None, **options, **common)
-    elif op == "GRU":
-        layer = GRU(input_size, hidden, **options, **common)
-    else:
-        layer = RNN(input_size, hidden, nonlinearity=nonlinearity, **options, **common)
+    # fusedrnn's layers have torch.nn's names
+    layer: Any = getattr(fr_layers, kind.torch_layer)(input_size, hidden, **options, **common)
     state: dict[str, np.ndarray] = {}
     for d in range(directions):
         sfx = "_l0" + ("_reverse" if d == 1 else "")
-        state["weight_ih" + sfx] = _to_fused(w[d], op)
-        state["weight_hh" + sfx] = _to_fused(r[d], op)
+        state["weight_ih" + sfx] = _to_fused(w[d], kind)
+        state["weight_hh" + sfx] = _to_fused(r[d], kind)
         if b is not None:
-            state["bias_ih" + sfx] = _to_fused(b[d, : gates * hidden], op)
-            state["bias_hh" + sfx] = _to_fused(b[d, gates * hidden :], op)
+            state["bias_ih" + sfx] = _to_fused(b[d, : gates * hidden], kind)
+            state["bias_hh" + sfx] = _to_fused(b[d, gates * hidden :], kind)
         if p is not None:
             state["weight_ph" + sfx] = permute_blocks(
                 p[d], PEEPHOLE_ORDERS["onnx"], PEEPHOLE_ORDERS["fusedrnn"]
@@ -529,7 +537,7 @@ def _convert_node(node: Any, constants: dict[str, Any], label: str, base_dir: st
     default_state: Any = None
     if any(s.any() for s in states.values()):
         default_state = (
-            (states.get("initial_h"), states.get("initial_c")) if op == "LSTM" else states["initial_h"]
+            (states.get("initial_h"), states.get("initial_c")) if kind.has_cell_state else states["initial_h"]
         )
     if default_state is not None or lens is not None:
         result = WithDefaults(result, state=default_state, lengths=lens)
@@ -567,7 +575,7 @@ def from_onnx(model: Any) -> dict[str, Any]:
     skipped = []
     seen_ops = []
     for index, node in enumerate(graph.node):
-        if node.domain not in ("", "ai.onnx") or node.op_type not in _GATES:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in _OPS:
             continue
         seen_ops.append(node.op_type)
         outputs = [o for o in node.output if o]
@@ -612,7 +620,7 @@ def call_as_onnx(
         raise TypeError(
             "call_as_onnx: the layer's outputs are not an ONNX node's (SumDirections / processing order)"
         )
-    lstm = inner.mode == "LSTM"
+    lstm = inner.config.has_cell_state  # the state is (h, c)
     layout = 1 if inner.batch_first else 0
     x = v.as_real_array("X", X)
     if x.ndim != 3:
@@ -720,19 +728,20 @@ def _recurrent_nodes(
 ) -> tuple[str, list[str], list[str]]:
     """One ONNX node per layer over time-major x; returns (y (T, N, D*H), [Y_h per layer], [Y_c])."""
     c = inner.config
-    op = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}[c.cell]
+    kind = c.kind
+    op = kind.onnx_op
     if c.proj_size:
         raise ValueError("to_onnx: ONNX's LSTM has no projection (proj_size); this layer cannot be exported")
     hidden, directions = c.hidden_size, c.num_directions
     params = inner.state_dict()
     direction = "bidirectional" if directions == 2 else ("reverse" if reverse else "forward")
     attrs: dict[str, Any] = {"hidden_size": hidden, "direction": direction}
-    if op == "GRU":
+    if "linear_before_reset" in kind.options:
         attrs["linear_before_reset"] = int(c.linear_before_reset)
-    if c.cell == "rnn_relu":
+    if kind.nonlinearity == "relu":  # Tanh is ONNX's default
         attrs["activations"] = ["Relu"] * directions
-    if c.hard_gates:
-        acts = ["HardSigmoid"] + ["Tanh"] * (2 if op == "LSTM" else 1)
+    if c.hard_gates:  # the gates' activation comes first, the others stay ONNX's defaults
+        acts = ["HardSigmoid"] + [a.capitalize() for a in _DEFAULT_ACTIVATIONS[op][1:]]
         attrs["activations"] = acts * directions
         # alpha and beta at every position: runtimes that hand them out per activation and those that
         # hand them out only to the activations that take them both give HardSigmoid 1/6 and 1/2.
@@ -746,16 +755,16 @@ def _recurrent_nodes(
     cur = x
     for k in range(c.num_layers):
         names = [c.layer_param_names(k, d) for d in range(directions)]
-        w = np.stack([_to_onnx(params[n["weight_ih"]], op) for n in names])
-        r = np.stack([_to_onnx(params[n["weight_hh"]], op) for n in names])
+        w = np.stack([_to_onnx(params[n["weight_ih"]], kind) for n in names])
+        r = np.stack([_to_onnx(params[n["weight_hh"]], kind) for n in names])
         ins = [cur, g.const(f"W_l{k}", w), g.const(f"R_l{k}", r)]
         if c.bias:
             b = np.stack(
                 [
                     np.concatenate(
                         [
-                            _to_onnx(params[n["bias_ih"]], op),
-                            _to_onnx(params[n["bias_hh"]], op),
+                            _to_onnx(params[n["bias_ih"]], kind),
+                            _to_onnx(params[n["bias_hh"]], kind),
                         ]
                     )
                     for n in names
@@ -767,7 +776,7 @@ def _recurrent_nodes(
         ins.append(lengths)
         lo, hi = k * directions, (k + 1) * directions
         ins.append(_layer_state(g, h0, lo, hi, f"h0_l{k}"))
-        if op == "LSTM":
+        if kind.has_cell_state:  # ONNX's LSTM inputs: initial_c, then the peepholes P
             ins.append(_layer_state(g, c0, lo, hi, f"c0_l{k}"))
             if c.peephole:
                 p = np.stack([params[n["weight_ph"]] for n in names])
@@ -775,14 +784,14 @@ def _recurrent_nodes(
                 ins.append(g.const(f"P_l{k}", p))
         while ins and ins[-1] == "":
             ins.pop()
-        n_out = 3 if op == "LSTM" else 2
+        n_out = 3 if kind.has_cell_state else 2  # Y, Y_h (, Y_c)
         outs = g.node(op, ins, n_out, base=f"{op.lower()}_l{k}", **attrs)
         y4 = g.node("Transpose", [outs[0]], perm=[0, 2, 1, 3])  # (T, D, N, H) -> (T, N, D, H)
         y = g.node("Reshape", [y4, g.const("shape", np.array([0, 0, directions * hidden]))], base=f"y_l{k}")
         if c.residual and k > 0:
             y = g.node("Add", [y, cur], base=f"res_l{k}")
         hs.append(outs[1])
-        if op == "LSTM":
+        if kind.has_cell_state:
             cs.append(outs[2])
         cur = y
     return cur, hs, cs
@@ -820,7 +829,7 @@ def to_onnx(layer: Any, path: Any = None, *, state: bool = False, lengths: bool 
             raise TypeError("to_onnx: a cell cannot be wrapped")
         return _export_cell(g, inner, path, state)
     c = inner.config
-    lstm = c.cell == "lstm"
+    lstm = c.has_cell_state  # the state is (h, c)
     reverse = any(isinstance(w, Reverse) for w in wrappers)
     processing_order = any(isinstance(w, Reverse) and w.order == "processing" for w in wrappers)
     summed = any(isinstance(w, SumDirections) for w in wrappers)
@@ -904,14 +913,14 @@ def _export_cell(g: _GraphBuilder, cell: Any, path: Any, state: bool) -> Any:
     onnx = _import_onnx()
     from onnx import helper
 
-    lstm = isinstance(cell, LSTMCell)
-    stack = LSTM if lstm else GRU if isinstance(cell, GRUCell) else RNN
+    kind = cell.config.kind
+    lstm = kind.has_cell_state  # the state is (h, c)
     kwargs: dict[str, Any] = dict(bias=cell.bias, dtype=cell.dtype)
-    if isinstance(cell, GRUCell):
+    if "linear_before_reset" in kind.options:
         kwargs["linear_before_reset"] = cell.linear_before_reset
-    if isinstance(cell, RNNCell):
-        kwargs["nonlinearity"] = cell.nonlinearity
-    as_layer = stack(cell.input_size, cell.hidden_size, **kwargs)
+    if kind.nonlinearity is not None:
+        kwargs["nonlinearity"] = kind.nonlinearity
+    as_layer = getattr(fr_layers, kind.torch_layer)(cell.input_size, cell.hidden_size, **kwargs)
     as_layer.load_state_dict({k + "_l0": a for k, a in cell.state_dict().items()})
     elem = g.elem_type
     graph_inputs = [helper.make_tensor_value_info("input", elem, ["N", cell.input_size])]

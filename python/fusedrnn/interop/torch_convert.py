@@ -100,7 +100,10 @@ def to_torch(layer: Any, fused: bool = True) -> Any:
                 ("clip", c.clip),
                 ("input_forget", c.input_forget),
                 ("residual", c.residual),
-                ("linear_before_reset=False", c.cell == "gru" and not c.linear_before_reset),
+                (
+                    "linear_before_reset=False",
+                    "linear_before_reset" in c.kind.options and not c.linear_before_reset,
+                ),
                 ("gate_activation='hard_sigmoid'", c.hard_gates),
             )
             if value
