@@ -1,6 +1,6 @@
 """Interleaved A/B timing of two builds of the compiled kernels, in one process.
 
-    python bench/ab_kernels.py OLD_DIR [--threads 1 2] [--rounds 15]
+    python bench/ab_kernels.py OLD_DIR [--threads 1 2] [--rounds 15] [--only GRU]
 
 OLD_DIR holds another build's ``_core_<isa>*.so`` (copied from its build directory). The installed
 fusedrnn is B; A is loaded from OLD_DIR under the same module name (the classes are module-local, so
@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("old_dir")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--only", default="", help="time only the workloads whose name contains this")
     args = parser.parse_args()
     old = load_other_build(args.old_dir)
     print(
@@ -121,6 +122,8 @@ def main() -> None:
         fr.set_num_threads(threads)
         old.set_num_threads(threads)
         for name, (make, (steps, batch), training) in WORKLOADS.items():
+            if args.only not in name:
+                continue
             layer = make()
             shape = (steps, batch, layer.config.input_size)
             x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
