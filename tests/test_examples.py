@@ -59,3 +59,34 @@ def test_examples_run_as_scripts_with_help():
         )
         assert out.returncode == 0, out.stderr
         assert "--steps" in out.stdout
+
+
+@pytest.mark.slow
+def test_dask_batch_matches_one_process_with_one_thread_per_worker():
+    """The Dask example as a script (its workers are processes, which import it): it checks its answer
+    and the workers' thread count itself, and exits 0; its summary says what it found."""
+    import os
+    import subprocess
+
+    pytest.importorskip("dask.bag")
+    pytest.importorskip("dask.distributed")
+    path = EXAMPLES / "dask_batch.py"
+    if not path.exists():
+        pytest.skip(f"{path} is not in this checkout")
+    # A thread count set here would reach the workers and win over Dask's OMP_NUM_THREADS=1.
+    env = {k: v for k, v in os.environ.items() if k not in ("FUSEDRNN_NUM_THREADS", "OMP_NUM_THREADS")}
+    out = subprocess.run(
+        [sys.executable, str(path), "--sequences", "300"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = dict(line.split(": ", 1) for line in out.stdout.splitlines() if ": " in line)
+    assert lines["sequences"].startswith("300 of ")
+    assert lines["workers"].startswith("2 processes, model loaded once in each")
+    assert lines["threads per worker"].startswith("1 ")
+    difference = float(lines["max difference from the single-process answer"].split()[0])
+    assert difference <= 1e-5

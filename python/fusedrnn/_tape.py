@@ -67,6 +67,10 @@ class Tape:
     backward(grad_output, grad_state=None) -> Gradients: the gradient of ``sum(output * grad_output) +
         sum(state * grad_state)``; ``grad_state`` may be None (zero), and for an LSTM ``(gh, gc)`` with
         either part None. It may be called more than once.
+
+    A tape stays in the process that recorded it: pickle and ``copy.deepcopy`` raise TypeError (send
+    ``output``, ``state`` or the Gradients instead, or the model and its input to record again);
+    ``copy.copy`` is a second handle on the same record.
     """
 
     def __init__(
@@ -92,6 +96,27 @@ class Tape:
 
     def __repr__(self) -> str:
         return f"Tape({type(self._owner).__name__}, output shape {np.shape(self.output)})"
+
+    # -- copies --------------------------------------------------------------------------------------
+
+    # A tape is the compiled stack's record in this process's memory, and belongs to the model object that
+    # recorded it (backward checks both): a pickled one would have neither, so pickle and deepcopy refuse
+    # and say what to send instead. copy.copy is a second handle on the same record (backward may run more
+    # than once).
+
+    def __copy__(self) -> Tape:
+        clone = type(self).__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"a fusedrnn Tape ({type(self._owner).__name__}) cannot be pickled or deep-copied: it holds the "
+            "compiled forward pass's saved buffers, which live in this process, and belongs to the model "
+            "object that recorded it. Pickle what it computed instead (tape.output, tape.state, or the "
+            "Gradients that tape.backward returns), or pickle the model and its input and call record again "
+            "where they are unpickled"
+        )
 
 
 def check_tape(owner: Recorder, tape: Tape) -> None:
