@@ -696,6 +696,8 @@ class _GraphBuilder:
         from onnx import numpy_helper
 
         name = self.name(base)
+        if arr.dtype.kind == "f":  # weights and states in the model's dtype
+            arr = arr.astype(self.np_dtype, copy=False)
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
         return name
 
@@ -808,8 +810,21 @@ def to_onnx(layer: Any, path: Any = None, *, state: bool = False, lengths: bool 
     ``lengths=True`` also ``lengths`` (N,) int32 (each in [1, T]). Outputs ``output`` (T, N, D*H_out),
     ``h_n``, and ``c_n`` for an LSTM. A cell's model maps ``input`` (N, I) (and ``h0``/``c0`` (N, H)
     with ``state=True``) to ``h1`` (and ``c1``). Dropout is not exported (inference). A projected LSTM
-    (proj_size) raises ValueError: ONNX's LSTM has no projection.
+    (proj_size) raises ValueError: ONNX's LSTM has no projection. ``onnx_feeds`` builds the inputs.
+
+    A float64 layer is written as a float32 model, with a UserWarning saying so: ONNX Runtime's CPU
+    LSTM, GRU and RNN kernels compute in float32 only (a float64 model loads there but does not run), so
+    the weights (and constant states) are rounded to float32 and the model takes and returns float32;
+    its outputs match the layer's within float32 rounding. The layer itself is not changed.
+
+    ``from_onnx`` reads the model back as this one layer (see there).
     """
+    return _export(layer, path, state, lengths, keep_float64=False)
+
+
+def _export(layer: Any, path: Any, state: bool, lengths: bool, keep_float64: bool) -> Any:
+    """to_onnx; ``keep_float64``: a float64 layer as a float64 model (what to_onnx wrote before it cast
+    to float32), without a warning. Warnings name to_onnx's caller."""
     onnx = _import_onnx()
     from onnx import TensorProto, helper
 
@@ -822,6 +837,15 @@ def to_onnx(layer: Any, path: Any = None, *, state: bool = False, lengths: bool 
     if not isinstance(inner, (RNNBase, LSTMCell, GRUCell, RNNCell)):
         raise TypeError(f"to_onnx exports a fusedrnn layer or cell, got {v.describe(layer)}")
     np_dtype = np.dtype(inner.dtype)
+    if np_dtype == np.float64 and not keep_float64:
+        warnings.warn(
+            "to_onnx: the layer's float64 weights were cast to float32: the ONNX model is float32 (its "
+            "inputs and outputs too), since ONNX Runtime's CPU LSTM, GRU and RNN kernels compute in "
+            "float32 only",
+            UserWarning,
+            stacklevel=3,
+        )
+        np_dtype = np.dtype(np.float32)
     elem = TensorProto.DOUBLE if np_dtype == np.float64 else TensorProto.FLOAT
     g = _GraphBuilder(elem, np_dtype)
     if not isinstance(inner, RNNBase):
