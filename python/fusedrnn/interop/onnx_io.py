@@ -49,7 +49,7 @@ from ..layers import RNNBase
 from .gate_orders import PEEPHOLE_ORDERS, permute_blocks, reorder_gates
 from .wrappers import Reverse, SumDirections, WithDefaults, unwrap
 
-__all__ = ["from_onnx", "to_onnx", "call_as_onnx"]
+__all__ = ["from_onnx", "to_onnx", "call_as_onnx", "onnx_feeds"]
 
 _OPS = tuple(dict.fromkeys(kind.onnx_op for kind in CELL_KINDS.values()))
 _DEFAULT_ACTIVATIONS = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh"), "RNN": ("tanh",)}
@@ -677,6 +677,46 @@ def call_as_onnx(
     return tuple(outs)
 
 
+# -- running a to_onnx model --------------------------------------------------------------------------
+
+
+def _int32_lengths(value: Any, what: str = "lengths") -> np.ndarray:
+    """Lengths of any integer dtype as the int32 array ONNX's sequence_lens is (ONNX Runtime refuses
+    int64 there); a value outside int32's range [0, 2**31 - 1] raises ValueError naming ``what``."""
+    arr = np.asarray(v.to_numpy(value))
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{what} must hold integers, got {v.describe(value)}")
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be 1-D, one length per sequence (N,), got shape {arr.shape}")
+    bad = np.flatnonzero((arr < 0) | (arr > _MAX_LENGTH))
+    if bad.size:
+        raise ValueError(
+            f"{what} must each be between 0 and {_MAX_LENGTH} (ONNX's sequence_lens are int32), "
+            f"got {arr[bad[0]].item()} at index {bad[0]}"
+        )
+    return np.ascontiguousarray(arr.astype(np.int32))
+
+
+def onnx_feeds(input: Any, state: Any = None, lengths: Any = None, *, dtype: Any = np.float32) -> dict:
+    """The inputs of a model written by ``to_onnx``, as ONNX Runtime's ``InferenceSession.run`` takes
+    them: ``{"input": ..., "h0": ..., "c0": ..., "lengths": ...}``, given the layer's call arguments.
+
+    ``input`` and ``state`` (h0, or (h0, c0) for an LSTM; the layer's layouts) are cast to ``dtype``,
+    the model's: float32 (to_onnx writes float32 models, also for float64 layers). ``lengths`` of any
+    integer dtype (int64 included, NumPy's default) become int32, ONNX's sequence_lens type, which ONNX
+    Runtime insists on; a length outside int32's range raises ValueError naming ``lengths``. Give state
+    and lengths only when the model was written with ``state=True`` / ``lengths=True``."""
+    feeds = {"input": np.ascontiguousarray(v.as_real_array("input", input), dtype)}
+    if state is not None:
+        h0, c0 = state if isinstance(state, tuple) else (state, None)
+        for name, s in (("h0", h0), ("c0", c0)):
+            if s is not None:
+                feeds[name] = np.ascontiguousarray(v.as_real_array(name, s), dtype)
+    if lengths is not None:
+        feeds["lengths"] = _int32_lengths(lengths)
+    return feeds
+
+
 # -- export ---------------------------------------------------------------------------------------------
 
 
@@ -885,7 +925,7 @@ def _export(layer: Any, path: Any, state: bool, lengths: bool, keep_float64: boo
         graph_inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT32, ["N"]))
         lens = "lengths"
     elif default_lengths is not None:
-        lens = g.const("lengths", np.asarray(default_lengths, np.int32))
+        lens = g.const("lengths", _int32_lengths(default_lengths, "to_onnx: the default lengths"))
     y, hs, cs = _recurrent_nodes(g, inner, x, lens, h0, c0, reverse)
     if processing_order:  # Keras go_backwards: outputs in the order the steps ran
         if lens:
