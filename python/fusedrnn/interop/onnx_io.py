@@ -2,6 +2,11 @@
 ``to_onnx`` exports a layer as standard ONNX nodes, and ``call_as_onnx`` runs a layer with an ONNX node's
 inputs and outputs. The ``onnx`` package is imported only when these functions are called.
 
+``to_onnx`` writes float32 models (a float64 layer's weights are cast, with a warning: ONNX Runtime's
+CPU kernels are float32 only); ``onnx_feeds`` turns a layer's call arguments into such a model's inputs
+(lengths of any integer dtype as ONNX's int32); ``from_onnx`` reads a ``to_onnx`` model back as the one
+layer it was written from.
+
 ONNX's recurrent operators (opset 7 to 22) against fusedrnn's layers:
 
 =====================  ============================================================================
@@ -31,13 +36,14 @@ step. A sequence of length 0 (ONNX allows it, fusedrnn's layers do not) gives ze
 
 from __future__ import annotations
 
+import itertools
 import math
 import ntpath
 import os
 import re
 import stat
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,7 +55,7 @@ from ..layers import RNNBase
 from .gate_orders import PEEPHOLE_ORDERS, permute_blocks, reorder_gates
 from .wrappers import Reverse, SumDirections, WithDefaults, unwrap
 
-__all__ = ["from_onnx", "to_onnx", "call_as_onnx"]
+__all__ = ["from_onnx", "to_onnx", "call_as_onnx", "onnx_feeds"]
 
 _OPS = tuple(dict.fromkeys(kind.onnx_op for kind in CELL_KINDS.values()))
 _DEFAULT_ACTIVATIONS = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh"), "RNN": ("tanh",)}
@@ -372,7 +378,8 @@ def _layer_options(kind: CellKind, label: str, attrs: dict[str, Any]) -> dict[st
             )
         if not (math.isfinite(clip) and clip > 0):
             raise ValueError(f"{label}: attribute clip must be a finite positive number, got {clip}")
-        options["clip"] = clip
+        # ONNX holds float32: its shortest decimal (0.9, not 0.8999999761581421), the same float32
+        options["clip"] = float(str(np.float32(clip)))
     if "input_forget" in kind.options and _flag(label, attrs, "input_forget"):
         options["input_forget"] = True
     if "linear_before_reset" in kind.options:
@@ -417,7 +424,20 @@ def _default_state(
     return out, batch
 
 
-def _convert_node(node: Any, constants: dict[str, Any], label: str, base_dir: str | None) -> Any:
+class _NodeParts(NamedTuple):
+    """One recurrent node read: what builds the one-layer fusedrnn layer that reproduces it."""
+
+    kind: CellKind
+    input_size: int
+    hidden: int
+    options: dict[str, Any]  # constructor keywords beyond input_size, hidden_size (and num_layers)
+    weights: dict[str, np.ndarray]  # the "_l0" parameters
+    direction: str  # forward, reverse or bidirectional
+    default_state: Any  # a nonzero constant initial state, in the layer's (D, N, H) layout, or None
+    lengths: np.ndarray | None  # constant sequence_lens (int64), or None
+
+
+def _read_node(node: Any, constants: dict[str, Any], label: str, base_dir: str | None) -> _NodeParts:
     op = node.op_type
     family = cell_kind_from_onnx(op)  # the RNN's nonlinearity is read from the activations below
     gates = family.gates
@@ -515,33 +535,169 @@ def _convert_node(node: Any, constants: dict[str, Any], label: str, base_dir: st
     if kind.nonlinearity is not None:
         options["nonlinearity"] = kind.nonlinearity
 
-    common = dict(batch_first=layout == 1, bidirectional=directions == 2, bias=b is not None, dtype=dtype)
-    # fusedrnn's layers have torch.nn's names
-    layer: Any = getattr(fr_layers, kind.torch_layer)(input_size, hidden, **options, **common)
-    state: dict[str, np.ndarray] = {}
+    # ONNX's arrays in fusedrnn's layout, for the one-layer stack's "_l0" parameters
+    weights: dict[str, np.ndarray] = {}
     for d in range(directions):
         sfx = "_l0" + ("_reverse" if d == 1 else "")
-        state["weight_ih" + sfx] = _to_fused(w[d], kind)
-        state["weight_hh" + sfx] = _to_fused(r[d], kind)
+        weights["weight_ih" + sfx] = _to_fused(w[d], kind)
+        weights["weight_hh" + sfx] = _to_fused(r[d], kind)
         if b is not None:
-            state["bias_ih" + sfx] = _to_fused(b[d, : gates * hidden], kind)
-            state["bias_hh" + sfx] = _to_fused(b[d, gates * hidden :], kind)
+            weights["bias_ih" + sfx] = _to_fused(b[d, : gates * hidden], kind)
+            weights["bias_hh" + sfx] = _to_fused(b[d, gates * hidden :], kind)
         if p is not None:
-            state["weight_ph" + sfx] = permute_blocks(
+            weights["weight_ph" + sfx] = permute_blocks(
                 p[d], PEEPHOLE_ORDERS["onnx"], PEEPHOLE_ORDERS["fusedrnn"]
             )
-    layer.load_state_dict(state)
-
-    result: Any = Reverse(layer) if direction == "reverse" else layer
     # Constant initial states and lengths become defaults; all-zero states are what None means already.
     default_state: Any = None
     if any(s.any() for s in states.values()):
         default_state = (
             (states.get("initial_h"), states.get("initial_c")) if kind.has_cell_state else states["initial_h"]
         )
-    if default_state is not None or lens is not None:
-        result = WithDefaults(result, state=default_state, lengths=lens)
+    return _NodeParts(
+        kind=kind,
+        input_size=input_size,
+        hidden=hidden,
+        # fusedrnn's layers have torch.nn's names and options
+        options={
+            **options,
+            "batch_first": layout == 1,
+            "bidirectional": directions == 2,
+            "bias": b is not None,
+            "dtype": dtype,
+        },
+        weights=weights,
+        direction=direction,
+        default_state=default_state,
+        lengths=lens,
+    )
+
+
+def _convert_node(node: Any, constants: dict[str, Any], label: str, base_dir: str | None) -> Any:
+    parts = _read_node(node, constants, label, base_dir)
+    layer: Any = getattr(fr_layers, parts.kind.torch_layer)(parts.input_size, parts.hidden, **parts.options)
+    layer.load_state_dict(parts.weights)
+    result: Any = Reverse(layer) if parts.direction == "reverse" else layer
+    if parts.default_state is not None or parts.lengths is not None:
+        result = WithDefaults(result, state=parts.default_state, lengths=parts.lengths)
     return result
+
+
+# -- a layer written by to_onnx ----------------------------------------------------------------------
+
+
+def _canonical(graph: Any, base_dir: str | None) -> Any:
+    """The graph with its values named by what they are (graph inputs by name and type, initializers by
+    dtype, shape and bytes, node outputs by position): equal for two graphs that compute the same thing
+    the same way, whatever their nodes and intermediate values are called."""
+    names: dict[str, Any] = {}
+    inputs = []
+    for inp in graph.input:
+        names[inp.name] = ("input", inp.name)
+        inputs.append((inp.name, inp.type.SerializeToString()))
+    for init in graph.initializer:
+        arr = _array(init, f"tensor {init.name!r}", base_dir)
+        names[init.name] = ("constant", arr.dtype.str, arr.shape, arr.tobytes())
+    nodes = []
+    for i, node in enumerate(graph.node):
+        ins = tuple(names.get(x, ("unknown", x)) if x else "" for x in node.input)
+        attrs = tuple(sorted(a.SerializeToString() for a in node.attribute))
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        nodes.append((domain, node.op_type, ins, attrs, len(node.output)))
+        for j, out in enumerate(node.output):
+            names[out] = ("value", i, j)
+    outputs = tuple((o.name, names.get(o.name), o.type.SerializeToString()) for o in graph.output)
+    return tuple(inputs), tuple(nodes), outputs
+
+
+def _import_layer(onnx_model: Any, constants: dict[str, Any], base_dir: str | None) -> Any:
+    """The one layer (stacked, bidirectional, batch_first, residual; in Reverse / SumDirections /
+    WithDefaults) whose ``to_onnx`` export the model is, or None when it is not one.
+
+    The model must be fusedrnn's (producer_name "fusedrnn"). Its recurrent nodes, read one by one, give
+    the stack's cell kind, options and per-layer weights (each node one layer: the same kind, options,
+    hidden_size and direction, each taking the previous one's D*H features). Each possible stack those
+    nodes describe (batch_first or not, residual or not, wrapped or not) is exported again, and the
+    one whose graph equals the model's, up to the names of nodes and intermediate values, is the layer:
+    what it computes is then what the model computes."""
+    if onnx_model.producer_name != "fusedrnn":
+        return None
+    graph = onnx_model.graph
+    nodes = [n for n in graph.node if n.domain in ("", "ai.onnx") and n.op_type in _OPS]
+    if not nodes:
+        return None
+    try:
+        parts = [_read_node(n, constants, f"{n.op_type} node", base_dir) for n in nodes]
+    except (LookupError, ValueError, TypeError, NotImplementedError):
+        return None
+    first = parts[0]
+    directions = 2 if first.direction == "bidirectional" else 1
+    same = (first.kind, first.hidden, first.options, first.direction, first.default_state is None)
+    for k, part in enumerate(parts):
+        if (part.kind, part.hidden, part.options, part.direction, part.default_state is None) != same:
+            return None
+        if k and part.input_size != directions * first.hidden:
+            return None
+        if (part.lengths is None) != (first.lengths is None) or (
+            part.lengths is not None and not np.array_equal(part.lengths, first.lengths)
+        ):
+            return None
+    if first.default_state is not None or first.options["batch_first"]:
+        return None  # to_onnx slices the states of a stack, and writes time-major nodes
+    input_names = [i.name for i in graph.input]
+    producers = {out: n for n in graph.node for out in n.output}
+
+    def sliced_constant(index: int) -> np.ndarray | None:
+        """The constant array whose rows the first node's input ``index`` (initial_h or _c) slices."""
+        name = nodes[0].input[index] if len(nodes[0].input) > index else ""
+        node = producers.get(name)
+        if node is None or node.op_type != "Slice" or node.input[0] not in constants:
+            return None
+        return _array(constants[node.input[0]], f"tensor {node.input[0]!r}", base_dir)
+
+    lstm = first.kind.has_cell_state  # the state is (h, c)
+    default_state: Any = None
+    try:
+        if "h0" not in input_names:
+            h0 = sliced_constant(5)
+            c0 = sliced_constant(6) if lstm else None
+            if h0 is not None or c0 is not None:
+                default_state = (h0, c0) if lstm else h0
+        target = _canonical(graph, base_dir)
+    except ValueError:  # an unreadable tensor: the nodes are imported one by one, which say what it is
+        return None
+    ops = {n.op_type for n in graph.node}
+    batch_first = any(n.op_type == "Transpose" and list(n.input) == ["input"] for n in graph.node)
+    options = {**first.options, "batch_first": batch_first}
+    for residual, processing, summed in itertools.product(
+        [False, True] if len(nodes) > 1 and "Add" in ops else [False],
+        [False, True] if first.direction == "reverse" else [False],
+        [False, True] if directions == 2 and "Add" in ops else [False],
+    ):
+        try:
+            layer: Any = getattr(fr_layers, first.kind.torch_layer)(
+                first.input_size, first.hidden, num_layers=len(nodes), residual=residual, **options
+            )
+            config = layer.config
+            weights = {}
+            for k, part in enumerate(parts):
+                for d in range(directions):
+                    for role, name in config.layer_param_names(k, d).items():
+                        weights[name] = part.weights[role + "_l0" + ("_reverse" if d else "")]
+            layer.load_state_dict(weights)
+            result: Any = layer
+            if first.direction == "reverse":
+                result = Reverse(result, order="processing" if processing else "original")
+            if summed:
+                result = SumDirections(result)
+            if default_state is not None or first.lengths is not None:
+                result = WithDefaults(result, state=default_state, lengths=first.lengths)
+            again = _export(result, None, "h0" in input_names, "lengths" in input_names, keep_float64=True)
+        except Exception:  # noqa: BLE001 - no such layer (or no export of it): not this candidate
+            continue
+        if _canonical(again.graph, None) == target:
+            return result
+    return None
 
 
 def from_onnx(model: Any) -> dict[str, Any]:
@@ -562,6 +718,13 @@ def from_onnx(model: Any) -> dict[str, Any]:
     External data (a model given by its path) is read by fusedrnn, not onnx, and only from regular files
     inside the model's folder (after following symlinks), within the file's size; anything else raises
     ValueError before any external data is read. Needs onnx >= 1.10.
+
+    A model written by ``to_onnx`` for a layer (a stack of one node per layer, bidirectional, batch_first,
+    residual; in ``Reverse`` / ``SumDirections`` / ``WithDefaults``) reads back as that one layer, keyed
+    by its first recurrent node: the same class, num_layers, bidirectional, batch_first and options, the
+    same call and outputs (float32: to_onnx writes float32). It is recognised by its graph being exactly
+    what to_onnx writes for the layer its nodes describe, up to names; any other graph (a to_onnx model
+    edited since, a cell's model) imports node by node as above.
     """
     onnx_model, base_dir = _load_model(model)
     graph = onnx_model.graph
@@ -571,6 +734,10 @@ def from_onnx(model: Any) -> dict[str, Any]:
         for name, tensor in constants.items():
             if tensor.data_location == external:
                 _external_file(tensor, base_dir, f"from_onnx: tensor {name!r}")
+    whole = _import_layer(onnx_model, constants, base_dir)
+    if whole is not None:
+        first = next(n for n in graph.node if n.domain in ("", "ai.onnx") and n.op_type in _OPS)
+        return {first.name or first.output[0]: whole}
     layers: dict[str, Any] = {}
     skipped = []
     seen_ops = []
@@ -677,6 +844,46 @@ def call_as_onnx(
     return tuple(outs)
 
 
+# -- running a to_onnx model --------------------------------------------------------------------------
+
+
+def _int32_lengths(value: Any, what: str = "lengths") -> np.ndarray:
+    """Lengths of any integer dtype as the int32 array ONNX's sequence_lens is (ONNX Runtime refuses
+    int64 there); a value outside int32's range [0, 2**31 - 1] raises ValueError naming ``what``."""
+    arr = np.asarray(v.to_numpy(value))
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{what} must hold integers, got {v.describe(value)}")
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be 1-D, one length per sequence (N,), got shape {arr.shape}")
+    bad = np.flatnonzero((arr < 0) | (arr > _MAX_LENGTH))
+    if bad.size:
+        raise ValueError(
+            f"{what} must each be between 0 and {_MAX_LENGTH} (ONNX's sequence_lens are int32), "
+            f"got {arr[bad[0]].item()} at index {bad[0]}"
+        )
+    return np.ascontiguousarray(arr.astype(np.int32))
+
+
+def onnx_feeds(input: Any, state: Any = None, lengths: Any = None, *, dtype: Any = np.float32) -> dict:
+    """The inputs of a model written by ``to_onnx``, as ONNX Runtime's ``InferenceSession.run`` takes
+    them: ``{"input": ..., "h0": ..., "c0": ..., "lengths": ...}``, given the layer's call arguments.
+
+    ``input`` and ``state`` (h0, or (h0, c0) for an LSTM; the layer's layouts) are cast to ``dtype``,
+    the model's: float32 (to_onnx writes float32 models, also for float64 layers). ``lengths`` of any
+    integer dtype (int64 included, NumPy's default) become int32, ONNX's sequence_lens type, which ONNX
+    Runtime insists on; a length outside int32's range raises ValueError naming ``lengths``. Give state
+    and lengths only when the model was written with ``state=True`` / ``lengths=True``."""
+    feeds = {"input": np.ascontiguousarray(v.as_real_array("input", input), dtype)}
+    if state is not None:
+        h0, c0 = state if isinstance(state, tuple) else (state, None)
+        for name, s in (("h0", h0), ("c0", c0)):
+            if s is not None:
+                feeds[name] = np.ascontiguousarray(v.as_real_array(name, s), dtype)
+    if lengths is not None:
+        feeds["lengths"] = _int32_lengths(lengths)
+    return feeds
+
+
 # -- export ---------------------------------------------------------------------------------------------
 
 
@@ -696,6 +903,8 @@ class _GraphBuilder:
         from onnx import numpy_helper
 
         name = self.name(base)
+        if arr.dtype.kind == "f":  # weights and states in the model's dtype
+            arr = arr.astype(self.np_dtype, copy=False)
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
         return name
 
@@ -808,8 +1017,21 @@ def to_onnx(layer: Any, path: Any = None, *, state: bool = False, lengths: bool 
     ``lengths=True`` also ``lengths`` (N,) int32 (each in [1, T]). Outputs ``output`` (T, N, D*H_out),
     ``h_n``, and ``c_n`` for an LSTM. A cell's model maps ``input`` (N, I) (and ``h0``/``c0`` (N, H)
     with ``state=True``) to ``h1`` (and ``c1``). Dropout is not exported (inference). A projected LSTM
-    (proj_size) raises ValueError: ONNX's LSTM has no projection.
+    (proj_size) raises ValueError: ONNX's LSTM has no projection. ``onnx_feeds`` builds the inputs.
+
+    A float64 layer is written as a float32 model, with a UserWarning saying so: ONNX Runtime's CPU
+    LSTM, GRU and RNN kernels compute in float32 only (a float64 model loads there but does not run), so
+    the weights (and constant states) are rounded to float32 and the model takes and returns float32;
+    its outputs match the layer's within float32 rounding. The layer itself is not changed.
+
+    ``from_onnx`` reads the model back as this one layer (see there).
     """
+    return _export(layer, path, state, lengths, keep_float64=False)
+
+
+def _export(layer: Any, path: Any, state: bool, lengths: bool, keep_float64: bool) -> Any:
+    """to_onnx; ``keep_float64``: a float64 layer as a float64 model (what to_onnx wrote before it cast
+    to float32), without a warning. Warnings name to_onnx's caller."""
     onnx = _import_onnx()
     from onnx import TensorProto, helper
 
@@ -822,6 +1044,15 @@ def to_onnx(layer: Any, path: Any = None, *, state: bool = False, lengths: bool 
     if not isinstance(inner, (RNNBase, LSTMCell, GRUCell, RNNCell)):
         raise TypeError(f"to_onnx exports a fusedrnn layer or cell, got {v.describe(layer)}")
     np_dtype = np.dtype(inner.dtype)
+    if np_dtype == np.float64 and not keep_float64:
+        warnings.warn(
+            "to_onnx: the layer's float64 weights were cast to float32: the ONNX model is float32 (its "
+            "inputs and outputs too), since ONNX Runtime's CPU LSTM, GRU and RNN kernels compute in "
+            "float32 only",
+            UserWarning,
+            stacklevel=3,
+        )
+        np_dtype = np.dtype(np.float32)
     elem = TensorProto.DOUBLE if np_dtype == np.float64 else TensorProto.FLOAT
     g = _GraphBuilder(elem, np_dtype)
     if not isinstance(inner, RNNBase):
@@ -861,7 +1092,7 @@ def to_onnx(layer: Any, path: Any = None, *, state: bool = False, lengths: bool 
         graph_inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT32, ["N"]))
         lens = "lengths"
     elif default_lengths is not None:
-        lens = g.const("lengths", np.asarray(default_lengths, np.int32))
+        lens = g.const("lengths", _int32_lengths(default_lengths, "to_onnx: the default lengths"))
     y, hs, cs = _recurrent_nodes(g, inner, x, lens, h0, c0, reverse)
     if processing_order:  # Keras go_backwards: outputs in the order the steps ran
         if lens:
