@@ -4,6 +4,7 @@ before changing anything."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 
 import numpy as np
@@ -268,3 +269,151 @@ def test_cells_are_sources_too(rng):
     before = cell(x)[0]
     optim.Adam(cell, lr=0.1).step(g.params)
     assert not np.allclose(cell(x)[0], before)
+
+
+# -- state_dict / load_state_dict: resuming --------------------------------------------------------------
+
+RESUMABLE = [
+    ("sgd-momentum", lambda *s: optim.SGD(*s, lr=0.1, momentum=0.9, weight_decay=0.01)),
+    ("sgd-nesterov", lambda *s: optim.SGD(*s, lr=0.1, momentum=0.5, nesterov=True)),
+    ("adam", lambda *s: optim.Adam(*s, lr=0.01, betas=(0.8, 0.99))),
+    ("adamw", lambda *s: optim.Adam(*s, lr=0.01, weight_decay=0.1, decoupled=True)),
+]
+
+
+def _training(layer, head, opt, steps, seed):
+    """``steps`` steps on real gradients of the layer (and random ones for the head): the head's
+    ``W`` only every other step, so some state starts late."""
+    rng = np.random.default_rng(seed)
+    for k in range(steps):
+        x = rng.standard_normal((4, 2, 3))
+        tape = layer.record(x)
+        grads = [tape.backward(np.ones_like(tape.output)).params, {"b": rng.standard_normal(2)}]
+        if k % 2:
+            grads[1]["W"] = rng.standard_normal((4, 2))
+        opt.step(grads)
+
+
+@pytest.mark.parametrize("make", [m for _, m in RESUMABLE], ids=[n for n, _ in RESUMABLE])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_resuming_from_a_state_dict_matches_an_uninterrupted_run(make, dtype):
+    layer, head = model_and_head(dtype)
+    opt = make(layer, head)
+    _training(layer, head, opt, 3, seed=1)
+    _training(layer, head, opt, 4, seed=2)
+
+    # Interrupted after 3 steps: the model and the optimizer saved, then restored into new objects.
+    layer2, head2 = model_and_head(dtype)
+    opt2 = make(layer2, head2)
+    _training(layer2, head2, opt2, 3, seed=1)
+    saved_model, saved_head, saved_opt = layer2.state_dict(), copy.deepcopy(head2), opt2.state_dict()
+    _training(layer2, head2, opt2, 1, seed=99)  # the saved state_dict is a copy: later steps leave it
+    layer3, head3 = model_and_head(dtype, seed=5)
+    layer3.load_state_dict(saved_model)
+    head3.update(saved_head)
+    opt3 = make(layer3, head3)
+    opt3.load_state_dict(saved_opt)
+    assert opt3.steps == 3
+    _training(layer3, head3, opt3, 4, seed=2)
+
+    assert opt3.steps == opt.steps == 7
+    for name, value in layer.state_dict().items():
+        np.testing.assert_array_equal(layer3.state_dict()[name], value, err_msg=name)
+    for name, value in head.items():
+        np.testing.assert_array_equal(head3[name], value, err_msg=name)
+    after, resumed = opt.state_dict(), opt3.state_dict()
+    assert (
+        after["param_groups"] == resumed["param_groups"] and after["state"].keys() == resumed["state"].keys()
+    )
+
+
+def test_state_dict_layout_is_torchs():
+    layer, head = model_and_head()
+    opt = optim.Adam(layer, head, lr=0.01)
+    _training(layer, head, opt, 1, seed=0)
+    sd = opt.state_dict()
+    (group,) = sd["param_groups"]
+    names = [f"0.{n}" for n in layer.state_dict()] + ["1.W", "1.b"]
+    assert group == dict(
+        lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False,
+        params=list(range(len(names))), param_names=names,
+    )  # fmt: skip
+    assert sorted(sd["state"]) == [i for i, n in enumerate(names) if n != "1.W"]  # W had no gradient yet
+    assert set(sd["state"][0]) == {"step", "exp_avg", "exp_avg_sq"} and sd["state"][0]["step"] == 1
+    assert sd["steps"] == 1
+    assert set(optim.SGD(layer, lr=0.1, momentum=0.9).state_dict()["param_groups"][0]) == {
+        "lr", "momentum", "weight_decay", "nesterov", "params", "param_names"
+    }  # fmt: skip
+
+
+def test_load_state_dict_restores_the_hyperparameters():
+    layer, head = model_and_head()
+    source = optim.SGD(layer, head, lr=0.3, momentum=0.7, nesterov=True)
+    target = optim.SGD(layer, head, lr=0.1)
+    target.load_state_dict(source.state_dict())
+    assert (target.lr, target.momentum, target.nesterov) == (0.3, 0.7, True)
+
+
+def _refused(opt, sd, match, error=ValueError):
+    before = opt.state_dict()
+    with pytest.raises(error, match=match):
+        opt.load_state_dict(sd)
+    after = opt.state_dict()  # unchanged
+    assert after["param_groups"] == before["param_groups"] and after["steps"] == before["steps"]
+    assert after["state"].keys() == before["state"].keys()
+    for index, entry in before["state"].items():
+        for key, value in entry.items():
+            np.testing.assert_array_equal(after["state"][index][key], value)
+
+
+def test_a_state_dict_for_other_parameters_is_refused():
+    layer, head = model_and_head()
+    opt = optim.Adam(layer, head, lr=0.01)
+    _training(layer, head, opt, 2, seed=0)
+
+    other = optim.Adam(fr.GRU(3, 4), head).state_dict()
+    _refused(opt, other, r"state_dict is for other parameters: expected 10 parameters .*got 6")
+    _refused(opt, optim.Adam(layer, lr=0.01).state_dict(), "for other parameters")  # the head missing
+
+    # same names, other sizes: the moments' shapes give it away
+    bigger = fr.LSTM(3, 5, num_layers=2, dtype=np.float64)
+    big_opt = optim.Adam(bigger, head, lr=0.01)
+    tape = bigger.record(np.ones((2, 1, 3)))
+    big_opt.step([tape.backward(np.ones_like(tape.output)).params, None])
+    _refused(
+        opt, big_opt.state_dict(), r"state\[0\] \(0\.weight_ih_l0\)\['exp_avg'\] must have shape \(16, 3\)"
+    )
+
+    sgd = optim.SGD(layer, head, lr=0.1, momentum=0.9).state_dict()
+    _refused(opt, sgd, "keys are those of another optimizer")
+
+
+@pytest.mark.parametrize(
+    "edit, error, match",
+    [
+        (lambda sd: sd.pop("steps"), ValueError, "lacks 'steps'"),
+        (lambda sd: sd["param_groups"].append({}), ValueError, "list of one group"),
+        (lambda sd: sd["param_groups"][0].update(lr=-1.0), ValueError, "lr must be a finite number >= 0"),
+        (lambda sd: sd["param_groups"][0].update(betas=(0.9,)), TypeError, "betas must be a pair"),
+        (
+            lambda sd: sd["state"].update({99: {"step": 1}}),
+            ValueError,
+            "state key 99 is not a parameter index",
+        ),
+        (lambda sd: sd["state"][0].update(momentum_buffer=1), ValueError, r"state\[0\].*'momentum_buffer'"),
+        (lambda sd: sd["state"][1].update(step=-1), ValueError, r"step"),
+        (lambda sd: sd.update(steps="3"), TypeError, "steps"),
+    ],
+    ids=["no-steps", "two-groups", "lr", "betas", "index", "sgd-buffer", "negative-step", "steps-type"],
+)
+def test_a_malformed_state_dict_is_refused_and_changes_nothing(edit, error, match):
+    layer, head = model_and_head()
+    opt = optim.Adam(layer, head, lr=0.01)
+    _training(layer, head, opt, 2, seed=0)
+    sd = opt.state_dict()
+    # the last entry is valid and loaded last: a partial load would show
+    sd["state"][max(sd["state"])]["exp_avg"] += 1.0
+    edit(sd)
+    _refused(opt, sd, match, error)
+    with pytest.raises(TypeError, match="expected a mapping"):
+        opt.load_state_dict([sd])

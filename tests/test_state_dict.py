@@ -78,3 +78,53 @@ def test_a_cell_returns_the_keys_too() -> None:
     cell, source = fr.LSTMCell(3, 4, seed=0), fr.LSTMCell(3, 4, seed=1)
     whole = {"cell." + k: a for k, a in source.state_dict().items()}
     assert cell.load_state_dict(whole, prefix="cell.") == ([], [])
+
+
+def test_the_result_is_torchs_incompatible_keys() -> None:
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.GRU(3, 4).load_state_dict(
+        {"weight_ih_l0": torch.zeros(12, 3), "x": torch.zeros(1)}, strict=False
+    )
+    ours = fr.GRU(3, 4).load_state_dict({"weight_ih_l0": np.zeros((12, 3)), "x": np.zeros(1)}, strict=False)
+    assert fr.IncompatibleKeys._fields == type(theirs)._fields == ("missing_keys", "unexpected_keys")
+    assert ours.missing_keys == theirs.missing_keys and ours.unexpected_keys == theirs.unexpected_keys
+
+
+def _bad_entry(name: str, value: object) -> dict:
+    """A full, valid state_dict for fr.LSTM(3, 4, num_layers=2) with one entry replaced."""
+    good = fr.LSTM(3, 4, num_layers=2, seed=9).state_dict()
+    good[name] = value
+    return good
+
+
+@pytest.mark.parametrize(
+    "state, strict, error, match",
+    [
+        (_bad_entry("bias_hh_l1", np.zeros(15)), True, ValueError, r"bias_hh_l1.*\(16,\).*\(15,\)"),
+        (_bad_entry("bias_hh_l1", np.zeros(15)), False, ValueError, r"bias_hh_l1.*\(16,\).*\(15,\)"),
+        (
+            _bad_entry("weight_hh_l1", np.zeros((16, 4), complex)),
+            False,
+            TypeError,
+            "weight_hh_l1.*real numbers",
+        ),
+        (_bad_entry("weight_hh_l1", "zeros"), True, TypeError, "weight_hh_l1"),
+        (
+            {k: a for k, a in _bad_entry("x", 0).items() if k not in ("x", "bias_ih_l1")},
+            True,
+            ValueError,
+            "missing 'bias_ih_l1'",
+        ),
+    ],
+    ids=["shape", "shape-non-strict", "complex", "string", "strict-missing"],
+)
+def test_a_failed_load_leaves_the_model_unchanged(state, strict, error, match) -> None:
+    """Every other entry is valid and comes first or last: nothing of it may be applied."""
+    lstm = fr.LSTM(3, 4, num_layers=2, seed=0)
+    x = np.random.default_rng(1).standard_normal((5, 2, 3)).astype(np.float32)
+    y, before = lstm(x)[0], lstm.state_dict()
+    with pytest.raises(error, match=match):
+        lstm.load_state_dict(state, strict=strict)
+    for name, value in lstm.state_dict().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+    np.testing.assert_array_equal(lstm(x)[0], y)

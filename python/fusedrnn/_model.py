@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -39,7 +39,16 @@ class _Recurrent:
     Weight ownership: the layer keeps one C-contiguous array per parameter (``_parameter_arrays()``,
     PyTorch names). The compiled stack keeps its own packed copy, refreshed before the next call after
     any change. Code that updates the arrays in place (an optimizer) must call ``_mark_weights_changed()``
-    afterwards; ``load_state_dict`` does so itself.
+    afterwards; ``load_state_dict`` and assigning a parameter attribute do so themselves.
+
+    Parameters as attributes (``lstm.weight_ih_l0``, ``cell.bias_hh``), ``parameters()`` and
+    ``named_parameters()`` give the live arrays, as torch gives its Parameters. NumPy cannot say whether
+    an array was written, so handing one out counts as a change: the next call uploads the weights again
+    (and tapes recorded before refuse backward, as after any in-place update). An array kept and written
+    after that call needs ``mark_weights_changed()`` (or reading the attribute again) before the next.
+
+    Configuration (``input_size``, ``hidden_size``, ...) is fixed at construction: the compiled stack
+    and the parameters' shapes follow from it, so assigning it raises AttributeError.
 
     Concurrency: any number of calls may run at once (the kernels release the GIL). A re-upload waits
     until no call is using the stack, and calls wait while it runs.
@@ -51,6 +60,10 @@ class _Recurrent:
     _config: StackConfig
     _dtype: np.dtype
     _names: list[str]
+    _params: dict[str, np.ndarray]
+
+    # The configuration's public names (subclasses add theirs): read-only once the model is built.
+    _fixed_attributes: frozenset[str] = frozenset({"dtype", "config"})
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -112,6 +125,84 @@ class _Recurrent:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._setup_runtime()
+
+    # -- parameters as attributes -----------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails. Private names never name a parameter; answering them
+        # here would also recurse before _params exists (unpickling, copying).
+        params = self.__dict__.get("_params")
+        if name.startswith("_") or params is None or name not in params:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        # The caller may write the live array in place: the next call uploads the weights again.
+        self._mark_weights_changed()
+        return params[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        params = self.__dict__.get("_params")
+        if params is not None and name in params:
+            self._assign_parameter(name, value)
+            return
+        # Construction sets the configuration; once the compiled stack exists it is fixed.
+        if name in self._fixed_attributes and "_runtime" in self.__dict__:
+            raise AttributeError(self._fixed_message(name, "set"))
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        params = self.__dict__.get("_params")
+        if params is not None and name in params:
+            raise AttributeError(
+                f"cannot delete parameter {name!r} of {type(self).__name__}: its parameters are fixed at "
+                "construction (build a layer with bias=False to have no biases)"
+            )
+        if name in self._fixed_attributes:
+            raise AttributeError(self._fixed_message(name, "delete"))
+        object.__delattr__(self, name)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self.__dict__.get("_params", ())))
+
+    def _fixed_message(self, name: str, action: str) -> str:
+        return (
+            f"cannot {action} {name!r} of {self!r}: the configuration is fixed at construction "
+            f"(the compiled stack and the parameters' shapes follow from it); build a new "
+            f"{type(self).__name__} instead, and load_state_dict() the weights that still fit"
+        )
+
+    def _assign_parameter(self, name: str, value: Any) -> None:
+        """``model.<name> = value``: checked like torch (same shape; same dtype, as assigning a tensor
+        of another dtype to a Parameter's data is refused), then copied into the owned array."""
+        target = self._params[name]
+        arr = v.as_real_array(name, value)
+        if arr.dtype != self._dtype:
+            raise TypeError(
+                f"{name} must have {type(self).__name__}'s dtype {self._dtype}, got an array of dtype "
+                f"{arr.dtype} (convert it with .astype(np.{self._dtype}), or use load_state_dict, "
+                "which converts)"
+            )
+        v.check_shape(name, arr, target.shape)
+        with self._runtime.changing():
+            np.copyto(target, arr)
+
+    def parameters(self, recurse: bool = True) -> Iterator[np.ndarray]:
+        """The live parameter arrays in torch's order (as ``torch.nn.Module.parameters``; ``recurse``
+        is accepted for its signature: a model has no submodules). Counts as a change of the weights
+        (see the class docstring), so in-place updates through them reach the next call."""
+        return (arr for _, arr in self.named_parameters(recurse=recurse))
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, np.ndarray]]:
+        """``(name, live array)`` pairs in torch's order, names prefixed with ``prefix + "."`` when
+        given (as ``torch.nn.Module.named_parameters``). Counts as a change of the weights."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {v.describe(prefix)}")
+        self._mark_weights_changed()  # now, not when the iterator is first advanced
+        lead = prefix + "." if prefix else ""
+        return iter([(lead + name, self._params[name]) for name in self._names])
+
+    def mark_weights_changed(self) -> None:
+        """Declare the parameter arrays written in place (through an array kept from an attribute or
+        ``parameters()`` after a call): the next call uploads them first."""
+        self._mark_weights_changed()
 
     # A copy is an independent model: its own parameter arrays, generator and compiled stack. A plain
     # shallow copy would share the arrays but not the compiled stack, so loading weights into one model

@@ -34,6 +34,13 @@ class _CellBase(_Recurrent):
     _pair_kind = "an LSTMCell"
     _state_labels = ("h", "c")
     _gradient_labels = ("grad_h", "grad_c")
+    _fixed_attributes = _Recurrent._fixed_attributes | {
+        "input_size",
+        "hidden_size",
+        "bias",
+        "nonlinearity",
+        "linear_before_reset",
+    }
 
     def __init__(
         self,

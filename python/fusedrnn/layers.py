@@ -54,6 +54,22 @@ class RNNBase(_Recurrent):
     _pair_kind = "an LSTM"
     _state_labels = ("h0", "c0")
     _gradient_labels = ("grad_h_n", "grad_c_n")
+    _fixed_attributes = _Recurrent._fixed_attributes | {
+        "mode",
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "bias",
+        "batch_first",
+        "dropout",
+        "bidirectional",
+        "proj_size",
+        "residual",
+        "nonlinearity",
+        "forget_bias",
+        "linear_before_reset",
+        "num_directions",
+    }
 
     def __init__(
         self,

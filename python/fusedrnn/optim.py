@@ -22,6 +22,12 @@ single source, ``step`` also accepts its dict alone. Updates run in each paramet
 PyTorch's update rules (``torch.optim.SGD`` with dampening 0, ``torch.optim.Adam`` without amsgrad), so
 they give PyTorch's numbers for the same gradients.
 
+``opt.state_dict()`` / ``opt.load_state_dict(sd)`` save and restore what training needs to resume
+(torch.optim's layout: ``state`` per parameter index with ``step`` and the moments, ``param_groups``
+with the hyperparameters and the parameters' names): an optimizer resumed from it, on the same
+parameters, continues exactly as one that never stopped. Pass a layer itself as a source, not
+``dict(layer.named_parameters())``: a dict's arrays are updated without telling the layer.
+
 Do not call a layer from another thread while a step updates its weights.
 """
 
@@ -111,11 +117,123 @@ class Optimizer:
     params: fusedrnn layers/cells and dicts of NumPy arrays, as separate arguments or one list.
     """
 
+    # The hyperparameters a state_dict carries, and the per-parameter arrays of its state, torch's names.
+    _hyperparameters: tuple[str, ...] = ("lr",)
+    _buffers: tuple[str, ...] = ()
+
     def __init__(self, *params: Any, lr: float) -> None:
         self._sources = [_Source(obj, k) for k, obj in enumerate(_sources_of(params))]
         self.lr = _check_number("lr", lr, minimum=0.0)
         self._state: dict[tuple[int, str], dict[str, Any]] = {}
         self.steps = 0
+
+    def _checked_hyperparameters(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The hyperparameters validated (as the constructor does), without setting them."""
+        return {"lr": _check_number("lr", values["lr"], minimum=0.0)}
+
+    def _keys(self) -> list[tuple[int, str]]:
+        """(source index, name) of every parameter, in the order of a state_dict's indices."""
+        return [(k, name) for k, source in enumerate(self._sources) for name in source.params]
+
+    def _param_names(self) -> list[str]:
+        return [f"{k}.{name}" for k, name in self._keys()]
+
+    def state_dict(self) -> dict[str, Any]:
+        """What resuming needs, in torch.optim's layout (copies: later steps do not change it)::
+
+            {"state": {index: {"step": t, <buffers>}},      # the parameters stepped so far
+             "param_groups": [{<hyperparameters>, "params": [0, 1, ...],
+                               "param_names": ["0.weight_ih_l0", ...]}],
+             "steps": n}
+
+        Indices run over the sources in order and each source's parameters in order; a name is
+        ``"<source index>.<parameter name>"``. Buffers: SGD ``momentum_buffer``; Adam ``exp_avg``,
+        ``exp_avg_sq``.
+        """
+        keys = self._keys()
+        state: dict[int, dict[str, Any]] = {}
+        for index, key in enumerate(keys):
+            entry = self._state.get(key)
+            if entry is None:
+                continue
+            saved: dict[str, Any] = {"step": entry["step"]}
+            for buffer in self._buffers:
+                if buffer in entry:
+                    saved[buffer] = entry[buffer].copy()
+            state[index] = saved
+        group = {name: getattr(self, name) for name in self._hyperparameters}
+        group["params"] = list(range(len(keys)))
+        group["param_names"] = self._param_names()
+        return {"state": state, "param_groups": [group], "steps": self.steps}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore ``state_dict()`` of an optimizer of this type over the same parameters (names and
+        shapes): the step counts, the moments and the hyperparameters. Checked completely before
+        anything changes; a state_dict of other parameters raises ValueError."""
+        what = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"{what}: expected a mapping (an optimizer's state_dict()), got {v.describe(state_dict)}"
+            )
+        missing = [k for k in ("state", "param_groups", "steps") if k not in state_dict]
+        if missing:
+            raise ValueError(f"{what}: the state_dict lacks {', '.join(map(repr, missing))}")
+        groups = state_dict["param_groups"]
+        if not isinstance(groups, Sequence) or len(groups) != 1 or not isinstance(groups[0], Mapping):
+            raise ValueError(
+                f"{what}: expected param_groups to be a list of one group, got {v.describe(groups)}"
+            )
+        group = groups[0]
+        expected_keys = {*self._hyperparameters, "params", "param_names"}
+        if set(group) != expected_keys:
+            raise ValueError(
+                f"{what}: the group's keys are those of another optimizer: expected "
+                f"{sorted(expected_keys)}, got {sorted(group)}"
+            )
+        names = self._param_names()
+        given = list(group["param_names"])
+        if given != names or list(group["params"]) != list(range(len(names))):
+            raise ValueError(
+                f"{what}: the state_dict is for other parameters: expected {len(names)} parameters "
+                f"{names}, got {len(given)} {given}"
+            )
+        hyper = self._checked_hyperparameters(group)
+        steps = v.check_int("state_dict['steps']", state_dict["steps"], 0)
+        keys = self._keys()
+        params = [self._sources[k].params[name] for k, name in keys]
+        state = state_dict["state"]
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{what}: expected state to be a mapping index -> dict, got {v.describe(state)}")
+        staged: dict[tuple[int, str], dict[str, Any]] = {}
+        for index, entry in state.items():
+            if (
+                isinstance(index, bool)
+                or not isinstance(index, (int, np.integer))
+                or not 0 <= index < len(keys)
+            ):
+                raise ValueError(f"{what}: state key {index!r} is not a parameter index 0..{len(keys) - 1}")
+            label = f"state[{index}] ({names[index]})"
+            if not isinstance(entry, Mapping) or "step" not in entry:
+                raise ValueError(f"{what}: {label} must be a dict with 'step', got {v.describe(entry)}")
+            unknown = set(entry) - {"step", *self._buffers}
+            if unknown:
+                raise ValueError(
+                    f"{what}: {label} has {sorted(unknown)}, not state of {type(self).__name__} "
+                    f"(expected 'step' and {', '.join(map(repr, self._buffers))})"
+                )
+            param = params[index]
+            restored: dict[str, Any] = {"step": v.check_int(f"{label}['step']", entry["step"], 0)}
+            for buffer in self._buffers:
+                if buffer not in entry:
+                    continue
+                arr = v.as_real_array(f"{label}[{buffer!r}]", entry[buffer])
+                v.check_shape(f"{label}[{buffer!r}]", arr, param.shape, f"(the shape of {names[index]!r})")
+                restored[buffer] = np.array(arr, dtype=param.dtype, order="C")  # our own copy
+            staged[keys[index]] = restored
+        for name, value in hyper.items():
+            setattr(self, name, value)
+        self._state = staged
+        self.steps = steps
 
     @property
     def param_count(self) -> int:
@@ -202,20 +320,32 @@ class SGD(Optimizer):
         nesterov: bool = False,
     ) -> None:
         super().__init__(*params, lr=lr)
-        self.momentum = _check_number("momentum", momentum, minimum=0.0)
-        self.weight_decay = _check_number("weight_decay", weight_decay, minimum=0.0)
-        self.nesterov = v.check_bool("nesterov", nesterov)
-        if self.nesterov and self.momentum == 0.0:
+        hyper = self._checked_hyperparameters(
+            dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+        )
+        for name, value in hyper.items():
+            setattr(self, name, value)
+
+    _hyperparameters = ("lr", "momentum", "weight_decay", "nesterov")
+    _buffers = ("momentum_buffer",)
+
+    def _checked_hyperparameters(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        out = super()._checked_hyperparameters(values)
+        out["momentum"] = _check_number("momentum", values["momentum"], minimum=0.0)
+        out["weight_decay"] = _check_number("weight_decay", values["weight_decay"], minimum=0.0)
+        out["nesterov"] = v.check_bool("nesterov", values["nesterov"])
+        if out["nesterov"] and out["momentum"] == 0.0:
             raise ValueError("nesterov=True needs momentum > 0")
+        return out
 
     def _update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, Any]) -> None:
         dt = param.dtype.type
         if self.weight_decay:
             grad = grad + dt(self.weight_decay) * param
         if self.momentum:
-            buf = state.get("momentum")
+            buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum"] = np.zeros_like(param)
+                buf = state["momentum_buffer"] = np.zeros_like(param)
             buf *= dt(self.momentum)
             buf += grad
             grad = grad + dt(self.momentum) * buf if self.nesterov else buf
@@ -245,15 +375,28 @@ class Adam(Optimizer):
         decoupled: bool = False,
     ) -> None:
         super().__init__(*params, lr=lr)
+        hyper = self._checked_hyperparameters(
+            dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=decoupled)
+        )
+        for name, value in hyper.items():
+            setattr(self, name, value)
+
+    _hyperparameters = ("lr", "betas", "eps", "weight_decay", "decoupled")
+    _buffers = ("exp_avg", "exp_avg_sq")
+
+    def _checked_hyperparameters(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        out = super()._checked_hyperparameters(values)
+        betas = values["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {v.describe(betas)}")
-        self.betas = (
+        out["betas"] = (
             _check_number("betas[0]", betas[0], minimum=0.0, below=1.0),
             _check_number("betas[1]", betas[1], minimum=0.0, below=1.0),
         )
-        self.eps = _check_number("eps", eps, minimum=0.0)
-        self.weight_decay = _check_number("weight_decay", weight_decay, minimum=0.0)
-        self.decoupled = v.check_bool("decoupled", decoupled)
+        out["eps"] = _check_number("eps", values["eps"], minimum=0.0)
+        out["weight_decay"] = _check_number("weight_decay", values["weight_decay"], minimum=0.0)
+        out["decoupled"] = v.check_bool("decoupled", values["decoupled"])
+        return out
 
     def _update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, Any]) -> None:
         dt = param.dtype.type
@@ -264,12 +407,14 @@ class Adam(Optimizer):
                 param *= dt(1.0 - self.lr * self.weight_decay)
             else:
                 grad = grad + dt(self.weight_decay) * param
-        m = state.get("m")
+        m = state.get("exp_avg")
         if m is None:
-            m = state["m"] = np.zeros_like(param)
-            state["v"] = np.zeros_like(param)
-            state["tmp"] = np.empty_like(param)
-        sq, tmp = state["v"], state["tmp"]
+            m = state["exp_avg"] = np.zeros_like(param)
+            state["exp_avg_sq"] = np.zeros_like(param)
+        tmp = state.get("tmp")
+        if tmp is None:  # scratch space, not saved by state_dict
+            tmp = state["tmp"] = np.empty_like(param)
+        sq = state["exp_avg_sq"]
         m *= dt(beta1)
         m += dt(1.0 - beta1) * grad
         np.multiply(grad, grad, out=tmp)
