@@ -16,9 +16,11 @@ first large enough to use the kernels' worker pool, and some calls pass ``length
 
 For each: resident set size (``/proc/self/statm``, Linux only) before the operation's first call, after a
 warm-up of ``max(100, iterations // 10)`` calls (allocator pools, caches and lazily imported modules
-settle there), and after all iterations; growth = end - after warm-up, in KiB. The open file descriptors
-are counted the same way (a leaked file handle shows there, not in RSS). ``tests/test_soak.py`` runs
-this module with fewer iterations and bounds the growth.
+settle there), half-way and after all iterations; growth = end - after warm-up, in KiB. A leak grows in
+both halves; a heap that settles once (an arena kept, a pool grown) grows in one, so ``steady_growth``,
+twice the smaller half's growth, tells them apart with the same sensitivity to a steady leak. The open
+file descriptors are counted the same way (a leaked file handle shows there, not in RSS).
+``tests/test_soak.py`` runs this module with fewer iterations and bounds the growth.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Result:
     seconds: float
     rss_before: int  # KiB
     rss_warm: int
+    rss_mid: int  # after half the iterations
     rss_end: int
     fds_warm: int
     fds_end: int
@@ -66,6 +69,11 @@ class Result:
     def growth(self) -> int:
         """KiB gained after the warm-up."""
         return self.rss_end - self.rss_warm
+
+    @property
+    def steady_growth(self) -> int:
+        """KiB a steady leak would have gained over all iterations: twice the smaller half's growth."""
+        return 2 * min(self.rss_mid - self.rss_warm, self.rss_end - self.rss_mid)
 
 
 def _layers() -> list:
@@ -149,11 +157,16 @@ def soak(op: Callable[[int], object], name: str, iterations: int) -> Result:
     gc.collect()
     warm, fds_warm = rss_kib(), open_fds()
     start = time.perf_counter()
-    for k in range(iterations):
+    half = iterations // 2
+    for k in range(half):
+        op(k)
+    gc.collect()
+    mid = rss_kib()
+    for k in range(half, iterations):
         op(k)
     seconds = time.perf_counter() - start
     gc.collect()
-    return Result(name, iterations, seconds, before, warm, rss_kib(), fds_warm, open_fds())
+    return Result(name, iterations, seconds, before, warm, mid, rss_kib(), fds_warm, open_fds())
 
 
 def run(iterations: int, only: list[str] | None = None) -> list[Result]:
@@ -172,8 +185,10 @@ def table(results: list[Result]) -> str:
         "seconds",
         "RSS before",
         "after warm-up",
+        "half-way",
         "at end",
         "growth KiB",
+        "steady KiB",
         "fds",
     )
     rows = [header]
@@ -185,8 +200,10 @@ def table(results: list[Result]) -> str:
                 f"{r.seconds:.1f}",
                 f"{r.rss_before:,}",
                 f"{r.rss_warm:,}",
+                f"{r.rss_mid:,}",
                 f"{r.rss_end:,}",
                 f"{r.growth:+,}",
+                f"{r.steady_growth:+,}",
                 f"{r.fds_warm}->{r.fds_end}",
             )
         )

@@ -3,12 +3,15 @@
 
 1. Soak. Runs ``bench/soak.py`` (the full 20,000-iteration soak, by hand) with fewer iterations, each
    operation in a fresh interpreter, about 30 s in all on 2 busy cores. After a warm-up of a tenth of
-   the iterations (allocator pools and caches settle there), RSS (/proc/self/statm) may grow by at most
-   GROWTH_BOUND_KIB: a leak of a few hundred bytes per iteration fails (1 MiB / 4,000 iterations = 256
-   bytes, / 2,000 = 512 bytes), and one leaked array, tape, stream, layer or file buffer per call is far
-   more. Measured: growth 0 to +64 KiB over 20,000 iterations of every operation; in the test session's
-   own interpreter, after the other tests and PyTorch, save+load grew up to +1,816 KiB as the heap
-   settled, hence the fresh interpreters. Open file descriptors must not change at all.
+   the iterations (allocator pools and caches settle there), the steady growth of RSS (/proc/self/statm),
+   twice the smaller of the two halves' growth, may be at most GROWTH_BOUND_KIB: a leak grows in both
+   halves, so a leak of a few hundred bytes per iteration fails (1 MiB / 4,000 iterations = 256 bytes,
+   / 2,000 = 512 bytes), and one leaked array, tape, stream, layer or file buffer per call is far more;
+   a heap that settles once grows in one half only (seen: save+load +1.5 MiB in every run of one CI
+   machine, growth that did not scale with the iterations). The whole growth may be at most
+   SETTLING_BOUND_KIB. Measured: growth 0 to +64 KiB over 20,000 iterations of every operation; in the
+   test session's own interpreter, after the other tests and PyTorch, save+load grew up to +1,816 KiB as
+   the heap settled, hence the fresh interpreters. Open file descriptors must not change at all.
 2. Denormals. The kernels flush denormals to zero (FTZ and DAZ) on every thread of a call, the caller's
    included, and restore the caller's floating-point mode afterwards. Unflushed, float32 arithmetic on
    denormals is 5x (matmul) to 58x (elementwise multiply) slower on the CI machine, so a call whose weights
@@ -38,6 +41,7 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 # -- 1. soak ---------------------------------------------------------------------------------------------
 
 GROWTH_BOUND_KIB = 1024
+SETTLING_BOUND_KIB = 8 * 1024
 
 # Iterations per operation: about 30 s in all, each still enough to expose a small leak.
 ITERATIONS = {
@@ -80,9 +84,9 @@ def _soak_in_fresh_interpreter(operation: str) -> tuple[dict, str]:
 @linux_only
 @pytest.mark.parametrize("operation", list(ITERATIONS))
 def test_repeated_operation_keeps_memory_flat(operation):
-    """A leak grows in every run; a heap that settles once (seen in CI: save+load +2.9 MiB in one run of
-    2,000 iterations, +0.3 in the others) does not. So a run over the bound is repeated once, and the
-    operation fails if both runs are over it."""
+    """A leak grows in every run and in both halves of a run; a heap that settles once (seen in CI:
+    save+load +2.9 MiB in one run of 2,000 iterations, +0.3 in the others) does not. So a run over the
+    bound is repeated once, and the operation fails if both runs are over it."""
     if operation == "from_onnx":
         pytest.importorskip("onnx")
     reports = []
@@ -91,10 +95,14 @@ def test_repeated_operation_keeps_memory_flat(operation):
         assert result["iterations"] == ITERATIONS[operation]
         assert result["fds_end"] == result["fds_warm"], f"open file descriptors changed:\n{report}"
         reports.append(report)
-        if result["rss_end"] - result["rss_warm"] <= GROWTH_BOUND_KIB:
+        halves = (result["rss_mid"] - result["rss_warm"], result["rss_end"] - result["rss_mid"])
+        if 2 * min(halves) <= GROWTH_BOUND_KIB and sum(halves) <= SETTLING_BOUND_KIB:
             return
     runs = "\n".join(reports)
-    pytest.fail(f"RSS grew by more than {GROWTH_BOUND_KIB} KiB after the warm-up in two runs:\n{runs}")
+    pytest.fail(
+        f"RSS grew steadily by more than {GROWTH_BOUND_KIB} KiB (or by more than {SETTLING_BOUND_KIB} KiB in "
+        f"all) after the warm-up in two runs:\n{runs}"
+    )
 
 
 # -- 2. denormals ----------------------------------------------------------------------------------------
