@@ -22,6 +22,7 @@ import numpy as np
 
 import fusedrnn as fr
 from fusedrnn import _core
+from fusedrnn._runtime import compiled_config
 
 
 def load_other_build(directory: str) -> Any:
@@ -41,21 +42,7 @@ def make_stack(module: Any, layer: Any) -> Any:
     c = layer.config
     double = layer.dtype == np.float64
     if hasattr(module, "StackConfig"):  # bindings that take a configuration object
-        config = module.StackConfig(
-            cell=c.cell,
-            input_size=c.input_size,
-            hidden_size=c.hidden_size,
-            num_layers=c.num_layers,
-            bias=c.bias,
-            bidirectional=c.bidirectional,
-            proj_size=c.proj_size,
-            linear_before_reset=c.linear_before_reset,
-            residual=c.residual,
-            peephole=c.peephole,
-            clip=c.clip,
-            input_forget=c.input_forget,
-            hard_gates=c.hard_gates,
-        )
+        config = compiled_config(c, module)
         stack = module.stacks["float64" if double else "float32"](config)
     else:
         stack = module.Stack(

@@ -18,6 +18,7 @@ Two ways to name the weights:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -27,26 +28,19 @@ import numpy as np
 from . import _core
 from ._config import StackConfig
 
-__all__ = ["Runtime", "new_stack"]
+__all__ = ["Runtime", "compiled_config", "new_stack"]
+
+
+def compiled_config(config: StackConfig, module: Any = _core) -> Any:
+    """``config`` as ``module``'s compiled ``StackConfig``: the two take the same fields, by name."""
+    return module.StackConfig(
+        **{field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+    )
 
 
 def new_stack(config: StackConfig, double: bool) -> _core.StackBase:
     """The compiled stack for ``config``, computing in float64 when ``double``, else in float32."""
-    compiled = _core.StackConfig(
-        cell=config.cell,
-        input_size=config.input_size,
-        hidden_size=config.hidden_size,
-        num_layers=config.num_layers,
-        bias=config.bias,
-        bidirectional=config.bidirectional,
-        proj_size=config.proj_size,
-        linear_before_reset=config.linear_before_reset,
-        residual=config.residual,
-        peephole=config.peephole,
-        clip=config.clip,
-        input_forget=config.input_forget,
-        hard_gates=config.hard_gates,
-    )
+    compiled = compiled_config(config)
     return _core.stacks["float64" if double else "float32"](compiled)
 
 
