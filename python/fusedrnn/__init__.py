@@ -1,5 +1,5 @@
 """fusedrnn: fused RNN, LSTM and GRU kernels for the CPU, forward and backward, with PyTorch's interface
-on NumPy arrays.
+on NumPy arrays::
 
     import numpy as np, fusedrnn as fr
     lstm = fr.LSTM(16, 32, num_layers=2, bidirectional=True, seed=0)

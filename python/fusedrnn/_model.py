@@ -25,11 +25,24 @@ _BYTES_PER_ARRAY = 512
 
 
 class IncompatibleKeys(NamedTuple):
-    """What ``load_state_dict`` did not match: parameters the mapping lacks (with strict=False they keep
-    their values) and keys that name no parameter (ignored with strict=False). Empty when all matched."""
+    """What ``load_state_dict`` did not match, as torch's namesake: parameters the mapping lacks (with
+    strict=False they keep their values) and keys that name no parameter (ignored with strict=False).
+    Both lists are empty when everything matched.
+
+    Parameters
+    ----------
+    missing_keys : list of str
+        The parameters' names that the mapping lacks.
+    unexpected_keys : list of str
+        The mapping's keys that name no parameter.
+    """
 
     missing_keys: list[str]
     unexpected_keys: list[str]
+
+
+IncompatibleKeys.missing_keys.__doc__ = "The parameters' names that the mapping lacks."
+IncompatibleKeys.unexpected_keys.__doc__ = "The mapping's keys that name no parameter."
 
 
 class _Recurrent:
@@ -186,13 +199,17 @@ class _Recurrent:
 
     def parameters(self, recurse: bool = True) -> Iterator[np.ndarray]:
         """The live parameter arrays in torch's order (as ``torch.nn.Module.parameters``; ``recurse``
-        is accepted for its signature: a model has no submodules). Counts as a change of the weights
-        (see the class docstring), so in-place updates through them reach the next call."""
+        is accepted for its signature: a model has no submodules).
+
+        Handing them out counts as a change of the weights: the next call uploads them to the kernels
+        again (and tapes recorded before refuse backward), so in-place updates through them reach that
+        call. An array kept and written after it needs :meth:`mark_weights_changed` before the next."""
         return (arr for _, arr in self.named_parameters(recurse=recurse))
 
     def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, np.ndarray]]:
         """``(name, live array)`` pairs in torch's order, names prefixed with ``prefix + "."`` when
-        given (as ``torch.nn.Module.named_parameters``). Counts as a change of the weights."""
+        given (as ``torch.nn.Module.named_parameters``; ``recurse`` is accepted for its signature: a model
+        has no submodules). Counts as a change of the weights."""
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, got {v.describe(prefix)}")
         self._mark_weights_changed()  # now, not when the iterator is first advanced
@@ -236,6 +253,8 @@ class _Recurrent:
 
     @property
     def config(self) -> StackConfig:
+        """The stack's static description (cell, sizes, layers, directions, options), a frozen dataclass;
+        the reference implementation (:func:`fusedrnn.reference.forward`) takes it."""
         return self._config
 
     def _parameter_arrays(self) -> dict[str, np.ndarray]:

@@ -19,15 +19,33 @@ __all__ = ["Tape", "Gradients"]
 
 
 class Gradients:
-    """What ``Tape.backward`` returns.
+    """What :meth:`Tape.backward` returns: the gradients of a loss with respect to the input, the initial
+    state and the parameters.
 
-    input: gradient with respect to the input, the shape of ``x`` (batch_first / unbatched as given).
-    state: with respect to the initial state -- ``(dh0, dc0)`` for an LSTM, ``dh0`` otherwise, in the
-        layout of the state the call accepted (zeros when no state was given).
-    params: with respect to every parameter, a dict keyed and ordered like ``state_dict()``.
+    Parameters
+    ----------
+    input : ndarray
+        dL/dx.
+    state : ndarray or tuple of ndarray
+        dL/d(initial state).
+    params : dict of str to ndarray
+        dL/d(parameter), by name.
     """
 
-    __slots__ = ("input", "state", "params")
+    # A dict: its values are the attributes' docstrings (help() and the API reference show them).
+    __slots__ = {
+        "input": (
+            "The gradient with respect to the input, the shape of ``x`` (batch_first / unbatched as given)."
+        ),
+        "state": (
+            "The gradient with respect to the initial state, ``(dh_0, dc_0)`` for an LSTM and ``dh_0`` "
+            "otherwise, in the layout of the state the call accepted (also when no state was given, as its "
+            "initial state was zeros)."
+        ),
+        "params": (
+            "The gradients with respect to every parameter, a dict keyed and ordered like ``state_dict()``."
+        ),
+    }
 
     def __init__(self, input: np.ndarray, state: Any, params: dict[str, np.ndarray]) -> None:
         self.input = input
@@ -57,20 +75,46 @@ class Recorder(Protocol):
 
 
 class Tape:
-    """A forward pass that keeps what its backward pass needs (made by ``record``).
+    """A forward pass that keeps what its backward pass needs, made by a layer's or a cell's ``record``
+    (not constructed directly).
 
-    output, state: what the call would have returned (for a cell: output is the new h, state what the
-        call returns -- (h, c) for LSTMCell, h otherwise).
-    dropout_masks: the dropout masks this forward used -- None, or a list of L-1 arrays (T, N, D*H_out),
-        time-major whatever ``batch_first`` is, already scaled by 1/(1-p): the input of layer k+1 was
-        layer k's output times ``dropout_masks[k]``.
-    backward(grad_output, grad_state=None) -> Gradients: the gradient of ``sum(output * grad_output) +
-        sum(state * grad_state)``; ``grad_state`` may be None (zero), and for an LSTM ``(gh, gc)`` with
-        either part None. It may be called more than once.
+    ``g = tape.backward(grad_output, grad_state=None)`` gives the gradients (:class:`Gradients`) of the
+    loss ``sum(output * grad_output) + sum(state * grad_state)`` with respect to the input, the initial
+    state and every parameter, computed with the weights the forward pass ran with: a tape refuses once
+    its model's weights have changed (``load_state_dict``, an optimizer step), so record again then.
 
     A tape stays in the process that recorded it: pickle and ``copy.deepcopy`` raise TypeError (send
     ``output``, ``state`` or the Gradients instead, or the model and its input to record again);
     ``copy.copy`` is a second handle on the same record.
+
+    Parameters
+    ----------
+    owner
+        The model that recorded the tape (backward refuses the tape to any other).
+    saved
+        The compiled forward pass's saved buffers.
+    version
+        The model's weights' version at the forward pass.
+    output : ndarray
+        What the call would have returned as its output.
+    state : ndarray or tuple of ndarray
+        What the call would have returned as its state.
+    dropout_masks : list of ndarray or None
+        The dropout masks the forward pass used.
+    layout
+        How the caller's arrays map to the kernels' (batch_first, unbatched, T, N).
+
+    Attributes
+    ----------
+    output : ndarray
+        What the call would have returned as its output: ``y`` for a layer, the new ``h`` for a cell.
+    state : ndarray or tuple of ndarray
+        What the call would have returned as its state: ``h_n`` (``(h_n, c_n)`` for an LSTM) for a layer,
+        the new ``h`` (``(h, c)`` for an LSTMCell) for a cell.
+    dropout_masks : list of ndarray or None
+        The dropout masks the forward pass used: None, or L-1 arrays (T, N, D*H_out), time-major whatever
+        ``batch_first`` is, already scaled by 1/(1-p): the input of layer k+1 was layer k's output times
+        ``dropout_masks[k]``.
     """
 
     def __init__(
@@ -92,6 +136,31 @@ class Tape:
         self.dropout_masks = dropout_masks
 
     def backward(self, grad_output: Any, grad_state: Any = None) -> Gradients:
+        """The gradients of ``L = sum(output * grad_output) + sum(state * grad_state)``.
+
+        May be called more than once (with other gradients, for instance).
+
+        Parameters
+        ----------
+        grad_output : array_like
+            dL/d(output), the shape of ``tape.output``.
+        grad_state : optional
+            dL/d(state), the shape of ``tape.state``: None for zero; for an LSTM a pair ``(grad_h,
+            grad_c)`` in which either part may be None.
+
+        Returns
+        -------
+        Gradients
+            ``.input`` (the shape of x), ``.state`` (of the initial state) and ``.params`` (a dict keyed
+            like ``state_dict()``).
+
+        Raises
+        ------
+        RuntimeError
+            When the model's weights changed after the tape was recorded.
+        ValueError
+            For a tape recorded by another model, or gradients of the wrong shape.
+        """
         return run_backward(self._owner, self, grad_output, grad_state)
 
     def __repr__(self) -> str:

@@ -53,7 +53,8 @@ def default_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Set how many threads the kernels use (an int >= 1); applies to every model in the process."""
+    """Set how many threads the kernels use, ``n`` (an int >= 1); applies to every model in the process
+    (``FUSEDRNN_NUM_THREADS`` or ``OMP_NUM_THREADS`` set the count a process starts with)."""
     _core.set_num_threads(v.check_int("n", n, 1))
 
 

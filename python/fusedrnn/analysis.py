@@ -37,10 +37,18 @@ __all__ = ["GradientFlow", "gradient_flow", "compare", "format_table", "plot", "
 
 @dataclass
 class GradientFlow:
-    """Per-step gradient norms for a loss on the last step (see the module docstring).
+    r"""Per-step gradient norms for the loss :math:`L = \sum y_{T-1}` on the last step, what
+    :func:`gradient_flow` returns. Each value is the L2 norm over the features, averaged over the batch.
 
-    input: (T,) ||dL/dx_t||. hidden: (T,) ||dL/dh_t|| (None for a bidirectional layer, whose state has no
-    single direction in time). cell: (T,) ||dL/dc_t|| for a unidirectional LSTM, else None.
+    Parameters
+    ----------
+    input : ndarray (T,)
+        :math:`\|\partial L / \partial x_t\|` for t = 0 .. T-1.
+    hidden : ndarray (T,) or None
+        :math:`\|\partial L / \partial h_t\|`, h_t every layer's state after step t; None for a
+        bidirectional layer, whose state has no single direction in time.
+    cell : ndarray (T,) or None
+        :math:`\|\partial L / \partial c_t\|` for a one-directional LSTM, else None.
     """
 
     input: np.ndarray
@@ -49,6 +57,7 @@ class GradientFlow:
 
     @property
     def steps(self) -> int:
+        """T, the number of steps measured."""
         return int(self.input.shape[0])
 
 
@@ -62,12 +71,23 @@ def _mean_norm(g: np.ndarray, batch_axis: int) -> np.ndarray:
 
 
 def gradient_flow(layer: Any, x: Any, state: Any = None) -> GradientFlow:
-    """The gradient norms of ``L = sum(y_{T-1})`` at every step (see the module docstring).
+    r"""The gradient norms of :math:`L = \sum y_{T-1}` (the loss on the last step's output, summed over
+    the batch too) at every step t: :math:`\|\partial L / \partial x_t\|`,
+    :math:`\|\partial L / \partial h_t\|` and for an LSTM :math:`\|\partial L / \partial c_t\|`.
 
-    layer: a fusedrnn RNN, LSTM or GRU without dropout (dropout would make the loss random).
-    x: the layer's input, in its layout ((T, N, I), (N, T, I) with batch_first, or (T, I)).
-    state: the initial state, as the layer's call accepts it (None: zeros).
-    Returns a ``GradientFlow`` whose arrays have one value per step t = 0 .. T-1.
+    Parameters
+    ----------
+    layer : RNN, LSTM or GRU
+        A fusedrnn layer without dropout (dropout would make the loss random).
+    x : array_like
+        The layer's input, in its layout: (T, N, I), (N, T, I) with batch_first, or (T, I).
+    state : optional
+        The initial state, as the layer's call accepts it (None: zeros).
+
+    Returns
+    -------
+    GradientFlow
+        One value per step t = 0 .. T-1 in each array.
     """
     from .layers import RNNBase
 
@@ -159,6 +179,7 @@ def gradient_flow(layer: Any, x: Any, state: Any = None) -> GradientFlow:
 # --------------------------------------------------------------------------------------------------
 # the standard comparison
 
+#: The models :func:`compare` measures, in its order: the keys of its result.
 COMPARISON = ("RNN (tanh)", "LSTM", "LSTM forget+1", "LSTM forget+2", "GRU")
 
 
@@ -172,7 +193,27 @@ def compare(
 ) -> dict[str, GradientFlow]:
     """Gradient flow of a vanilla RNN, an LSTM (forget bias 0, +1, +2) and a GRU of the same size, each
     with PyTorch's default initialization (seeded), on the same standard-normal input (T, N, I).
-    Keys: ``COMPARISON``."""
+
+    Parameters
+    ----------
+    steps : int, default 100
+        T.
+    input_size : int, default 32
+        I.
+    hidden_size : int, default 64
+        H.
+    batch : int, default 1
+        N.
+    seed : int, default 0
+        Seeds the input and every layer's initialization.
+    dtype : numpy.float32 or numpy.float64, default numpy.float32
+        The layers' dtype.
+
+    Returns
+    -------
+    dict of str to GradientFlow
+        Keyed by the names in ``COMPARISON``, in that order.
+    """
     from .layers import GRU, LSTM, RNN
 
     steps = v.check_int("steps", steps, 1)
@@ -199,9 +240,23 @@ def _default_rows(steps: int) -> list[int]:
 def format_table(
     results: dict[str, GradientFlow], rows: Sequence[int] | None = None, what: str = "input"
 ) -> str:
-    """A text table: one row per step t (default: 0, T/10, 2T/10, ... and the last step), one column
-    per model, values ``what`` ("input" or "hidden") in scientific notation; an exact
-    zero (underflow) prints as 0."""
+    """A text table of gradient norms: one row per step, one column per model, in scientific notation;
+    an exact zero (underflow) prints as 0.
+
+    Parameters
+    ----------
+    results : dict of str to GradientFlow
+        The models' measurements, for instance what :func:`compare` returns.
+    rows : sequence of int, optional
+        The steps to show; default 0, T/10, 2T/10, ... and the last step.
+    what : {"input", "hidden"}, default "input"
+        Which norms to show.
+
+    Returns
+    -------
+    str
+        The table, under a title line.
+    """
     if what not in ("input", "hidden"):
         raise ValueError(f"what must be 'input' or 'hidden', got {what!r}")
     names = list(results)
@@ -225,8 +280,18 @@ def format_table(
 
 
 def plot(results: dict[str, GradientFlow], path: str, title: str | None = None) -> None:
-    """Draw ||dL/dx_t|| and ||dL/dh_t|| against t on a log scale (needs matplotlib) into ``path``.
-    Exact zeros (underflow) cannot sit on a log axis: they are drawn at the bottom edge as crosses."""
+    """Draw ||dL/dx_t|| and ||dL/dh_t|| against t on a log scale, side by side (needs matplotlib).
+    Exact zeros (underflow) cannot sit on a log axis: they are drawn at the bottom edge as crosses.
+
+    Parameters
+    ----------
+    results : dict of str to GradientFlow
+        The models' measurements, one line each.
+    path : str or os.PathLike
+        The image file to write (its suffix picks the format: .png, .svg, .pdf).
+    title : str, optional
+        A title above both panels.
+    """
     try:
         import matplotlib
 

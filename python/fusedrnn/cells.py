@@ -156,8 +156,22 @@ class _CellBase(_Recurrent):
         return self._public_state(h, c, layout)
 
     def record(self, x: Any, state: Any = None) -> Tape:
-        """One step that keeps what ``Tape.backward`` needs: ``tape.output`` is the new h,
-        ``tape.state`` what the call returns."""
+        """One step that keeps what :meth:`Tape.backward <fusedrnn.Tape.backward>` needs.
+
+        Parameters
+        ----------
+        x : array_like
+            The input, (N, I) or (I,), as for a call.
+        state : optional
+            The state, as for a call: ``h``, or ``(h, c)`` for an LSTMCell; None for zeros.
+
+        Returns
+        -------
+        Tape
+            ``tape.output`` is the new h, ``tape.state`` what the call returns; ``tape.backward(grad_output,
+            grad_state=None)`` gives the gradients with respect to x (``.input``), the state (``.state``)
+            and the parameters (``.params``).
+        """
         x_core, h0, c0, layout = self._prepare(x, state, "state")
         runtime = self._runtime
         version = runtime.begin_call()
@@ -171,7 +185,51 @@ class _CellBase(_Recurrent):
 
 
 class RNNCell(_CellBase):
-    """``h' = act(W_ih x + b_ih + W_hh h + b_hh)``, act = tanh or relu. ``h = cell(x, h=None)``."""
+    r"""An Elman RNN cell with a tanh or ReLU nonlinearity: PyTorch's ``torch.nn.RNNCell`` on NumPy
+    arrays. One step: ``h' = cell(x, h=None)``.
+
+    .. math::
+
+        h' = \tanh(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})
+
+    or, with ``nonlinearity="relu"``, :math:`h' = \max(0,\ W_{ih} x + b_{ih} + W_{hh} h + b_{hh})`, where
+    :math:`W_{ih}` = ``weight_ih``, :math:`W_{hh}` = ``weight_hh``, :math:`b_{ih}` = ``bias_ih``,
+    :math:`b_{hh}` = ``bias_hh``.
+
+    Parameters
+    ----------
+    input_size : int
+        I, the number of features of the input.
+    hidden_size : int
+        H, the number of features of the state.
+    bias : bool, default True
+        False: no ``bias_ih``, ``bias_hh`` (the b terms are zero).
+    nonlinearity : {"tanh", "relu"}, default "tanh"
+        The activation.
+    dtype : numpy.float32 or numpy.float64, default numpy.float32
+        The parameters' dtype and that of every computation: inputs are converted to it.
+    seed : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
+        Seeds the initialization (every parameter drawn from U(-1/sqrt(H), 1/sqrt(H)), as PyTorch); None
+        draws fresh entropy.
+
+    Shapes
+    ------
+    N samples, I = ``input_size``, H = ``hidden_size``.
+
+    - ``x``: (N, I), or (I,) for one unbatched sample.
+    - ``h`` and the returned ``h'``: (N, H), or (H,) unbatched; ``h=None`` means zeros.
+
+    Attributes
+    ----------
+    weight_ih : ndarray (H, I)
+        :math:`W_{ih}`.
+    weight_hh : ndarray (H, H)
+        :math:`W_{hh}`.
+    bias_ih : ndarray (H,)
+        :math:`b_{ih}` (with ``bias=True``).
+    bias_hh : ndarray (H,)
+        :math:`b_{hh}` (with ``bias=True``).
+    """
 
     def __init__(
         self,
@@ -192,13 +250,71 @@ class RNNCell(_CellBase):
         return [] if self.nonlinearity == "tanh" else [f"nonlinearity={self.nonlinearity!r}"]
 
     def __call__(self, x: Any, h: Any = None) -> np.ndarray:
-        """x (N, I) or (I,); h (N, H) / (H,) or None (zeros) -> the new h."""
+        """One step: the new state ``h'`` (N, H), or (H,) for an unbatched ``x``.
+
+        Parameters
+        ----------
+        x : array_like
+            (N, I), or (I,) unbatched.
+        h : array_like, optional
+            (N, H), or (H,) unbatched; None: zeros.
+        """
         return self._step(x, h, "h")
 
 
 class LSTMCell(_CellBase):
-    """``i, f, g, o = sig, sig, tanh, sig(W_ih x + b_ih + W_hh h + b_hh)``; ``c' = f*c + i*g``;
-    ``h' = o * tanh(c')``. ``h, c = cell(x, (h, c)=None)``."""
+    r"""A long short-term memory (LSTM) cell: PyTorch's ``torch.nn.LSTMCell`` on NumPy arrays. One step:
+    ``h', c' = cell(x, (h, c)=None)``, with the gates in PyTorch's order i, f, g, o:
+
+    .. math::
+
+        \begin{array}{ll}
+        i = \sigma(W_{ii} x + b_{ii} + W_{hi} h + b_{hi}) \\
+        f = \sigma(W_{if} x + b_{if} + W_{hf} h + b_{hf}) \\
+        g = \tanh(W_{ig} x + b_{ig} + W_{hg} h + b_{hg}) \\
+        o = \sigma(W_{io} x + b_{io} + W_{ho} h + b_{ho}) \\
+        c' = f \odot c + i \odot g \\
+        h' = o \odot \tanh(c')
+        \end{array}
+
+    where :math:`\sigma` is the logistic function, :math:`\odot` the elementwise product,
+    :math:`W_{i*}` the four row blocks of ``weight_ih``, :math:`W_{h*}` those of ``weight_hh``, and
+    :math:`b_{i*}`, :math:`b_{h*}` those of ``bias_ih``, ``bias_hh``. The layer :class:`fusedrnn.LSTM`
+    has the options (projection, peepholes, clip, ...).
+
+    Parameters
+    ----------
+    input_size : int
+        I, the number of features of the input.
+    hidden_size : int
+        H, the number of features of the state.
+    bias : bool, default True
+        False: no ``bias_ih``, ``bias_hh`` (the b terms are zero).
+    dtype : numpy.float32 or numpy.float64, default numpy.float32
+        The parameters' dtype and that of every computation: inputs are converted to it.
+    seed : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
+        Seeds the initialization (every parameter drawn from U(-1/sqrt(H), 1/sqrt(H)), as PyTorch); None
+        draws fresh entropy.
+
+    Shapes
+    ------
+    N samples, I = ``input_size``, H = ``hidden_size``.
+
+    - ``x``: (N, I), or (I,) for one unbatched sample.
+    - ``h``, ``c`` and the returned ``h'``, ``c'``: (N, H) each, or (H,) unbatched; ``state=None`` (or
+      either part None) means zeros.
+
+    Attributes
+    ----------
+    weight_ih : ndarray (4H, I)
+        :math:`[W_{ii}; W_{if}; W_{ig}; W_{io}]`.
+    weight_hh : ndarray (4H, H)
+        :math:`[W_{hi}; W_{hf}; W_{hg}; W_{ho}]`.
+    bias_ih : ndarray (4H,)
+        :math:`[b_{ii}; b_{if}; b_{ig}; b_{io}]` (with ``bias=True``).
+    bias_hh : ndarray (4H,)
+        :math:`[b_{hi}; b_{hf}; b_{hg}; b_{ho}]` (with ``bias=True``).
+    """
 
     def __init__(
         self,
@@ -214,14 +330,75 @@ class LSTMCell(_CellBase):
         )
 
     def __call__(self, x: Any, state: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """x (N, I) or (I,); state (h, c), each (N, H) / (H,), or None (zeros) -> (h', c')."""
+        """One step: the new state ``(h', c')``, each (N, H), or (H,) for an unbatched ``x``.
+
+        Parameters
+        ----------
+        x : array_like
+            (N, I), or (I,) unbatched.
+        state : tuple (h, c), optional
+            Each (N, H), or (H,) unbatched; None, or either part None: zeros.
+        """
         return self._step(x, state, "state")
 
 
 class GRUCell(_CellBase):
-    """``r, z = sig(...)``; ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`` (linear_before_reset=True,
-    PyTorch's) or ``tanh(W_in x + b_in + W_hn (r * h) + b_hn)`` (False); ``h' = (1-z)*n + z*h``.
-    ``h = cell(x, h=None)``."""
+    r"""A gated recurrent unit (GRU) cell: PyTorch's ``torch.nn.GRUCell`` on NumPy arrays. One step:
+    ``h' = cell(x, h=None)``, with the gates in PyTorch's order r, z, n:
+
+    .. math::
+
+        \begin{array}{ll}
+        r = \sigma(W_{ir} x + b_{ir} + W_{hr} h + b_{hr}) \\
+        z = \sigma(W_{iz} x + b_{iz} + W_{hz} h + b_{hz}) \\
+        n = \tanh(W_{in} x + b_{in} + r \odot (W_{hn} h + b_{hn})) \\
+        h' = (1 - z) \odot n + z \odot h
+        \end{array}
+
+    where :math:`\sigma` is the logistic function, :math:`\odot` the elementwise product,
+    :math:`W_{i*}` the three row blocks of ``weight_ih``, :math:`W_{h*}` those of ``weight_hh``, and
+    :math:`b_{i*}`, :math:`b_{h*}` those of ``bias_ih``, ``bias_hh``. That is the linear-before-reset form
+    (PyTorch's); ``linear_before_reset=False`` gives the reset-before form (ONNX's default, Keras'
+    ``reset_after=False``):
+
+    .. math::
+
+        n = \tanh(W_{in} x + b_{in} + W_{hn} (r \odot h) + b_{hn})
+
+    Parameters
+    ----------
+    input_size : int
+        I, the number of features of the input.
+    hidden_size : int
+        H, the number of features of the state.
+    bias : bool, default True
+        False: no ``bias_ih``, ``bias_hh`` (the b terms are zero).
+    linear_before_reset : bool, default True
+        The form of the n gate: True linear-before-reset (PyTorch's), False reset-before.
+    dtype : numpy.float32 or numpy.float64, default numpy.float32
+        The parameters' dtype and that of every computation: inputs are converted to it.
+    seed : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
+        Seeds the initialization (every parameter drawn from U(-1/sqrt(H), 1/sqrt(H)), as PyTorch); None
+        draws fresh entropy.
+
+    Shapes
+    ------
+    N samples, I = ``input_size``, H = ``hidden_size``.
+
+    - ``x``: (N, I), or (I,) for one unbatched sample.
+    - ``h`` and the returned ``h'``: (N, H), or (H,) unbatched; ``h=None`` means zeros.
+
+    Attributes
+    ----------
+    weight_ih : ndarray (3H, I)
+        :math:`[W_{ir}; W_{iz}; W_{in}]`.
+    weight_hh : ndarray (3H, H)
+        :math:`[W_{hr}; W_{hz}; W_{hn}]`.
+    bias_ih : ndarray (3H,)
+        :math:`[b_{ir}; b_{iz}; b_{in}]` (with ``bias=True``).
+    bias_hh : ndarray (3H,)
+        :math:`[b_{hr}; b_{hz}; b_{hn}]` (with ``bias=True``).
+    """
 
     def __init__(
         self,
@@ -245,11 +422,20 @@ class GRUCell(_CellBase):
 
     @property
     def linear_before_reset(self) -> bool:
+        """The form of the n gate, True for linear-before-reset (PyTorch's), False for reset-before."""
         return self._config.linear_before_reset
 
     def _extra_repr(self) -> list[str]:
         return [] if self.linear_before_reset else ["linear_before_reset=False"]
 
     def __call__(self, x: Any, h: Any = None) -> np.ndarray:
-        """x (N, I) or (I,); h (N, H) / (H,) or None (zeros) -> the new h."""
+        """One step: the new state ``h'`` (N, H), or (H,) for an unbatched ``x``.
+
+        Parameters
+        ----------
+        x : array_like
+            (N, I), or (I,) unbatched.
+        h : array_like, optional
+            (N, H), or (H,) unbatched; None: zeros.
+        """
         return self._step(x, h, "h")

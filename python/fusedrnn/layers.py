@@ -46,9 +46,21 @@ _PROJECTION_BYTES = 8 << 20
 
 
 class RNNBase(_Recurrent):
-    """The machinery shared by RNN, LSTM and GRU; use those.
+    """The machinery shared by :class:`RNN`, :class:`LSTM` and :class:`GRU`: build those rather than this.
 
-    mode: PyTorch's names, "RNN_TANH", "RNN_RELU", "LSTM" or "GRU".
+    The subclasses' pages give the equations, parameters and shapes; the methods documented here
+    (``record``, ``stream``, ``state_dict``, ``load_state_dict``, ``parameters``, ...) are theirs.
+
+    ``RNNBase(mode, input_size, hidden_size, ...)`` takes the cell as ``mode``, by PyTorch's names
+    (``"RNN_TANH"``, ``"RNN_RELU"``, ``"LSTM"`` or ``"GRU"``), then the arguments of :class:`LSTM`
+    (``input_size``, ``hidden_size``, ``num_layers``, ``bias``, ``batch_first``, ``dropout``,
+    ``bidirectional``, ``proj_size``) and the options of the three (``linear_before_reset``, ``residual``,
+    ``peephole``, ``clip``, ``input_forget``, ``gate_activation``, ``dtype``, ``seed``), each refused by a
+    cell that does not take it.
+
+    The constructor's arguments are the layer's attributes (``lstm.hidden_size``, ...), read-only:
+    assigning one raises AttributeError (build a new layer and ``load_state_dict`` the weights that
+    still fit).
     """
 
     _pair_kind = "an LSTM"
@@ -154,6 +166,7 @@ class RNNBase(_Recurrent):
 
     @property
     def num_directions(self) -> int:
+        """2 for a bidirectional layer, else 1 (D in the shapes)."""
         return self._config.num_directions
 
     def __repr__(self) -> str:
@@ -313,9 +326,26 @@ class RNNBase(_Recurrent):
         return masks
 
     def record(self, x: Any, state: Any = None, lengths: Any = None) -> Tape:
-        """The forward pass of a call, keeping what ``Tape.backward`` needs. Dropout (p = ``dropout``,
-        between layers) applies here, with masks drawn from the model's generator (``Tape.dropout_masks``).
-        Arguments as for a call; ``tape.output`` and ``tape.state`` are what the call returns."""
+        """The forward pass of a call that keeps what :meth:`Tape.backward <fusedrnn.Tape.backward>` needs.
+
+        Dropout (p = ``dropout``, between layers) applies here, and only here, with masks drawn from the
+        layer's random generator (``tape.dropout_masks``).
+
+        Parameters
+        ----------
+        x : array_like
+            The input sequence, as for a call.
+        state : optional
+            The initial state, as for a call: ``h_0``, or ``(h_0, c_0)`` for an LSTM; None for zeros.
+        lengths : array_like, optional
+            (N,) the sequences' lengths, as for a call; None: all T.
+
+        Returns
+        -------
+        Tape
+            ``tape.output`` and ``tape.state`` are what the call returns (``y`` and ``h_n``, or
+            ``(h_n, c_n)``); ``tape.backward(grad_output, grad_state=None)`` returns the gradients.
+        """
         x_tm, h0, c0, lens, layout = self._prepare(x, state, lengths, "state", training=True)
         runtime = self._runtime
         with runtime.lock:
@@ -328,21 +358,118 @@ class RNNBase(_Recurrent):
         return Tape(self, saved, version, layout.seq_out(y), self._public_state(h, c, layout), masks, layout)
 
     def stream(self, batch_size: int | None = None, state: Any = None) -> Stream:
-        """A stateful stream that runs this layer one time step at a time (``fusedrnn.stream.Stream``).
+        """A stateful stream that runs this layer one time step at a time.
 
         ``y_t = s.step(x_t)`` with x_t (batch_size, I), or (I,) when batch_size is None, gives y_t
         (batch_size, H_out) / (H_out,): step t of what one call over the whole sequence gives, the state
         carried from step to step (``s.state``, in the layout of the call's, zeros or ``state`` at first
         and after ``s.reset()``). Inference only (no dropout). A bidirectional layer cannot stream: its
         reverse direction starts at the end of the sequence.
+
+        Parameters
+        ----------
+        batch_size : int or None
+            N, the number of sequences stepped together; None for one unbatched sequence.
+        state : optional
+            The initial state, as a call of the layer accepts it for this batch size (zeros if None).
+
+        Returns
+        -------
+        fusedrnn.stream.Stream
         """
         return Stream(self, batch_size, state)
 
 
 class RNN(RNNBase):
-    """Elman RNN: ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``, act = tanh or relu.
+    r"""A multi-layer Elman RNN with a tanh or ReLU nonlinearity: PyTorch's ``torch.nn.RNN`` on NumPy
+    arrays.
 
-    ``rnn(x, h0=None, lengths=None) -> (y, h_n)``; see the module docstring for shapes.
+    ``y, h_n = rnn(x, h_0=None, lengths=None)``. For each step t of the input sequence, each layer
+    computes
+
+    .. math::
+
+        h_t = \tanh(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})
+
+    or, with ``nonlinearity="relu"``, :math:`h_t = \max(0,\ W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})`,
+    where :math:`x_t` is the layer's input at step t, :math:`h_{t-1}` its state before the step (the
+    initial state ``h_0`` at t = 0), :math:`W_{ih}` = ``weight_ih_l{k}``, :math:`W_{hh}` =
+    ``weight_hh_l{k}``, :math:`b_{ih}` = ``bias_ih_l{k}``, :math:`b_{hh}` = ``bias_hh_l{k}`` (zero with
+    ``bias=False``).
+
+    Layer k >= 1 reads layer k-1's output: :math:`x^{(k)}_t = \delta^{(k-1)}_t \odot y^{(k-1)}_t`,
+    where :math:`\odot` is the elementwise product and :math:`\delta` is 1 in a call, and in
+    :meth:`record` a dropout mask (Bernoulli(1 - p) / (1 - p), p = ``dropout``). A layer's output
+    :math:`y^{(k)}_t` is its :math:`h_t`, or with ``bidirectional=True`` the concatenation
+    :math:`[h^{\rightarrow}_t, h^{\leftarrow}_t]` of the forward direction and of the reverse direction,
+    which has weights of its own (suffix ``_reverse``) and runs from the last step to the first.
+    ``residual=True`` adds each layer's input to its output after the first layer:
+
+    .. math::
+
+        y^{(k)}_t = h^{(k)}_t + x^{(k)}_t \qquad (k \ge 1)
+
+    Parameters
+    ----------
+    input_size : int
+        I, the number of features of each step of the input.
+    hidden_size : int
+        H, the number of features of the hidden state.
+    num_layers : int, default 1
+        L, the number of stacked layers.
+    nonlinearity : {"tanh", "relu"}, default "tanh"
+        The activation.
+    bias : bool, default True
+        False: no ``bias_ih_l{k}``, ``bias_hh_l{k}`` (the b terms are zero).
+    batch_first : bool, default False
+        True: ``x`` and ``y`` are (N, T, features) instead of (T, N, features); the states are not
+        affected.
+    dropout : float, default 0.0
+        p, the probability of zeroing an element of each layer's output but the last, in :meth:`record`
+        (training); a call never drops.
+    bidirectional : bool, default False
+        True: a second direction per layer, reading the sequence backwards.
+    residual : bool, default False
+        True: the residual connections above (the layers' input and output widths are equal after the
+        first layer, D*H).
+    dtype : numpy.float32 or numpy.float64, default numpy.float32
+        The parameters' dtype and that of every computation: inputs are converted to it.
+    seed : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
+        Seeds the initialization (every parameter drawn from U(-1/sqrt(H), 1/sqrt(H)), as PyTorch) and
+        the dropout masks; None draws fresh entropy.
+
+    Shapes
+    ------
+    T steps, N sequences, I = ``input_size``, H = ``hidden_size``, D = 2 if ``bidirectional`` else 1,
+    L = ``num_layers``.
+
+    - ``x``: (T, N, I); (N, T, I) with ``batch_first=True``; (T, I) for one unbatched sequence.
+    - ``h_0``, ``h_n``: (D*L, N, H), entry ``k*D + d`` for layer k and direction d (1: the reverse
+      direction); (D*L, H) unbatched. ``h_n`` is each direction's state after its last step.
+    - ``lengths``: (N,) ints in [1, T], or None (every sequence has T steps): PyTorch's
+      packed-sequence semantics without packing (outputs past a sequence's end are zeros, its reverse
+      direction starts at its own last step, ``h_n`` holds the state at its last valid step).
+    - ``y``: (T, N, D*H), the last layer's output at every step, the forward direction's features
+      first; (N, T, D*H) with ``batch_first=True``; (T, D*H) unbatched.
+
+    Attributes
+    ----------
+    weight_ih_l{k}[_reverse] : ndarray (H, I) for k = 0, else (H, D*H)
+        :math:`W_{ih}` of layer k (and direction).
+    weight_hh_l{k}[_reverse] : ndarray (H, H)
+        :math:`W_{hh}`.
+    bias_ih_l{k}[_reverse] : ndarray (H,)
+        :math:`b_{ih}` (with ``bias=True``).
+    bias_hh_l{k}[_reverse] : ndarray (H,)
+        :math:`b_{hh}` (with ``bias=True``).
+
+    Examples
+    --------
+    >>> import numpy as np, fusedrnn as fr
+    >>> rnn = fr.RNN(10, 20, num_layers=2, seed=0)
+    >>> y, h_n = rnn(np.ones((5, 3, 10), np.float32))
+    >>> y.shape, h_n.shape
+    ((5, 3, 20), (2, 3, 20))
     """
 
     def __init__(
@@ -377,27 +504,193 @@ class RNN(RNNBase):
         )
 
     def __call__(self, x: Any, h0: Any = None, lengths: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """y, h_n = rnn(x, h0=None, lengths=None): x (T, N, I) / (N, T, I) batch_first / (T, I);
-        h0 (D*L, N, H) or None (zeros); y (T, N, D*H); h_n (D*L, N, H)."""
+        """Run the layers over a sequence: ``y, h_n = rnn(x, h0=None, lengths=None)``.
+
+        Parameters
+        ----------
+        x : array_like
+            The input, (T, N, I), (N, T, I) with ``batch_first=True``, or (T, I) unbatched.
+        h0 : array_like, optional
+            The initial state (D*L, N, H), or (D*L, H) unbatched; None: zeros.
+        lengths : array_like, optional
+            (N,) the number of valid steps of each sequence; None: all T.
+
+        Returns
+        -------
+        y : ndarray
+            (T, N, D*H) (batch_first: (N, T, D*H); unbatched: (T, D*H)).
+        h_n : ndarray
+            (D*L, N, H), the state after each sequence's last valid step.
+        """
         return self._forward(x, h0, lengths, "h0")
 
 
 class LSTM(RNNBase):
-    """Long short-term memory, optionally with a projection (``proj_size``, PyTorch's form).
+    r"""A multi-layer long short-term memory (LSTM) network: PyTorch's ``torch.nn.LSTM`` on NumPy arrays,
+    with ONNX's and Keras' LSTM options besides.
 
-    ``lstm(x, state=None, lengths=None) -> (y, (h_n, c_n))``; state is ``(h0, c0)`` or None.
-    Beyond PyTorch (ONNX's LSTM): ``peephole=True`` adds ``weight_ph_l{k}`` (3H: p_i, p_f, p_o) with
-    ``i = σ(... + p_i c_prev)``, ``f = σ(... + p_f c_prev)``, ``o = σ(... + p_o c_t)``; ``clip`` > 0 bounds
-    every gate's activation input to [-clip, clip]; ``input_forget=True`` couples ``f = 1 - i``.
-    ``residual=True``: each layer after the first adds its input to its output.
-    ``gate_activation="hard_sigmoid"``: i, f and o use Keras 3's hard sigmoid ``clip(a / 6 + 1/2, 0, 1)``
-    instead of the logistic function (Keras' ``recurrent_activation``).
+    ``y, (h_n, c_n) = lstm(x, state=None, lengths=None)``. For each step t of the input sequence, each
+    layer computes, with the gates in PyTorch's order i, f, g, o:
 
-    ``forget_bias=b`` (initialization only, as Keras' ``unit_forget_bias``): b is added to the forget
-    gate's block of every ``bias_ih_l{k}[_reverse]`` (rows H:2H) after the default initialization, so the
-    forget gate's total bias ``b_if + b_hf`` starts near b and f = σ(b + ...) near 1 for b = 1 or 2: the
-    cell state, and the gradient through it, then decays slowly over time. ``bias_hh`` is left alone
-    (a PyTorch model has two biases; only their sum matters). Needs bias=True and not input_forget.
+    .. math::
+
+        \begin{array}{ll}
+        i_t = \sigma(W_{ii} x_t + b_{ii} + W_{hi} h_{t-1} + b_{hi}) \\
+        f_t = \sigma(W_{if} x_t + b_{if} + W_{hf} h_{t-1} + b_{hf}) \\
+        g_t = \tanh(W_{ig} x_t + b_{ig} + W_{hg} h_{t-1} + b_{hg}) \\
+        o_t = \sigma(W_{io} x_t + b_{io} + W_{ho} h_{t-1} + b_{ho}) \\
+        c_t = f_t \odot c_{t-1} + i_t \odot g_t \\
+        h_t = o_t \odot \tanh(c_t)
+        \end{array}
+
+    where :math:`x_t` is the layer's input at step t, :math:`h_t` the hidden state and :math:`c_t` the
+    cell state after step t (``h_0``, ``c_0`` before the first step), :math:`\sigma` the logistic
+    function and :math:`\odot` the elementwise product. :math:`W_{ii}, W_{if}, W_{ig}, W_{io}` are the
+    four row blocks of ``weight_ih_l{k}``, :math:`W_{h*}` those of ``weight_hh_l{k}``, :math:`b_{i*}`
+    and :math:`b_{h*}` those of ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (zero with ``bias=False``).
+
+    Layer k >= 1 reads layer k-1's output: :math:`x^{(k)}_t = \delta^{(k-1)}_t \odot y^{(k-1)}_t`, where
+    :math:`\delta` is 1 in a call, and in :meth:`record` a dropout mask (Bernoulli(1 - p) / (1 - p),
+    p = ``dropout``). A layer's output :math:`y^{(k)}_t` is its :math:`h_t`, or with
+    ``bidirectional=True`` the concatenation :math:`[h^{\rightarrow}_t, h^{\leftarrow}_t]` of the
+    forward direction and of the reverse direction, which has weights of its own (suffix ``_reverse``)
+    and runs from the last step to the first.
+
+    The options change the equations as follows; they combine.
+
+    - ``proj_size`` = P > 0 (PyTorch's projection): the hidden state is projected by
+      :math:`W_{hr}` = ``weight_hr_l{k}`` (P, H), so that :math:`h_t`, ``h_0``, ``h_n`` and each
+      direction's output have P features while :math:`c_t` keeps H:
+
+      .. math::
+
+          h_t = W_{hr} (o_t \odot \tanh(c_t))
+
+    - ``peephole=True`` (ONNX's peepholes): the gates also read the cell state, through
+      ``weight_ph_l{k}`` = :math:`[p_i; p_f; p_o]` (3H); the output gate reads the new one:
+
+      .. math::
+
+          \begin{array}{ll}
+          i_t = \sigma(W_{ii} x_t + b_{ii} + W_{hi} h_{t-1} + b_{hi} + p_i \odot c_{t-1}) \\
+          f_t = \sigma(W_{if} x_t + b_{if} + W_{hf} h_{t-1} + b_{hf} + p_f \odot c_{t-1}) \\
+          o_t = \sigma(W_{io} x_t + b_{io} + W_{ho} h_{t-1} + b_{ho} + p_o \odot c_t)
+          \end{array}
+
+    - ``clip`` = :math:`\kappa` > 0 (ONNX's ``clip``): the input :math:`a_*` of every gate's activation
+      (the argument of :math:`\sigma` or tanh above, peephole terms included) is clipped first:
+
+      .. math::
+
+          \begin{array}{ll}
+          i_t = \sigma(\operatorname{clip}(a_i, -\kappa, \kappa)), \quad \ldots, \quad
+          g_t = \tanh(\operatorname{clip}(a_g, -\kappa, \kappa)), \quad \ldots \\
+          \operatorname{clip}(a, l, u) = \min(\max(a, l), u)
+          \end{array}
+
+    - ``input_forget=True`` (ONNX's coupled gates): the forget gate is the input gate's complement; the
+      f blocks of the weights are unused (their gradients are zero):
+
+      .. math::
+
+          f_t = 1 - i_t
+
+    - ``gate_activation="hard_sigmoid"`` (Keras' ``recurrent_activation``): i, f and o use Keras 3's
+      hard sigmoid :math:`\hat\sigma` in place of :math:`\sigma`; g and :math:`\tanh(c_t)` keep tanh:
+
+      .. math::
+
+          \hat\sigma(a) = \operatorname{clip}(a / 6 + 1/2,\ 0,\ 1)
+
+    - ``residual=True``: each layer after the first adds its input to its output, which is what the
+      next layer reads and what ``y`` holds for the last layer (the states are unchanged):
+
+      .. math::
+
+          y^{(k)}_t = [h^{\rightarrow}_t, h^{\leftarrow}_t]^{(k)} + x^{(k)}_t \qquad (k \ge 1)
+
+    - ``forget_bias`` = b (initialization only, Keras' ``unit_forget_bias``): b is added to the forget
+      gate's block of every ``bias_ih_l{k}[_reverse]`` (rows H:2H) after the default initialization, so
+      that :math:`b_{if} + b_{hf}` starts near b and :math:`f_t = \sigma(b + \ldots)` near 1 for b = 1 or
+      2: the cell state, and the gradient through it, then decays slowly over time. ``bias_hh`` is left
+      alone (only the sum of the two biases matters).
+
+    Parameters
+    ----------
+    input_size : int
+        I, the number of features of each step of the input.
+    hidden_size : int
+        H, the number of features of the cell state (and of the hidden state without projection).
+    num_layers : int, default 1
+        L, the number of stacked layers.
+    bias : bool, default True
+        False: no ``bias_ih_l{k}``, ``bias_hh_l{k}`` (the b terms are zero).
+    batch_first : bool, default False
+        True: ``x`` and ``y`` are (N, T, features) instead of (T, N, features); the states are not
+        affected.
+    dropout : float, default 0.0
+        p, the probability of zeroing an element of each layer's output but the last, in :meth:`record`
+        (training); a call never drops.
+    bidirectional : bool, default False
+        True: a second direction per layer, reading the sequence backwards.
+    proj_size : int, default 0
+        P: the projection above when > 0 (it must be smaller than ``hidden_size``).
+    residual : bool, default False
+        The residual connections above.
+    peephole : bool, default False
+        The peephole connections above (parameters ``weight_ph_l{k}[_reverse]``).
+    clip : float, default 0.0
+        :math:`\kappa`, the bound of the activations' inputs; 0 for none.
+    input_forget : bool, default False
+        Couple the forget gate to the input gate, :math:`f_t = 1 - i_t`.
+    gate_activation : {"sigmoid", "hard_sigmoid"}, default "sigmoid"
+        The activation of the gates i, f and o.
+    forget_bias : float, default 0.0
+        Added to the forget gate's input bias at initialization (needs ``bias=True`` and not
+        ``input_forget``).
+    dtype : numpy.float32 or numpy.float64, default numpy.float32
+        The parameters' dtype and that of every computation: inputs are converted to it.
+    seed : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
+        Seeds the initialization (every parameter drawn from U(-1/sqrt(H), 1/sqrt(H)), as PyTorch) and
+        the dropout masks; None draws fresh entropy.
+
+    Shapes
+    ------
+    T steps, N sequences, I = ``input_size``, H = ``hidden_size``, H_out = P if ``proj_size`` > 0 else H,
+    D = 2 if ``bidirectional`` else 1, L = ``num_layers``.
+
+    - ``x``: (T, N, I); (N, T, I) with ``batch_first=True``; (T, I) for one unbatched sequence.
+    - ``state = (h_0, c_0)`` and the returned ``(h_n, c_n)``: ``h`` (D*L, N, H_out) and ``c`` (D*L, N, H),
+      entry ``k*D + d`` for layer k and direction d (1: the reverse direction); without the N axis
+      unbatched. ``state=None``, or either part None, means zeros.
+    - ``lengths``: (N,) ints in [1, T], or None (every sequence has T steps): PyTorch's
+      packed-sequence semantics without packing (outputs past a sequence's end are zeros, its reverse
+      direction starts at its own last step, ``h_n`` and ``c_n`` hold the state at its last valid step).
+    - ``y``: (T, N, D*H_out), the last layer's output at every step, the forward direction's features
+      first; (N, T, D*H_out) with ``batch_first=True``; (T, D*H_out) unbatched.
+
+    Attributes
+    ----------
+    weight_ih_l{k}[_reverse] : ndarray (4H, I) for k = 0, else (4H, D*H_out)
+        :math:`[W_{ii}; W_{if}; W_{ig}; W_{io}]` of layer k (and direction).
+    weight_hh_l{k}[_reverse] : ndarray (4H, H_out)
+        :math:`[W_{hi}; W_{hf}; W_{hg}; W_{ho}]`.
+    bias_ih_l{k}[_reverse] : ndarray (4H,)
+        :math:`[b_{ii}; b_{if}; b_{ig}; b_{io}]` (with ``bias=True``).
+    bias_hh_l{k}[_reverse] : ndarray (4H,)
+        :math:`[b_{hi}; b_{hf}; b_{hg}; b_{ho}]` (with ``bias=True``).
+    weight_hr_l{k}[_reverse] : ndarray (P, H)
+        :math:`W_{hr}` (with ``proj_size`` > 0).
+    weight_ph_l{k}[_reverse] : ndarray (3H,)
+        :math:`[p_i; p_f; p_o]` (with ``peephole=True``).
+
+    Examples
+    --------
+    >>> import numpy as np, fusedrnn as fr
+    >>> lstm = fr.LSTM(10, 20, num_layers=2, bidirectional=True, proj_size=8, seed=0)
+    >>> y, (h_n, c_n) = lstm(np.ones((5, 3, 10), np.float32))
+    >>> y.shape, h_n.shape, c_n.shape
+    ((5, 3, 16), (4, 3, 8), (4, 3, 20))
     """
 
     def __init__(
@@ -465,18 +758,142 @@ class LSTM(RNNBase):
     def __call__(
         self, x: Any, state: Any = None, lengths: Any = None
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """y, (h_n, c_n) = lstm(x, (h0, c0)=None, lengths=None): x (T, N, I) / (N, T, I) / (T, I);
-        h0 (D*L, N, H_out), c0 (D*L, N, H) (None or either one None: zeros); y (T, N, D*H_out)."""
+        """Run the layers over a sequence: ``y, (h_n, c_n) = lstm(x, state=None, lengths=None)``.
+
+        Parameters
+        ----------
+        x : array_like
+            The input, (T, N, I), (N, T, I) with ``batch_first=True``, or (T, I) unbatched.
+        state : tuple (h_0, c_0), optional
+            The initial state, h_0 (D*L, N, H_out) and c_0 (D*L, N, H) (without N unbatched); None, or
+            either part None: zeros.
+        lengths : array_like, optional
+            (N,) the number of valid steps of each sequence; None: all T.
+
+        Returns
+        -------
+        y : ndarray
+            (T, N, D*H_out) (batch_first: (N, T, D*H_out); unbatched: (T, D*H_out)).
+        (h_n, c_n) : tuple of ndarray
+            (D*L, N, H_out) and (D*L, N, H), the state after each sequence's last valid step.
+        """
         return self._forward(x, state, lengths, "state")
 
 
 class GRU(RNNBase):
-    """Gated recurrent unit. ``linear_before_reset=True`` is PyTorch's (and cuDNN's, Keras
-    reset_after=True) form; False is the reset-before form (ONNX's default, Keras reset_after=False).
+    r"""A multi-layer gated recurrent unit (GRU) network: PyTorch's ``torch.nn.GRU`` on NumPy arrays,
+    with the reset-before form of ONNX and Keras besides.
 
-    ``gru(x, h0=None, lengths=None) -> (y, h_n)``. ``gate_activation="hard_sigmoid"``: r and z use Keras
-    3's hard sigmoid ``clip(a / 6 + 1/2, 0, 1)`` instead of the logistic function (Keras'
-    ``recurrent_activation``).
+    ``y, h_n = gru(x, h_0=None, lengths=None)``. For each step t of the input sequence, each layer
+    computes, with the gates in PyTorch's order r, z, n:
+
+    .. math::
+
+        \begin{array}{ll}
+        r_t = \sigma(W_{ir} x_t + b_{ir} + W_{hr} h_{t-1} + b_{hr}) \\
+        z_t = \sigma(W_{iz} x_t + b_{iz} + W_{hz} h_{t-1} + b_{hz}) \\
+        n_t = \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn})) \\
+        h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}
+        \end{array}
+
+    where :math:`x_t` is the layer's input at step t, :math:`h_t` the hidden state after step t (``h_0``
+    before the first step), :math:`\sigma` the logistic function and :math:`\odot` the elementwise
+    product. :math:`W_{ir}, W_{iz}, W_{in}` are the three row blocks of ``weight_ih_l{k}``,
+    :math:`W_{h*}` those of ``weight_hh_l{k}``, :math:`b_{i*}` and :math:`b_{h*}` those of
+    ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (zero with ``bias=False``). This is the linear-before-reset
+    form (``linear_before_reset=True``: PyTorch's, cuDNN's, Keras' ``reset_after=True``, ONNX's
+    ``linear_before_reset=1``): the reset gate multiplies the recurrent product and its bias.
+
+    ``linear_before_reset=False`` is the reset-before form (ONNX's default, Keras' ``reset_after=False``):
+    the reset gate multiplies the state before the product,
+
+    .. math::
+
+        n_t = \tanh(W_{in} x_t + b_{in} + W_{hn} (r_t \odot h_{t-1}) + b_{hn})
+
+    The two forms give different numbers for the same weights, and no weights of one reproduce the other.
+
+    ``gate_activation="hard_sigmoid"`` (Keras' ``recurrent_activation``): r and z use Keras 3's hard
+    sigmoid in place of :math:`\sigma`; n keeps tanh:
+
+    .. math::
+
+        \hat\sigma(a) = \operatorname{clip}(a / 6 + 1/2,\ 0,\ 1) = \min(\max(a / 6 + 1/2,\ 0),\ 1)
+
+    Layer k >= 1 reads layer k-1's output: :math:`x^{(k)}_t = \delta^{(k-1)}_t \odot y^{(k-1)}_t`, where
+    :math:`\delta` is 1 in a call, and in :meth:`record` a dropout mask (Bernoulli(1 - p) / (1 - p),
+    p = ``dropout``). A layer's output :math:`y^{(k)}_t` is its :math:`h_t`, or with
+    ``bidirectional=True`` the concatenation :math:`[h^{\rightarrow}_t, h^{\leftarrow}_t]` of the
+    forward direction and of the reverse direction, which has weights of its own (suffix ``_reverse``)
+    and runs from the last step to the first. ``residual=True`` adds each layer's input to its output
+    after the first layer:
+
+    .. math::
+
+        y^{(k)}_t = [h^{\rightarrow}_t, h^{\leftarrow}_t]^{(k)} + x^{(k)}_t \qquad (k \ge 1)
+
+    Parameters
+    ----------
+    input_size : int
+        I, the number of features of each step of the input.
+    hidden_size : int
+        H, the number of features of the hidden state.
+    num_layers : int, default 1
+        L, the number of stacked layers.
+    bias : bool, default True
+        False: no ``bias_ih_l{k}``, ``bias_hh_l{k}`` (the b terms are zero).
+    batch_first : bool, default False
+        True: ``x`` and ``y`` are (N, T, features) instead of (T, N, features); the states are not
+        affected.
+    dropout : float, default 0.0
+        p, the probability of zeroing an element of each layer's output but the last, in :meth:`record`
+        (training); a call never drops.
+    bidirectional : bool, default False
+        True: a second direction per layer, reading the sequence backwards.
+    linear_before_reset : bool, default True
+        The form of the n gate: True linear-before-reset (PyTorch's), False reset-before.
+    residual : bool, default False
+        The residual connections above.
+    gate_activation : {"sigmoid", "hard_sigmoid"}, default "sigmoid"
+        The activation of the gates r and z.
+    dtype : numpy.float32 or numpy.float64, default numpy.float32
+        The parameters' dtype and that of every computation: inputs are converted to it.
+    seed : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
+        Seeds the initialization (every parameter drawn from U(-1/sqrt(H), 1/sqrt(H)), as PyTorch) and
+        the dropout masks; None draws fresh entropy.
+
+    Shapes
+    ------
+    T steps, N sequences, I = ``input_size``, H = ``hidden_size``, D = 2 if ``bidirectional`` else 1,
+    L = ``num_layers``.
+
+    - ``x``: (T, N, I); (N, T, I) with ``batch_first=True``; (T, I) for one unbatched sequence.
+    - ``h_0``, ``h_n``: (D*L, N, H), entry ``k*D + d`` for layer k and direction d (1: the reverse
+      direction); (D*L, H) unbatched. ``h_n`` is each direction's state after its last step.
+    - ``lengths``: (N,) ints in [1, T], or None (every sequence has T steps): PyTorch's
+      packed-sequence semantics without packing (outputs past a sequence's end are zeros, its reverse
+      direction starts at its own last step, ``h_n`` holds the state at its last valid step).
+    - ``y``: (T, N, D*H), the last layer's output at every step, the forward direction's features
+      first; (N, T, D*H) with ``batch_first=True``; (T, D*H) unbatched.
+
+    Attributes
+    ----------
+    weight_ih_l{k}[_reverse] : ndarray (3H, I) for k = 0, else (3H, D*H)
+        :math:`[W_{ir}; W_{iz}; W_{in}]` of layer k (and direction).
+    weight_hh_l{k}[_reverse] : ndarray (3H, H)
+        :math:`[W_{hr}; W_{hz}; W_{hn}]`.
+    bias_ih_l{k}[_reverse] : ndarray (3H,)
+        :math:`[b_{ir}; b_{iz}; b_{in}]` (with ``bias=True``).
+    bias_hh_l{k}[_reverse] : ndarray (3H,)
+        :math:`[b_{hr}; b_{hz}; b_{hn}]` (with ``bias=True``).
+
+    Examples
+    --------
+    >>> import numpy as np, fusedrnn as fr
+    >>> gru = fr.GRU(10, 20, batch_first=True, linear_before_reset=False, seed=0)
+    >>> y, h_n = gru(np.ones((3, 5, 10), np.float32), lengths=[5, 2, 4])
+    >>> y.shape, h_n.shape, float(abs(y[1, 2:]).max())
+    ((3, 5, 20), (1, 3, 20), 0.0)
     """
 
     def __init__(
@@ -513,8 +930,26 @@ class GRU(RNNBase):
 
     @property
     def linear_before_reset(self) -> bool:
+        """The form of the n gate, True for linear-before-reset (PyTorch's), False for reset-before."""
         return self._config.linear_before_reset
 
     def __call__(self, x: Any, h0: Any = None, lengths: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """y, h_n = gru(x, h0=None, lengths=None): shapes as RNN's."""
+        """Run the layers over a sequence: ``y, h_n = gru(x, h0=None, lengths=None)``.
+
+        Parameters
+        ----------
+        x : array_like
+            The input, (T, N, I), (N, T, I) with ``batch_first=True``, or (T, I) unbatched.
+        h0 : array_like, optional
+            The initial state (D*L, N, H), or (D*L, H) unbatched; None: zeros.
+        lengths : array_like, optional
+            (N,) the number of valid steps of each sequence; None: all T.
+
+        Returns
+        -------
+        y : ndarray
+            (T, N, D*H) (batch_first: (N, T, D*H); unbatched: (T, D*H)).
+        h_n : ndarray
+            (D*L, N, H), the state after each sequence's last valid step.
+        """
         return self._forward(x, h0, lengths, "h0")

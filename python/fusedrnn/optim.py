@@ -112,9 +112,25 @@ def _grad_dicts(grads: Any, count: int) -> list[Mapping[str, Any] | None]:
 
 
 class Optimizer:
-    """Base class: holds the sources and per-parameter state, validates gradients, applies ``_update``.
+    """The base class of :class:`SGD` and :class:`Adam`: holds the parameter sources and each parameter's
+    state, checks the gradients of a step, saves and restores its state.
 
-    params: fusedrnn layers/cells and dicts of NumPy arrays, as separate arguments or one list.
+    Parameters
+    ----------
+    *params
+        The parameter sources, as separate arguments or one list: fusedrnn layers and cells (their
+        parameters are updated in place and the layer told), and dicts of name -> floating-point NumPy
+        array (updated in place).
+    lr : float
+        The learning rate, >= 0.
+
+    Attributes
+    ----------
+    lr : float
+        The learning rate (and each subclass's other hyperparameters, by their constructor's names); may
+        be changed between steps (a learning-rate schedule).
+    steps : int
+        The number of steps taken.
     """
 
     # The hyperparameters a state_dict carries, and the per-parameter arrays of its state, torch's names.
@@ -261,8 +277,16 @@ class Optimizer:
         return out
 
     def step(self, grads: Any) -> None:
-        """Update every parameter that has a gradient in ``grads`` (one dict per source, in the order
-        the sources were given; a single dict when there is one source)."""
+        """Update every parameter that has a gradient in ``grads``, in place.
+
+        Parameters
+        ----------
+        grads : list of dict, or dict
+            One dict of name -> gradient per source, in the order the sources were given (None, or a
+            dict that leaves a parameter out, does not update it); a single dict when there is one
+            source. For a layer, the ``.params`` of ``tape.backward(...)``. Every gradient is checked
+            (name, shape, numbers) before any parameter changes.
+        """
         checked = self._checked(grads)  # everything is validated before anything changes
         self.steps += 1
         for k, (source, items) in enumerate(zip(self._sources, checked)):
@@ -301,14 +325,42 @@ def _check_number(name: str, value: Any, minimum: float | None = None, below: fl
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with optional momentum and L2 weight decay (PyTorch's form)::
+    r"""Stochastic gradient descent with optional momentum and L2 weight decay, PyTorch's
+    ``torch.optim.SGD`` (dampening 0). At each step, for each parameter p with gradient
+    :math:`\nabla`, learning rate :math:`\eta` (``lr``), momentum :math:`\mu` and weight decay
+    :math:`\lambda`:
 
-        g = grad + weight_decay * p
-        b = momentum * b + g                 (b starts at 0; without momentum b = g)
-        p = p - lr * (g + momentum * b)      nesterov=True
-        p = p - lr * b                       otherwise
+    .. math::
 
-    ``SGD(*params, lr, momentum=0.0, weight_decay=0.0, nesterov=False)``.
+        \begin{array}{ll}
+        g = \nabla + \lambda p \\
+        b = \mu b + g \qquad (b = 0 \text{ before the first step; without momentum } b = g) \\
+        p \leftarrow p - \eta (g + \mu b) \qquad \text{with } \texttt{nesterov=True} \\
+        p \leftarrow p - \eta b \qquad \text{otherwise}
+        \end{array}
+
+    Parameters
+    ----------
+    *params
+        The parameter sources: fusedrnn layers and cells, and dicts of name -> NumPy array (see
+        :class:`Optimizer`).
+    lr : float
+        :math:`\eta`, >= 0.
+    momentum : float, default 0.0
+        :math:`\mu`, >= 0.
+    weight_decay : float, default 0.0
+        :math:`\lambda`, the L2 penalty's factor, >= 0.
+    nesterov : bool, default False
+        Nesterov momentum (needs momentum > 0).
+
+    Examples
+    --------
+    >>> import numpy as np, fusedrnn as fr
+    >>> w = {"w": np.array([1.0, -2.0])}
+    >>> opt = fr.optim.SGD(w, lr=0.5)
+    >>> opt.step({"w": np.array([2.0, 2.0])})
+    >>> w["w"]
+    array([ 0., -3.])
     """
 
     def __init__(
@@ -353,16 +405,36 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba), PyTorch's form; with ``weight_decay`` > 0 the L2 penalty is added to the
-    gradient (``decoupled=True``: AdamW's decay of the weights themselves, ``p -= lr * weight_decay * p``
-    before the update). Step t = 1, 2, ...::
+    r"""Adam (Kingma & Ba), PyTorch's ``torch.optim.Adam`` (without amsgrad), or with ``decoupled=True``
+    ``torch.optim.AdamW``. At step t = 1, 2, ... of each parameter p with gradient :math:`\nabla`,
+    learning rate :math:`\eta` (``lr``), ``betas`` :math:`(\beta_1, \beta_2)`, ``eps``
+    :math:`\epsilon` and weight decay :math:`\lambda`:
 
-        g = grad + weight_decay * p          (not decoupled)
-        m = beta1 * m + (1 - beta1) * g      (m, v start at 0)
-        v = beta2 * v + (1 - beta2) * g²
-        p = p - lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps)
+    .. math::
 
-    ``Adam(*params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False)``.
+        \begin{array}{ll}
+        g = \nabla + \lambda p \qquad \text{(L2 penalty; with } \texttt{decoupled=True}: g = \nabla
+        \text{ and first } p \leftarrow p (1 - \eta \lambda)) \\
+        m = \beta_1 m + (1 - \beta_1) g \qquad (m = v = 0 \text{ before the first step}) \\
+        v = \beta_2 v + (1 - \beta_2) g^2 \\
+        p \leftarrow p - \frac{\eta}{1 - \beta_1^t} \, \frac{m}{\sqrt{v / (1 - \beta_2^t)} + \epsilon}
+        \end{array}
+
+    Parameters
+    ----------
+    *params
+        The parameter sources: fusedrnn layers and cells, and dicts of name -> NumPy array (see
+        :class:`Optimizer`).
+    lr : float, default 1e-3
+        :math:`\eta`, >= 0.
+    betas : tuple of two floats, default (0.9, 0.999)
+        :math:`(\beta_1, \beta_2)`, each in [0, 1).
+    eps : float, default 1e-8
+        :math:`\epsilon`, >= 0.
+    weight_decay : float, default 0.0
+        :math:`\lambda`, >= 0.
+    decoupled : bool, default False
+        AdamW's decoupled weight decay instead of the L2 penalty.
     """
 
     def __init__(
@@ -431,14 +503,28 @@ class Adam(Optimizer):
 
 
 def clip_grad_norm(grads: Any, max_norm: float) -> float:
-    """Scale gradients in place so that their global L2 norm is at most ``max_norm``; return the norm
-    they had before (as ``torch.nn.utils.clip_grad_norm_``)::
+    r"""Scale gradients in place so that their global L2 norm is at most ``max_norm``, as
+    ``torch.nn.utils.clip_grad_norm_``:
 
-        total = sqrt(sum over every array of sum(g²))
-        g = g * min(1, max_norm / (total + 1e-6))
+    .. math::
 
-    grads: a dict name -> array, or a list of such dicts (None entries are skipped), e.g. what
-    ``Optimizer.step`` takes. A non-finite total leaves the gradients unchanged and is returned as is.
+        \|g\| = \sqrt{\textstyle\sum_{\text{arrays}} \sum g^2}, \qquad
+        g \leftarrow g \cdot \min\left(1, \frac{\text{max\_norm}}{\|g\| + 10^{-6}}\right)
+
+    A non-finite norm leaves the gradients unchanged (and is returned as it is).
+
+    Parameters
+    ----------
+    grads : dict or list of dict
+        Name -> floating-point NumPy array, or a list of such dicts (None entries are skipped): what
+        :meth:`Optimizer.step` takes.
+    max_norm : float
+        The largest norm allowed, >= 0.
+
+    Returns
+    -------
+    float
+        The global norm before clipping.
     """
     max_norm = _check_number("max_norm", max_norm, minimum=0.0)
     arrays: list[np.ndarray] = []

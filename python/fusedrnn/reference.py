@@ -24,6 +24,12 @@ and then runs down to t = 0 (so h_n is the state after step 0).
 Stack: layer 0 reads x; layer k+1 reads ``y_k * dropout_masks[k]`` (masks already scaled by 1/(1-p)).
 ``y_k`` (T, N, D*H_out) is the forward direction's features followed by the reverse direction's.
 ``h_n[k*D + d]`` is the final state of layer k, direction d (d = 1 is the reverse direction).
+With ``config.residual``, every layer k > 0 adds its input to its output: ``y_k = layer_k(in_k) + in_k``.
+
+Cells: each step function states its equations beside its backward step: :func:`rnn_step` (tanh or
+relu), :func:`lstm_step` (with the options peephole, clip, input_forget, hard-sigmoid gates and the
+projection), :func:`gru_step` (linear-before-reset, PyTorch's) and :func:`gru_reset_before_step`
+(ONNX's default); :func:`hard_sigmoid` is the gates' activation with ``config.hard_gates``.
 """
 
 from __future__ import annotations
@@ -176,16 +182,18 @@ def lstm_step(p, x, h_prev, c_prev, *, clip=0.0, input_forget=False, hard=False)
 
 
 def lstm_step_backward(p, cache: LSTMStepCache, dh, dc, grads, *, clip=0.0, input_forget=False, hard=False):
-    """Backward of :func:`lstm_step`; dh: (n, H_out), dc: (n, H) are the gradients of the new state::
+    """Backward of :func:`lstm_step`.
 
-    dm = dh @ weight_hr, dW_hr += dh^T m     (projection; else dm = dh)
-    da_o = dm * tanh(c) * o(1-o) * clip'(a_o)
-    dc_tot = dc + dm * o * (1 - tanh(c)^2) [+ da_o * p_o]
-    di = dc_tot * (g [- c_prev when coupled]);  df = dc_tot * c_prev;  dg = dc_tot * i
-    da = [di i(1-i), df f(1-f) (0 when coupled), dg (1-g^2), da_o] * clip'(a)   (n, 4H)
-    dc_prev = dc_tot * f [+ da_i * p_i + da_f * p_f]
-    dp += [sum da_i c_prev, sum da_f c_prev, sum da_o c]
-    dx = da W, dh_prev = da U, dW += da^T x, dU += da^T h_prev, db_ih = db_hh += sum_n da
+    dh: (n, H_out), dc: (n, H) are the gradients of the new state::
+
+        dm = dh @ weight_hr, dW_hr += dh^T m     (projection; else dm = dh)
+        da_o = dm * tanh(c) * o(1-o) * clip'(a_o)
+        dc_tot = dc + dm * o * (1 - tanh(c)^2) [+ da_o * p_o]
+        di = dc_tot * (g [- c_prev when coupled]);  df = dc_tot * c_prev;  dg = dc_tot * i
+        da = [di i(1-i), df f(1-f) (0 when coupled), dg (1-g^2), da_o] * clip'(a)   (n, 4H)
+        dc_prev = dc_tot * f [+ da_i * p_i + da_f * p_f]
+        dp += [sum da_i c_prev, sum da_f c_prev, sum da_o c]
+        dx = da W, dh_prev = da U, dW += da^T x, dU += da^T h_prev, db_ih = db_hh += sum_n da
     """
     hs = cache.c.shape[1]
     ph = p.get("weight_ph")
@@ -255,15 +263,17 @@ def gru_step(p, x, h_prev, c_prev=None, *, hard=False):
 
 
 def gru_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=False):
-    """Backward of :func:`gru_step`::
+    """Backward of :func:`gru_step`.
 
-    dn = dh * (1 - z);  dz = dh * (h_prev - n)
-    da_n = dn * (1 - n^2)                       (gradient of the pre-tanh sum)
-    dr = da_n * hn;  dhn = da_n * r
-    da_r = dr * r (1 - r);  da_z = dz * z (1 - z)
-    input side:     dai = [da_r, da_z, da_n]   -> dx = dai W, dW += dai^T x, db_ih += sum_n dai
-    recurrent side: dah = [da_r, da_z, dhn]    -> dU += dah^T h_prev, db_hh += sum_n dah
-    dh_prev = dh * z + dah U
+    Step by step::
+
+        dn = dh * (1 - z);  dz = dh * (h_prev - n)
+        da_n = dn * (1 - n^2)                       (gradient of the pre-tanh sum)
+        dr = da_n * hn;  dhn = da_n * r
+        da_r = dr * r (1 - r);  da_z = dz * z (1 - z)
+        input side:     dai = [da_r, da_z, da_n]   -> dx = dai W, dW += dai^T x, db_ih += sum_n dai
+        recurrent side: dah = [da_r, da_z, dhn]    -> dU += dah^T h_prev, db_hh += sum_n dah
+        dh_prev = dh * z + dah U
     """
     r, z, n, hn = cache.r, cache.z, cache.n, cache.hn
     dn = dh * (1 - z)
@@ -303,14 +313,16 @@ def gru_reset_before_step(p, x, h_prev, c_prev=None, *, hard=False):
 
 
 def gru_reset_before_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=False):
-    """Backward of :func:`gru_reset_before_step`::
+    """Backward of :func:`gru_reset_before_step`.
 
-    dn = dh * (1 - z);  dz = dh * (h_prev - n);  da_n = dn * (1 - n^2)
-    d(rh) = da_n U_n;  dU_n += da_n^T (r * h_prev);  db_hn += sum_n da_n
-    dr = d(rh) * h_prev;  da_r = dr * r (1 - r);  da_z = dz * z (1 - z)
-    dU_rz += [da_r, da_z]^T h_prev;  db_h{r,z} += sum_n [da_r, da_z]
-    dai = [da_r, da_z, da_n] -> dx = dai W, dW += dai^T x, db_ih += sum_n dai
-    dh_prev = dh * z + d(rh) * r + [da_r, da_z] U_rz
+    Step by step::
+
+        dn = dh * (1 - z);  dz = dh * (h_prev - n);  da_n = dn * (1 - n^2)
+        d(rh) = da_n U_n;  dU_n += da_n^T (r * h_prev);  db_hn += sum_n da_n
+        dr = d(rh) * h_prev;  da_r = dr * r (1 - r);  da_z = dz * z (1 - z)
+        dU_rz += [da_r, da_z]^T h_prev;  db_h{r,z} += sum_n [da_r, da_z]
+        dai = [da_r, da_z, da_n] -> dx = dai W, dW += dai^T x, db_ih += sum_n dai
+        dh_prev = dh * z + d(rh) * r + [da_r, da_z] U_rz
     """
     h_prev, r, z, n = cache.h_prev, cache.r, cache.z, cache.n
     hs = h_prev.shape[1]
@@ -369,9 +381,26 @@ def cell_functions(config: StackConfig) -> tuple[StepFn, StepFn]:
 
 
 class StepRecord(NamedTuple):
-    t: int  # time index of the step
-    rows: np.ndarray  # (n,) int indices of the sequences active at step t (t < lengths[j])
-    cache: Any  # the cell's step cache for those rows
+    """One time step of one layer-direction as :func:`forward` ran it, for :func:`backward`.
+
+    Parameters
+    ----------
+    t : int
+        The time index of the step.
+    rows : ndarray (n,)
+        The indices of the sequences active at step t (``t < lengths[j]``).
+    cache : NamedTuple
+        What the cell's step function returned for its backward step, for those rows.
+    """
+
+    t: int
+    rows: np.ndarray
+    cache: Any
+
+
+StepRecord.t.__doc__ = "The time index of the step."
+StepRecord.rows.__doc__ = "(n,) the indices of the sequences active at step t (t < lengths[j])."
+StepRecord.cache.__doc__ = "The cell's step cache for those rows (what its backward step needs)."
 
 
 def layer_forward(
@@ -447,11 +476,26 @@ def layer_backward(
 
 @dataclass
 class ForwardCache:
-    """What :func:`backward` needs from :func:`forward`.
+    """What :func:`backward` needs from :func:`forward` (made by forward, not constructed directly).
 
-    ``steps[layer][direction]`` is the list of :class:`StepRecord` of that layer-direction, in
-    processing order; ``inputs[layer]`` is the input the layer read (x, or the previous layer's
-    output times its dropout mask). ``params`` are copies, in the compute dtype, taken at forward time.
+    Parameters
+    ----------
+    config : StackConfig
+        The stack that ran.
+    dtype : numpy.dtype
+        The dtype forward computed in.
+    params : dict of str to ndarray
+        Copies of the parameters, in that dtype, taken at forward time.
+    lengths : ndarray (N,)
+        The sequences' lengths (T for all when forward was given None).
+    dropout_masks : list of ndarray or None
+        The masks between layers forward applied.
+    inputs : list of ndarray
+        ``inputs[layer]`` is the input the layer read: x, or the previous layer's output times its
+        dropout mask.
+    steps : list of list of list of StepRecord
+        ``steps[layer][direction]`` is the list of :class:`StepRecord` of that layer-direction, in
+        processing order.
     """
 
     config: StackConfig
@@ -495,16 +539,36 @@ def forward(
     lengths: np.ndarray | None = None,
     dropout_masks: list[np.ndarray] | None = None,
 ):
-    """Forward pass of the stack described by ``config``.
+    """Forward pass of the stack described by ``config``, one step at a time (see the module docstring).
 
-    params: dict name -> array, exactly ``config.param_shapes()``.
-    x: (T, N, I) time-major. h0: (D*L, N, H_out) or None (zeros). c0: (D*L, N, H) or None (zeros), LSTM only.
-    lengths: (N,) ints with 1 <= len <= T, or None (all T). dropout_masks: None or a list of L-1 arrays
-    (T, N, D*H_out); layer k+1 reads ``y_k * dropout_masks[k]``.
     Computes in ``np.result_type`` of x, h0, c0 and the parameters (float64 if that is not a float type).
 
-    Returns (y, h_n, c_n, cache): y (T, N, D*H_out) of the last layer, h_n (D*L, N, H_out),
-    c_n (D*L, N, H) or None (non-LSTM), and the :class:`ForwardCache` for :func:`backward`.
+    Parameters
+    ----------
+    config : StackConfig
+        The stack: cell, sizes, layers, directions and options (a layer's ``.config``).
+    params : dict of str to array_like
+        Name -> array, exactly ``config.param_shapes()`` (a layer's ``state_dict()``).
+    x : array_like (T, N, I)
+        The input, time-major.
+    h0 : array_like (D*L, N, H_out), optional
+        The initial hidden state; None: zeros.
+    c0 : array_like (D*L, N, H), optional
+        The initial cell state, LSTM only; None: zeros.
+    lengths : array_like (N,), optional
+        Ints with 1 <= len <= T; None: all T.
+    dropout_masks : list of array_like, optional
+        None, or L-1 arrays (T, N, D*H_out): layer k+1 reads ``y_k * dropout_masks[k]``.
+
+    Returns
+    -------
+    y : ndarray (T, N, D*H_out)
+        The last layer's output.
+    h_n : ndarray (D*L, N, H_out)
+    c_n : ndarray (D*L, N, H) or None
+        None for a cell without a cell state.
+    cache : ForwardCache
+        For :func:`backward`.
     """
     x = np.asarray(x)
     if x.ndim != 3:
@@ -591,12 +655,29 @@ def backward(
     grad_h_n: np.ndarray | None = None,
     grad_c_n: np.ndarray | None = None,
 ):
-    """Backward pass of :func:`forward`.
+    """Backward pass of :func:`forward`: the gradients of
+    ``L = sum(y * grad_y) + sum(h_n * grad_h_n) + sum(c_n * grad_c_n)``.
 
-    grad_y: (T, N, D*H_out); grad_h_n: (D*L, N, H_out) or None (zeros); grad_c_n: (D*L, N, H) or None
-    (zeros), LSTM only. Gradients past a sequence's end in grad_y are ignored (y is constant zero there).
-    Returns (grad_x (T, N, I), grad_h0 (D*L, N, H_out), grad_c0 (D*L, N, H) or None, grad_params dict
-    keyed and ordered like ``config.param_names()``). grad_h0 is returned even when h0 was None.
+    Parameters
+    ----------
+    cache : ForwardCache
+        What :func:`forward` returned last.
+    grad_y : ndarray (T, N, D*H_out)
+        dL/dy. Gradients past a sequence's end are ignored (y is constant zero there).
+    grad_h_n : ndarray (D*L, N, H_out), optional
+        dL/dh_n; None: zeros.
+    grad_c_n : ndarray (D*L, N, H), optional
+        dL/dc_n, LSTM only; None: zeros.
+
+    Returns
+    -------
+    grad_x : ndarray (T, N, I)
+    grad_h0 : ndarray (D*L, N, H_out)
+        Returned even when forward's h0 was None.
+    grad_c0 : ndarray (D*L, N, H) or None
+        None for a cell without a cell state.
+    grad_params : dict of str to ndarray
+        Keyed and ordered like ``config.param_names()``.
     """
     config, dtype = cache.config, cache.dtype
     big_l, big_d = config.num_layers, config.num_directions

@@ -38,17 +38,33 @@ __all__ = ["Stream"]
 
 
 class Stream(_core.StreamBase):
-    """A layer's state carried from one time step to the next (made by ``layer.stream``).
+    """A layer's state carried from one time step to the next, made by ``layer.stream(batch_size,
+    state)`` (:meth:`fusedrnn.LSTM.stream`, and GRU's and RNN's).
 
-    step(x_t) -> y_t: advance every layer by one step. x_t (N, I), or (I,) for an unbatched stream;
-        y_t (N, H_out) / (H_out,), the last layer's output.
-    state: the current state, a copy, in the layout a call of the layer returns: ``(h, c)`` for an LSTM,
-        ``h`` otherwise; h (L, N, H_out), c (L, N, H); unbatched without the N axis.
-    reset(state=None): start again from zeros, or from ``state`` (the layout above).
-    steps: the number of steps taken since the last reset.
+    ``y_t = s.step(x_t)`` advances every layer by one step: x_t (N, I), or (I,) for an unbatched stream;
+    y_t (N, H_out), or (H_out,), the last layer's output at this step. Step after step, the outputs are
+    those of one call of the layer over the whole sequence, from the same initial state.
 
     Not thread-safe: one stream belongs to one thread (several streams may run the same layer at once).
     ``copy.copy(s)`` forks the stream: a second stream of the same layer from the same state.
+
+    Parameters
+    ----------
+    layer : RNN, LSTM or GRU
+        The layer to run, one-directional.
+    batch_size : int or None
+        N; None for one unbatched sequence.
+    state : optional
+        The initial state, as :meth:`reset` takes it (zeros if None).
+
+    Shapes
+    ------
+    N = ``batch_size``, I the layer's ``input_size``, H its ``hidden_size``, H_out its ``proj_size`` or H,
+    L its ``num_layers``.
+
+    - ``x_t``: (N, I), or (I,) unbatched.
+    - ``y_t``: (N, H_out), or (H_out,) unbatched.
+    - ``state``: ``h`` (L, N, H_out) and for an LSTM ``c`` (L, N, H); without the N axis unbatched.
     """
 
     __slots__ = ("_layer", "_dtype", "_unbatched", "_batch", "_x_shape", "_has_c")
@@ -74,10 +90,12 @@ class Stream(_core.StreamBase):
 
     @property
     def batch_size(self) -> int | None:
+        """N, the number of sequences stepped together; None for an unbatched stream."""
         return None if self._unbatched else self._batch
 
     @property
     def layer(self) -> _Recurrent:
+        """The layer this stream runs (its weights as they are at each step)."""
         return self._layer
 
     def reset(self, state: Any = None) -> None:
@@ -102,6 +120,8 @@ class Stream(_core.StreamBase):
 
     @property
     def state(self) -> Any:
+        """The current state (a copy) in the layout a call of the layer returns, ``(h, c)`` for an LSTM
+        and ``h`` otherwise; h (L, N, H_out), c (L, N, H), without the N axis for an unbatched stream."""
         h = self._h[:, 0] if self._unbatched else self._h
         if self._has_c:
             c = self._c[:, 0] if self._unbatched else self._c

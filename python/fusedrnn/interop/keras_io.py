@@ -136,9 +136,29 @@ def _weights_of(layer: Any, kind: str, label: str) -> tuple[dict[str, Any], dict
 
 
 def from_keras(layer: Any) -> Any:
-    """The fusedrnn equivalent of a built Keras 3 ``LSTM``, ``GRU`` (reset_after True or False),
-    ``SimpleRNN`` or ``Bidirectional`` of one of them, with a copy of its weights (see the module
-    docstring for what maps to what)."""
+    """The fusedrnn equivalent of a Keras 3 recurrent layer, with a copy of its weights.
+
+    Parameters
+    ----------
+    layer : keras.layers.LSTM, GRU, SimpleRNN or Bidirectional
+        A built Keras 3 layer: ``LSTM``, ``GRU`` (reset_after True or False), ``SimpleRNN``, or a
+        ``Bidirectional`` of one of them (merge_mode "concat" or "sum").
+
+    Returns
+    -------
+    LSTM, GRU or RNN
+        A ``batch_first=True`` layer (bidirectional for a Bidirectional), wrapped in
+        :class:`~fusedrnn.interop.Reverse` (``order="processing"``) for ``go_backwards=True`` and in
+        :class:`~fusedrnn.interop.SumDirections` for merge_mode "sum". The module
+        ``fusedrnn.interop.keras_io`` says how the weights and options map.
+
+    Raises
+    ------
+    NotImplementedError
+        For an activation or option the kernels do not compute, named with its value.
+    ValueError
+        For an unsupported merge mode or mismatched directions.
+    """
     import keras
 
     if isinstance(layer, keras.layers.Bidirectional):
@@ -190,13 +210,31 @@ def call_as_keras(
     return_state: bool = False,
     lengths: Any = None,
 ) -> Any:
-    """Run a layer made by ``from_keras`` and return what the Keras layer's call returns for the same
+    """Run a layer made by :func:`from_keras` and return what the Keras layer's call returns for the same
     flags (Keras' defaults: the last output only, no states).
 
-    x: (N, T, I). initial_state: Keras' list -- ``[h, c]`` (LSTM) or ``[h]``, each (N, U); for a
-    Bidirectional the forward direction's then the backward's. Returns the output -- (N, T, F) with
-    ``return_sequences``, else (N, F) -- and with ``return_state`` a list ``[output, *states]`` in Keras'
-    order. ``lengths``: PyTorch's semantics (see the module docstring on masks)."""
+    Parameters
+    ----------
+    layer
+        What :func:`from_keras` returned.
+    x : array_like
+        The input, (N, T, I) (Keras is batch-major).
+    initial_state : list of array_like, optional
+        Keras' list: ``[h, c]`` (LSTM) or ``[h]``, each (N, U); for a Bidirectional the forward
+        direction's, then the backward's. None: zeros.
+    return_sequences : bool, default False
+        Return the output at every step, (N, T, F), instead of the last one, (N, F).
+    return_state : bool, default False
+        Return ``[output, *states]`` in Keras' order instead of the output alone.
+    lengths : array_like, optional
+        (N,) the sequences' lengths, with PyTorch's semantics (Keras masks are not translated: see
+        ``fusedrnn.interop.keras_io``).
+
+    Returns
+    -------
+    ndarray or list of ndarray
+        The output, or with ``return_state`` the list ``[output, *states]``.
+    """
     inner = unwrap(layer)
     lstm = inner.config.has_cell_state  # the state is [h, c]
     directions = 2 if inner.bidirectional else 1

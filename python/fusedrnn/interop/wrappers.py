@@ -29,7 +29,8 @@ __all__ = ["Reverse", "SumDirections", "WithDefaults", "unwrap"]
 
 
 def unwrap(obj: Any) -> Any:
-    """The fusedrnn layer inside any number of wrappers."""
+    """The fusedrnn layer inside any number of wrappers: ``obj.layer.layer...``; ``obj`` itself when it is
+    not a wrapper."""
     while isinstance(obj, _Wrapper):
         obj = obj.layer
     return obj
@@ -113,6 +114,13 @@ class Reverse(_Wrapper):
     ``order="original"`` (ONNX ``direction="reverse"``): ``y[t]`` is the output computed at input step t,
     so y is in the input's time order. ``order="processing"`` (Keras ``go_backwards``): ``y[k]`` is the
     output of the k-th step processed, i.e. of input step ``len-1-k``. Stacked layers all run backwards.
+
+    Parameters
+    ----------
+    layer : RNN, LSTM or GRU
+        A one-direction fusedrnn layer (or a wrapper of one).
+    order : {"original", "processing"}, default "original"
+        The time order of the output, as above.
     """
 
     def __init__(self, layer: Any, order: str = "original") -> None:
@@ -127,6 +135,8 @@ class Reverse(_Wrapper):
         return f"Reverse({self.layer!r}, order={self.order!r})"
 
     def stream(self, batch_size: int | None = None, state: Any = None) -> Any:
+        """Refused (TypeError), whatever ``batch_size`` and ``state``: running backwards in time starts at
+        the end of the sequence, which a stream never has."""
         raise TypeError("a Reverse layer cannot stream: it starts at the end of the sequence")
 
     def _prepare(self, x: Any, lengths: Any) -> tuple[np.ndarray, int, np.ndarray | None]:
@@ -136,6 +146,23 @@ class Reverse(_Wrapper):
         return reverse_in_time(arr, axis, lens), axis, lens
 
     def __call__(self, x: Any, state: Any = None, lengths: Any = None) -> Any:
+        """Run the layer backwards in time over each sequence (within its own length).
+
+        Parameters
+        ----------
+        x : array_like
+            The input sequence, in the layer's layout.
+        state : optional
+            The initial state, in the layer's layout; None: zeros.
+        lengths : array_like, optional
+            (N,) the sequences' lengths; None: all T steps.
+
+        Returns
+        -------
+        (y, state)
+            ``y`` in the order ``order`` says, the shape of the layer's; ``state`` the layer's final
+            state, after each sequence's first step.
+        """
         xr, axis, lens = self._prepare(x, lengths)
         y, new_state = self.layer(xr, state, lengths)
         if self.order == "original":
@@ -143,6 +170,23 @@ class Reverse(_Wrapper):
         return y, new_state
 
     def record(self, x: Any, state: Any = None, lengths: Any = None) -> Tape:
+        """The forward pass of a call, keeping what ``tape.backward(grad_output, grad_state=None)`` needs.
+
+        Parameters
+        ----------
+        x : array_like
+            The input sequence, as for a call.
+        state : optional
+            The initial state, as for a call.
+        lengths : array_like, optional
+            The sequences' lengths, as for a call.
+
+        Returns
+        -------
+        Tape
+            ``tape.output`` and ``tape.state`` are what the call returns; the gradients ``tape.backward``
+            returns are with respect to ``x`` as given (in its time order).
+        """
         xr, axis, lens = self._prepare(x, lengths)
         inner = self.layer.record(xr, state, lengths)
         original = self.order == "original"
@@ -159,7 +203,13 @@ class Reverse(_Wrapper):
 
 class SumDirections(_Wrapper):
     """A bidirectional layer whose output is the sum of its two directions' (Keras merge_mode="sum"):
-    y (..., H_out) = y_forward + y_backward. The state is the layer's."""
+    y (..., H_out) = y_forward + y_backward. The state is the layer's.
+
+    Parameters
+    ----------
+    layer : RNN, LSTM or GRU
+        A bidirectional fusedrnn layer (or a wrapper of one that has not summed its directions already).
+    """
 
     def __init__(self, layer: Any) -> None:
         if not isinstance(unwrap(layer), RNNBase):
@@ -179,11 +229,44 @@ class SumDirections(_Wrapper):
         return unwrap(self.layer).config.output_size
 
     def __call__(self, x: Any, state: Any = None, lengths: Any = None) -> Any:
+        """Run the layer and add its two directions' outputs.
+
+        Parameters
+        ----------
+        x : array_like
+            The input sequence, in the layer's layout.
+        state : optional
+            The initial state, in the layer's layout; None: zeros.
+        lengths : array_like, optional
+            (N,) the sequences' lengths; None: all T steps.
+
+        Returns
+        -------
+        (y, state)
+            ``y`` with H_out features (the layer's has 2*H_out); ``state`` the layer's final state.
+        """
         y, new_state = self.layer(x, state, lengths)
         h = self._half()
         return y[..., :h] + y[..., h:], new_state
 
     def record(self, x: Any, state: Any = None, lengths: Any = None) -> Tape:
+        """The forward pass of a call, keeping what ``tape.backward(grad_output, grad_state=None)`` needs.
+
+        Parameters
+        ----------
+        x : array_like
+            The input sequence, as for a call.
+        state : optional
+            The initial state, as for a call.
+        lengths : array_like, optional
+            The sequences' lengths, as for a call.
+
+        Returns
+        -------
+        Tape
+            ``tape.output`` and ``tape.state`` are what the call returns; the gradients ``tape.backward``
+            returns are with respect to ``x`` as given.
+        """
         inner = self.layer.record(x, state, lengths)
         h = self._half()
         output = inner.output[..., :h] + inner.output[..., h:]
@@ -197,8 +280,18 @@ class SumDirections(_Wrapper):
 
 
 class WithDefaults(_Wrapper):
-    """A layer with a default initial ``state`` (in the layer's layout: ``h0`` or ``(h0, c0)``, shapes
-    (D*L, N, H_out) / (D*L, N, H)) and/or default ``lengths`` (N,), used when a call passes None."""
+    """A layer with a default initial ``state`` and/or default ``lengths``, used when a call passes None.
+
+    Parameters
+    ----------
+    layer : RNN, LSTM or GRU
+        A fusedrnn layer (or a wrapper of one).
+    state : optional
+        The default initial state, in the layer's layout: ``h0`` or ``(h0, c0)``, shapes (D*L, N, H_out)
+        and (D*L, N, H).
+    lengths : array_like, optional
+        The default lengths (N,).
+    """
 
     def __init__(self, layer: Any, state: Any = None, lengths: Any = None) -> None:
         if not isinstance(unwrap(layer), RNNBase):
@@ -216,14 +309,48 @@ class WithDefaults(_Wrapper):
         return f"WithDefaults({', '.join(parts)})"
 
     def stream(self, batch_size: int | None = None, state: Any = None) -> Any:
-        """The layer's stream, starting from the default state unless ``state`` is given."""
+        """The layer's stream (``layer.stream(batch_size, state)``), starting from the default state unless
+        ``state`` is given."""
         return self.layer.stream(batch_size, self.state if state is None else state)
 
     def _args(self, state: Any, lengths: Any) -> tuple[Any, Any]:
         return (self.state if state is None else state), (self.lengths if lengths is None else lengths)
 
     def __call__(self, x: Any, state: Any = None, lengths: Any = None) -> Any:
+        """Call the layer, with the defaults in place of a state or lengths that are None.
+
+        Parameters
+        ----------
+        x : array_like
+            The input sequence, in the layer's layout.
+        state : optional
+            The initial state, in the layer's layout; None: the default state.
+        lengths : array_like, optional
+            (N,) the sequences' lengths; None: the default lengths.
+
+        Returns
+        -------
+        (y, state)
+            What the layer returns.
+        """
         return self.layer(x, *self._args(state, lengths))
 
     def record(self, x: Any, state: Any = None, lengths: Any = None) -> Tape:
+        """The forward pass of a call, keeping what ``tape.backward(grad_output, grad_state=None)`` needs.
+
+        Parameters
+        ----------
+        x : array_like
+            The input sequence, as for a call.
+        state : optional
+            The initial state, as for a call.
+        lengths : array_like, optional
+            The sequences' lengths, as for a call.
+
+        Returns
+        -------
+        Tape
+            ``tape.output`` and ``tape.state`` are what the call returns; the gradients ``tape.backward``
+            returns are with respect to ``x`` as given.
+        """
         return self.layer.record(x, *self._args(state, lengths))
