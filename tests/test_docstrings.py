@@ -277,11 +277,16 @@ RECURRENT = {
     ),
 }
 if HAS_TORCH:
+    # torch.nn's modules: PyTorch's equations and options only (projection; tanh or relu).
     RECURRENT.update(
         {
-            "fusedrnn.torch.LSTM": RECURRENT["fusedrnn.LSTMCell"]._replace(options=("proj_size",)),
-            "fusedrnn.torch.GRU": RECURRENT["fusedrnn.GRUCell"]._replace(options=()),
-            "fusedrnn.torch.RNN": RECURRENT["fusedrnn.RNNCell"],
+            "fusedrnn.torch.LSTM": Equations(
+                RECURRENT["fusedrnn.LSTM"].left_sides, ("proj_size",), (r"W_{hr}",)
+            ),
+            "fusedrnn.torch.GRU": Equations(
+                RECURRENT["fusedrnn.GRU"].left_sides, (), (r"r_t \odot (W_{hn}",)
+            ),
+            "fusedrnn.torch.RNN": RECURRENT["fusedrnn.RNN"]._replace(options=("nonlinearity",)),
             "fusedrnn.torch.LSTMCell": RECURRENT["fusedrnn.LSTMCell"],
             "fusedrnn.torch.GRUCell": RECURRENT["fusedrnn.GRUCell"]._replace(options=(), option_math=()),
             "fusedrnn.torch.RNNCell": RECURRENT["fusedrnn.RNNCell"],
