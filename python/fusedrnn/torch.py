@@ -26,7 +26,21 @@ operation that writes a tensor advances: optimizer steps, ``load_state_dict``, `
 ``with torch.no_grad(): p.copy_(...)``, ``.to()``/``.double()``. Writes that bypass autograd's
 bookkeeping -- through ``p.data`` (``p.data.copy_(...)``, ``p.data[...] = ...``) or through a NumPy
 view of a parameter -- are invisible: call ``module.mark_weights_changed()`` after them (torch.nn's own
-autograd ignores such writes too).
+autograd ignores such writes too). Parameters that are inference tensors (made under
+``torch.inference_mode()``, as when the module is constructed there) carry no version counter, so the
+packed copy is refreshed from them at every call, a pass over the weights each time; a module built
+outside ``inference_mode`` and called inside it keeps its packed copy between calls.
+
+Shipping: while ``torch.jit.trace``, ``torch.onnx.export`` (the TorchScript exporter, ``dynamo=False``,
+and the default one, which needs ``onnxscript``) or ``torch.export`` record a forward, the module runs
+torch.nn's own forward instead of fusedrnn's kernels, with the same parameters: the recorded graph is the
+one torch.nn's module gives (in ONNX, standard LSTM, GRU and RNN nodes, but for the dynamo exporter's
+unrolled torch.nn.RNN; a trace that runs torch's kernels), and its numbers agree with fusedrnn's to float
+rounding. Eager calls before and after run fusedrnn's kernels. Under ``torch.compile`` the kernels run
+too, outside the compiled graph (a graph break, as torch.nn's recurrent modules cause by default).
+``torch.jit.script`` is refused with a TypeError: it compiles ``forward``'s Python source, and this one
+calls fusedrnn's compiled kernels; trace the module instead. ``fusedrnn.to_onnx``, ``save`` and
+``from_torch`` take these modules as they are (as the fusedrnn layer with their configuration and weights).
 
 Importing this module imports torch; ``import fusedrnn`` alone does not.
 """
@@ -54,6 +68,17 @@ from ._runtime import Runtime
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float64)
+
+
+def _capturing_graph() -> bool:
+    """Whether torch is recording this forward into a graph to ship (TorchScript tracing, either ONNX
+    exporter, torch.export) rather than running it: the recorder sees only torch operations, so the
+    modules then run torch.nn's forward. torch.compile is not shipping: under it the kernels run, outside
+    its graph (``_LayerMixin._fr_forward``)."""
+    # Asked first: under dynamo both are constants, and the other two are not for it to trace into.
+    if torch.compiler.is_compiling():
+        return torch.compiler.is_exporting()
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
@@ -140,6 +165,16 @@ class _FusedModule:
         super().__setstate__(state)  # type: ignore[misc]
         self._fr_init()
 
+    def __prepare_scriptable__(self) -> Any:
+        # Called by torch.jit.script before it compiles forward's source, which calls into fusedrnn's
+        # kernels and cannot be compiled: say so, rather than fail deep inside the compiler.
+        name = type(self).__name__
+        raise TypeError(
+            f"fusedrnn.torch.{name} cannot be compiled by torch.jit.script: its forward runs fusedrnn's "
+            f"kernels from Python. Use torch.jit.trace (the trace runs torch.nn.{name}'s forward with the "
+            "same parameters) or torch.onnx.export"
+        )
+
     def mark_weights_changed(self) -> None:
         """Declare the parameters changed by a write autograd does not see (through ``p.data`` or a
         NumPy view): the kernels' packed copy is refreshed before the next call. Writes through torch
@@ -182,8 +217,10 @@ class _FusedModule:
                 runtime = Runtime(config, double)
                 self._fr_runtime = runtime
             generation = self._fr_generation
-        # Every torch operation that writes a tensor advances its version counter.
-        key = (generation, tuple((p.data_ptr(), p._version) for p in params))
+        # Every torch operation that writes a tensor advances its version counter. Inference tensors
+        # have none: a new object in the key, equal to no other, makes every call upload them.
+        versions = tuple(object() if p.is_inference() else p._version for p in params)
+        key = (generation, tuple(p.data_ptr() for p in params), versions)
         return runtime, key, params
 
     def _fr_check_tensor(self, name: str, t: torch.Tensor, dtype: torch.dtype) -> None:
@@ -285,7 +322,15 @@ class _LayerMixin(_FusedModule):
         if hasattr(self, "_fr_lock"):
             self.mark_weights_changed()
 
-    def forward(self, input: Any, hx: Any = None) -> Any:  # noqa: C901 - mirrors torch.nn's checks
+    def forward(self, input: Any, hx: Any = None) -> Any:
+        if _capturing_graph():
+            return super().forward(input, hx)  # type: ignore[misc]
+        return self._fr_forward(input, hx)
+
+    # torch.compile leaves this call out of its graphs (a graph break) and runs it as it is, kernels and
+    # all: without this it would trace into the call, and break the graph many times (~1 us per call).
+    @torch.compiler.disable
+    def _fr_forward(self, input: Any, hx: Any) -> Any:  # noqa: C901 - mirrors torch.nn's checks
         lstm = cell_kind_from_torch_mode(self.mode).has_cell_state  # the state is (h, c)
         name = type(self).__name__
         num_directions = 2 if self.bidirectional else 1
@@ -421,6 +466,12 @@ class _CellMixin(_FusedModule):
         return tuple(getattr(self, role) for role in config.layer_param_names(0, 0))
 
     def _fr_step(self, input: torch.Tensor, hx: Any) -> Any:
+        if _capturing_graph():
+            return super().forward(input, hx)  # type: ignore[misc]
+        return self._fr_fused_step(input, hx)
+
+    @torch.compiler.disable  # as _LayerMixin._fr_forward
+    def _fr_fused_step(self, input: torch.Tensor, hx: Any) -> Any:
         lstm = cell_kind_from_torch_class(self._fr_class).has_cell_state  # the state is (h, c)
         name = type(self).__name__
         if input.dim() not in (1, 2):

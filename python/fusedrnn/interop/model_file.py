@@ -46,6 +46,7 @@ from .._config import StackConfig
 from .._version import __version__
 from ..cells import GRUCell, LSTMCell, RNNCell
 from ..layers import GRU, LSTM, RNN, RNNBase
+from .torch_convert import dropin_as_layer
 from .wrappers import Reverse, SumDirections, WithDefaults, directions_summed, unwrap
 
 __all__ = ["save", "load", "ModelFileError", "FORMAT_VERSION"]
@@ -121,6 +122,7 @@ class ModelFileError(ValueError):
 
 
 def _describe(obj: Any, tensors: dict[str, np.ndarray], depth: int) -> dict[str, Any]:
+    obj = dropin_as_layer(obj)  # a fusedrnn.torch module is saved as its fusedrnn layer
     if isinstance(obj, Reverse):
         return {"kind": "Reverse", "order": obj.order, "layer": _describe(obj.layer, tensors, depth + 1)}
     if isinstance(obj, SumDirections):

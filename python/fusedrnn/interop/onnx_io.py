@@ -53,6 +53,7 @@ from .._cells import CELL_KINDS, CellKind, cell_kind_from_onnx
 from ..cells import GRUCell, LSTMCell, RNNCell
 from ..layers import RNNBase
 from .gate_orders import PEEPHOLE_ORDERS, permute_blocks, reorder_gates
+from .torch_convert import dropin_as_layer
 from .wrappers import Reverse, SumDirections, WithDefaults, unwrap
 
 __all__ = ["from_onnx", "to_onnx", "call_as_onnx", "onnx_feeds"]
@@ -1024,9 +1025,11 @@ def to_onnx(layer: Any, path: Any = None, *, state: bool = False, lengths: bool 
     the weights (and constant states) are rounded to float32 and the model takes and returns float32;
     its outputs match the layer's within float32 rounding. The layer itself is not changed.
 
+    A ``fusedrnn.torch`` module is exported as the fusedrnn layer ``from_torch`` makes of it.
+
     ``from_onnx`` reads the model back as this one layer (see there).
     """
-    return _export(layer, path, state, lengths, keep_float64=False)
+    return _export(dropin_as_layer(layer), path, state, lengths, keep_float64=False)
 
 
 def _export(layer: Any, path: Any, state: bool, lengths: bool, keep_float64: bool) -> Any:

@@ -6,6 +6,7 @@ the conversion is a ``load_state_dict``; torch is imported only when these funct
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,10 @@ from .. import _validation as v
 from ..cells import GRUCell, LSTMCell, RNNCell
 from ..layers import GRU, LSTM, RNN
 
-__all__ = ["from_torch", "to_torch"]
+__all__ = ["from_torch", "to_torch", "dropin_as_layer"]
+
+# The drop-in modules' home; its modules exist only once it has been imported (which imports torch).
+_DROPIN_MODULE = __name__.rsplit(".", 2)[0] + ".torch"
 
 
 def _dtype_of(module: Any) -> Any:
@@ -77,6 +81,16 @@ def from_torch(module: Any) -> Any:
         }
     )
     return layer
+
+
+def dropin_as_layer(obj: Any) -> Any:
+    """``obj`` as a fusedrnn layer or cell when it is a ``fusedrnn.torch`` module (``from_torch``'s copy
+    of its configuration and weights), else ``obj`` itself: how ``to_onnx`` and ``save`` take the drop-in
+    modules. Imports nothing: without ``fusedrnn.torch`` imported there is no such module."""
+    dropin = sys.modules.get(_DROPIN_MODULE)
+    if dropin is not None and isinstance(obj, tuple(getattr(dropin, name) for name in dropin.__all__)):
+        return from_torch(obj)
+    return obj
 
 
 def to_torch(layer: Any, fused: bool = True) -> Any:
