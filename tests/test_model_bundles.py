@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import base64
 import collections
+import enum
+import hashlib
 import io
 import json
 import math
 import os
 import re
+import struct
 import subprocess
 import sys
 import types
@@ -25,7 +28,7 @@ import pytest
 import fusedrnn as fr
 from closeness import assert_scaled_close
 from fusedrnn.interop import ModelFileError, Reverse, SumDirections, WithDefaults, unwrap
-from fusedrnn.interop.model_file import BUNDLE_VERSION, FORMAT_VERSION, MODEL_VERSION
+from fusedrnn.interop.model_file import BUNDLE_VERSION, FORMAT_VERSION, MAGIC, MODEL_VERSION
 from model_files import json_paths, seal, split, version
 from tolerances import VS_TORCH
 
@@ -376,11 +379,7 @@ BAD_VALUES = {
     "object": (object(), TypeError, ["'v'", "a fusedrnn layer, cell or wrapper, a NumPy array", "object"]),
     "bytes": (b"raw", TypeError, ["'v'", "(bytes)"]),
     "function": (len, TypeError, ["'v'", "builtin_function_or_method"]),
-    "bool-subclass-free-int-subclass": (
-        __import__("enum").IntEnum("E", "A").A,
-        TypeError,
-        ["'v'", "JSON metadata"],
-    ),
+    "int-enum": (enum.IntEnum("Color", "RED").RED, TypeError, ["'v'", "JSON metadata", "(Color)"]),
 }
 
 
@@ -424,7 +423,9 @@ def test_save_refuses_a_header_load_would_refuse() -> None:
 
 
 def test_save_of_something_else_names_what_it_takes() -> None:
-    with pytest.raises(TypeError, match=r"save expects .* or a mapping of names to those.*got \[1, 2\]|list"):
+    with pytest.raises(
+        TypeError, match=r"save expects .* or a mapping of names to those.*got a list of length 2"
+    ):
         to_bytes([1, 2])
 
 
@@ -660,11 +661,6 @@ def test_hostile_nesting_of_bundles() -> None:
 
 def raw_bundle(header_text: bytes) -> bytes:
     """A bundle file with this header text (no tensors) and a correct checksum."""
-    import hashlib
-    import struct
-
-    from fusedrnn.interop.model_file import MAGIC
-
     body = struct.pack("<12sIQ", MAGIC, BUNDLE_VERSION, len(header_text)) + header_text
     body += b"\0" * (-len(body) % 64)
     return body + hashlib.sha256(body).digest()
