@@ -1,12 +1,14 @@
 """Fuzzing the two readers of untrusted files, fusedrnn.load and fusedrnn.from_onnx, with hypothesis.
 
-Each example is a valid file (a saved model, an exported ONNX model) mutated: raw bit flips, byte
+Each example is a valid file (a saved model or bundle, an exported ONNX model) mutated: raw bit flips, byte
 changes, truncation, insertions, deletions and splices (with the model file's checksum recomputed or
 not, so that mutations reach past it), JSON header values replaced by values of every JSON type, and
 ONNX attributes, initializers and inputs rewritten. Each reader must either give a model that can be
 called, or raise one of its documented errors:
 
-- ``load``: ModelFileError (a ValueError) for anything that is not an intact model file;
+- ``load``: ModelFileError (a ValueError) for anything that is not an intact model file; a bundle that
+  loads must hold only callable models, arrays of the dtypes a file stores (bools of 0 and 1 only) and
+  metadata that JSON can hold;
 - ``from_onnx``: ValueError for a malformed model or node, TypeError for arrays of the wrong dtype,
   NotImplementedError for options the kernels do not compute (and a UserWarning for skipped nodes).
 
@@ -23,6 +25,7 @@ atheris harness over the same checks.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import json
@@ -38,7 +41,7 @@ import pytest
 
 import fusedrnn as fr
 from fusedrnn.interop import ModelFileError, Reverse, SumDirections, WithDefaults, unwrap
-from model_files import json_paths, seal, split
+from model_files import json_paths, seal, split, version
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -126,13 +129,40 @@ def call_once(model: Any) -> None:
     assert y.shape[:-1] == x.shape[:-1]
 
 
+BUNDLE_DTYPES = {np.dtype(t) for t in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "?")}
+MODEL_TYPES = (fr.RNNBase, fr.LSTMCell, fr.GRUCell, fr.RNNCell, Reverse, SumDirections, WithDefaults)
+
+
+def check_loaded(value: Any) -> None:
+    """What load gave: a model that can be called, or (from a bundle, at any depth of dicts) an array of a
+    dtype a file stores (bools of 0 and 1 only), or metadata that JSON can hold."""
+    if isinstance(value, MODEL_TYPES):
+        call_once(value)
+    elif isinstance(value, np.ndarray):
+        assert value.dtype in BUNDLE_DTYPES and value.dtype.isnative, value.dtype
+        assert value.ndim <= 32 and value.flags.writeable
+        if value.dtype == np.bool_:
+            assert value.view(np.uint8).max(initial=0) <= 1
+    elif isinstance(value, dict):  # a bundle, a nested mapping or metadata
+        for key, item in value.items():
+            assert type(key) is str, key
+            check_loaded(item)
+    elif isinstance(value, list):
+        for item in value:
+            assert not isinstance(item, (np.ndarray, *MODEL_TYPES)), item  # lists are only metadata
+            check_loaded(item)
+    else:
+        assert value is None or type(value) in (str, int, bool, float), value
+        json.dumps(value, allow_nan=False)  # finite numbers only
+
+
 def check_load(data: bytes) -> None:
     with time_limit(HANG_SECONDS):
         try:
-            model = fr.load(io.BytesIO(data))
+            loaded = fr.load(io.BytesIO(data))
         except ModelFileError:
             return
-        call_once(model)
+        check_loaded(loaded)
 
 
 def check_from_onnx(data: bytes) -> None:
@@ -172,6 +202,23 @@ def model_files() -> list[bytes]:
         saved(WithDefaults(fr.RNN(2, 2, nonlinearity="relu", seed=3), state=np.ones((1, 2), np.float32))),
         saved(fr.LSTM(2, 3, proj_size=2, gate_activation="hard_sigmoid", seed=4)),
         saved(fr.GRUCell(2, 2, linear_before_reset=False, seed=5)),
+        saved(
+            {
+                "lstm": WithDefaults(fr.LSTM(3, 2, seed=6), lengths=[2, 1]),
+                "embedding": np.linspace(-1, 1, 12, dtype=np.float16).reshape(4, 3),
+                "mask": np.array([True, False, True]),
+                "vocab": ["a", "b", {"c": [1, 2.5, None, True]}],
+                "inner": {"cell": fr.RNNCell(2, 2, seed=7), "ids": np.arange(-3, 3, dtype=np.int8), "n": 1},
+            }
+        ),
+        saved(
+            {
+                "gru": SumDirections(fr.GRU(2, 2, bidirectional=True, dtype=np.float64, seed=8)),
+                "scalar": np.array(7, np.uint8),
+                "empty": np.zeros((0, 3), np.int32),
+                "deep": {"a": {"b": {"w": np.ones((1, 2, 1, 2), np.int16)}}},
+            }
+        ),
     ]
 
 
@@ -207,8 +254,11 @@ JSON_VALUES = st.one_of(
         + ["LSTM", "GRU", "RNN", "LSTMCell", "RNNCell", "Reverse", "SumDirections", "WithDefaults"]
         + ["<f4", "<f8", "<i8", "|O", "float32", "float64", "h0", "c0", "tanh", "relu", "hard_sigmoid"]
         + ["processing", "original", "params/weight_ih_l0", "defaults/0/lengths", "defaults/1/h0"]
+        + ["model", "array", "json", "bundle", "<f2", "|b1", "|i1", "|u1", "<i2", "<i4", "a/b", "mask"]
+        + ["lstm/params/weight_ih_l0", "inner/ids", "inner/cell/params/bias_hh_l0", "embedding"]
+        + [{"name": "x", "type": "json", "value": 1}, {"name": "x", "type": "bundle", "entries": []}]
         + [[], [0], [1, 2], [2, 2, 2], [[]], ["h0", "c0"], ["c0"], {}, {"kind": "GRU"}, {"kind": "Reverse"}]
-    ),
+    ).map(copy.deepcopy),  # a fresh list or dict each time: a mutation must not change the samples
     st.integers(),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=8),
@@ -238,7 +288,10 @@ def header_mutation(draw: Any, data: bytes) -> bytes:
         elif action == "delete":
             del parent[path[-1]]
         elif isinstance(parent, dict):
-            parent[draw(st.sampled_from(["extra", "kind", "layer", "state", "lengths"]))] = draw(JSON_VALUES)
+            key = draw(
+                st.sampled_from(["extra", "kind", "layer", "state", "lengths", "name", "type", "value"])
+            )
+            parent[key] = draw(JSON_VALUES)
         else:
             parent.append(draw(JSON_VALUES))
     if blob and draw(st.booleans()):
@@ -246,7 +299,7 @@ def header_mutation(draw: Any, data: bytes) -> bytes:
         for _ in range(draw(st.integers(1, 4))):
             blob[draw(st.integers(0, len(blob) - 1))] = draw(st.integers(0, 255))
         blob = bytes(blob)
-    return seal(header, blob)
+    return seal(header, blob, version(data))
 
 
 def regions(data: bytes) -> list[tuple[int, int]]:
@@ -419,7 +472,8 @@ def mutated_onnx_file(draw: Any) -> bytes:
 
 def test_the_seed_files_are_valid() -> None:
     for data in MODEL_FILES:
-        call_once(fr.load(io.BytesIO(data)))
+        check_loaded(fr.load(io.BytesIO(data)))
+    assert sum(version(data) == 2 for data in MODEL_FILES) == 2  # bundles are fuzzed too
     pytest.importorskip("onnx")
     for data in onnx_files():
         for layer in fr.from_onnx(data).values():

@@ -18,7 +18,7 @@ import pytest
 
 import fusedrnn as fr
 from fusedrnn.interop import ModelFileError, Reverse, SumDirections, WithDefaults, unwrap
-from fusedrnn.interop.model_file import FORMAT_VERSION, MAGIC
+from fusedrnn.interop.model_file import FORMAT_VERSION, MAGIC, MODEL_VERSION
 
 MODELS = {
     "lstm": lambda: fr.LSTM(3, 5, seed=1),
@@ -203,9 +203,9 @@ def test_newer_format_version(good: bytes) -> None:
 
 
 def forge(header: Any, data: bytes = b"", raw_header: bytes | None = None) -> bytes:
-    """A file with any header and data, and a correct checksum."""
+    """A one-model (format version 1) file with any header and data, and a correct checksum."""
     text = raw_header if raw_header is not None else json.dumps(header).encode()
-    body = struct.pack("<12sIQ", MAGIC, FORMAT_VERSION, len(text)) + text
+    body = struct.pack("<12sIQ", MAGIC, MODEL_VERSION, len(text)) + text
     body += b"\0" * (-len(body) % 64) + data
     return body + hashlib.sha256(body).digest()
 
@@ -287,7 +287,7 @@ def test_hostile_nesting() -> None:
     spec: dict = {"kind": "GRU", "dtype": "float32", "options": {}}
     for _ in range(20):
         spec = {"kind": "SumDirections", "layer": spec}
-    header = {"format_version": FORMAT_VERSION, "fusedrnn_version": "x", "model": spec, "tensors": []}
+    header = {"format_version": MODEL_VERSION, "fusedrnn_version": "x", "model": spec, "tensors": []}
     with pytest.raises(ModelFileError, match="nested"):
         load_bytes(forge(header))
 

@@ -6,7 +6,8 @@
   (``onnx_io``); ``onnx_feeds`` builds ONNX Runtime's inputs for a ``to_onnx`` model (int32 lengths).
 - ``from_keras(layer)`` / ``call_as_keras``: Keras 3's LSTM, GRU, SimpleRNN and Bidirectional
   (``keras_io``).
-- ``save(layer, path)`` / ``load(path)``: one versioned file, no pickle (``model_file``).
+- ``save(layer, path)`` / ``load(path)``: one versioned file, no pickle (``model_file``); ``save`` of a
+  mapping bundles models, NumPy arrays and JSON metadata in one file.
 - ``Reverse``, ``SumDirections``, ``WithDefaults``: wrappers for conventions a layer alone lacks
   (``wrappers``).
 - ``gate_orders``: each format's order of the gate blocks, one table that the conversions and the

@@ -1,29 +1,53 @@
-"""fusedrnn's model file: ``save(layer, path)`` and ``load(path)``.
+"""fusedrnn's model file: ``save(layer, path)`` and ``load(path)``, for one model or a bundle of them.
 
-One file holds a versioned JSON description of the model and its weights as raw little-endian arrays;
-nothing in it is ever executed (no pickle), and every field is checked before it is used.
+One file holds a versioned JSON description and raw little-endian arrays; nothing in it is ever executed
+(no pickle), and every field is checked before it is used. ``save`` writes one layer, cell or wrapper as
+format version 1, exactly as fusedrnn always has, so that older fusedrnn reads it; and a mapping (a
+bundle: names to models, arrays and JSON metadata) as format version 2, which a fusedrnn that reads only
+version 1 refuses as "written by a newer fusedrnn". ``load`` reads both: a version 1 file gives the model,
+a version 2 file the mapping.
 
 Layout (all integers little-endian)::
 
     magic           12 bytes   b"FUSEDRNN\\r\\n\\x1a\\n"
-    format version   4 bytes   uint32 (this version writes and reads 1)
+    format version   4 bytes   uint32: 1 (one model) or 2 (a bundle)
     header length    8 bytes   uint64
-    header                     UTF-8 JSON: {"format_version", "fusedrnn_version", "model", "tensors"}
+    header                     UTF-8 JSON, at most 16 MiB:
+                                 version 1: {"format_version", "fusedrnn_version", "model", "tensors"}
+                                 version 2: {"format_version", "fusedrnn_version", "entries", "tensors"}
     padding                    zeros up to a multiple of 64 bytes
     data                       the tensors, each at a 64-byte aligned offset (from the data's start)
     checksum        32 bytes   SHA-256 of everything before it
 
 ``model`` describes what to build -- ``{"kind": "LSTM", "dtype": "float32", "options": {...}}`` for a
 layer or cell (its constructor's arguments), or a wrapper (``Reverse``, ``SumDirections``,
-``WithDefaults``) around one (``"layer": {...}``). ``tensors`` lists each array as
-``{"name", "dtype" ("<f4", "<f8" or "<i8"), "shape", "offset", "nbytes"}``: the parameters as
-``params/<state_dict name>``, a ``WithDefaults``' values as ``defaults/<depth>/{h0,c0,lengths}``.
+``WithDefaults``) around one (``"layer": {...}``). ``tensors`` lists each array, in the order of their
+offsets and without overlap, as ``{"name", "dtype", "shape", "offset", "nbytes"}``: the parameters as
+``params/<state_dict name>``, a ``WithDefaults``' values as ``defaults/<depth>/{h0,c0,lengths}``. A
+version 1 file's dtypes are ``"<f4"``, ``"<f8"`` and ``"<i8"``, its shapes of at most 4 dimensions.
+
+``entries`` (version 2) lists the mapping's items in its order, each ``{"name", "type", ...}``:
+
+- ``{"name", "type": "model", "model": {...}}``: a model as above, its tensors named ``<path>/params/...``
+  and ``<path>/defaults/...``;
+- ``{"name", "type": "array"}``: a NumPy array, the tensor named ``<path>``; dtypes ``"<f2"``, ``"<f4"``,
+  ``"<f8"``, ``"|i1"``, ``"<i2"``, ``"<i4"``, ``"<i8"``, ``"|u1"`` and ``"|b1"`` (bytes 0 and 1 only),
+  shapes of at most 32 dimensions, 0-d and empty ones too;
+- ``{"name", "type": "json", "value": ...}``: JSON metadata (a vocabulary, a configuration), finite
+  numbers only;
+- ``{"name", "type": "bundle", "entries": [...]}``: a nested mapping, at most 8 deep.
+
+A name is 1 to 128 of the characters ``A-Z a-z 0-9 _ . -``, unique within its mapping; ``<path>`` joins
+the names from the outermost mapping with ``/`` (``encoder/lstm``), so that every tensor belongs to
+exactly one entry. A dict value holding (at any depth of dicts) a model or an array is saved as a nested
+mapping, any other dict as JSON metadata: either way ``load`` gives back an equal dict.
 
 A truncated, corrupted, hostile or foreign file raises ``ModelFileError`` (a ValueError) that says which;
 a file from a newer format version says so. Loading allocates nothing before the sizes it implies have
-been checked against the file's own size. Every header value is checked for its JSON type, and a
-``WithDefaults``' stored state and lengths against its layer (the shapes and dtype a call accepts,
-lengths in [1, 2**31 - 1]), so that a file that loads gives a model that can be called.
+been checked against the file's own size. Every header value is checked for its JSON type (a JSON object
+with a key twice is refused), every tensor is used by exactly one entry, and a ``WithDefaults``' stored
+state and lengths against its layer (the shapes and dtype a call accepts, lengths in [1, 2**31 - 1]), so
+that a file that loads gives a model that can be called.
 """
 
 from __future__ import annotations
@@ -34,8 +58,10 @@ import io
 import json
 import math
 import os
+import re
 import struct
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -49,16 +75,31 @@ from ..layers import GRU, LSTM, RNN, RNNBase
 from .torch_convert import dropin_as_layer
 from .wrappers import Reverse, SumDirections, WithDefaults, directions_summed, unwrap
 
-__all__ = ["save", "load", "ModelFileError", "FORMAT_VERSION"]
+__all__ = ["save", "load", "ModelFileError", "FORMAT_VERSION", "MODEL_VERSION", "BUNDLE_VERSION"]
 
 MAGIC = b"FUSEDRNN\r\n\x1a\n"
-FORMAT_VERSION = 1
+MODEL_VERSION = 1  # a file holding one layer, cell or wrapper
+BUNDLE_VERSION = 2  # a file holding a mapping of names to models, arrays and metadata
+FORMAT_VERSION = BUNDLE_VERSION  # the newest format version this fusedrnn writes and reads
 _ALIGN = 64
 _PREFIX = struct.Struct("<12sIQ")
 _DIGEST = 32
 _MAX_HEADER = 1 << 24  # 16 MiB of JSON is far beyond any real model's description
 _MAX_NESTING = 8
-_DTYPES = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8"), "<i8": np.dtype("<i8")}
+_MAX_JSON_DEPTH = 64  # of saved metadata: deep enough for any configuration, shallow enough to recurse
+# The tensors each format version stores, by their little-endian dtype strings, and their largest rank.
+_MODEL_DTYPES = {code: np.dtype(code) for code in ("<f4", "<f8", "<i8")}
+_ARRAY_DTYPES = {
+    np.dtype(t).newbyteorder("<").str: np.dtype(t).newbyteorder("<")
+    for t in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.bool_)
+}
+_DTYPES = {MODEL_VERSION: _MODEL_DTYPES, BUNDLE_VERSION: _ARRAY_DTYPES}
+_MAX_RANK = {MODEL_VERSION: 4, BUNDLE_VERSION: 32}
+_PARAM_DTYPES = ("<f4", "<f8")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+_NAME_RULE = "1 to 128 of the characters A-Z a-z 0-9 _ . -"
+_ENTRY_TYPES = ("model", "array", "json", "bundle")
+_ENTRY_FIELDS = {"model": {"model"}, "array": set(), "json": {"value"}, "bundle": {"entries"}}
 
 _LAYERS = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN}
 _CELLS = {"LSTMCell": LSTMCell, "GRUCell": GRUCell, "RNNCell": RNNCell}
@@ -208,16 +249,21 @@ def _describe(obj: Any, tensors: dict[str, np.ndarray], depth: int) -> dict[str,
     return {"kind": kind, "dtype": dtype, "options": options}
 
 
-def _encode(obj: Any) -> bytes:
-    tensors: dict[str, np.ndarray] = {}
-    model = _describe(obj, tensors, 0)
+_MODEL_TYPES = (RNNBase, LSTMCell, GRUCell, RNNCell, Reverse, SumDirections, WithDefaults)
+
+
+def _pack(version: int, description: dict[str, Any], tensors: dict[str, np.ndarray]) -> bytes:
+    """The file: prefix, header (``description`` between the versions and the tensor table), padding,
+    the tensors, checksum."""
+    dtypes = _DTYPES[version]
     entries = []
     offset = 0
     for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
-        dtype = arr.dtype.newbyteorder("<")
-        code = dtype.str
-        if code not in _DTYPES:
+        # np.ascontiguousarray makes a 0-d array 1-d: version 1 files have always stored a WithDefaults'
+        # unbatched lengths so (which their readers accept), a bundle keeps every array's shape.
+        arr = np.ascontiguousarray(arr) if version == MODEL_VERSION else np.asarray(arr, order="C")
+        code = arr.dtype.newbyteorder("<").str
+        if code not in dtypes:
             raise TypeError(f"save: tensor {name} has unsupported dtype {arr.dtype}")
         offset = -(-offset // _ALIGN) * _ALIGN
         entries.append(
@@ -231,32 +277,175 @@ def _encode(obj: Any) -> bytes:
         )
         offset += arr.nbytes
     header = json.dumps(
-        {
-            "format_version": FORMAT_VERSION,
-            "fusedrnn_version": __version__,
-            "model": model,
-            "tensors": entries,
-        },
+        {"format_version": version, "fusedrnn_version": __version__, **description, "tensors": entries},
         allow_nan=False,
         separators=(",", ":"),
     ).encode()
+    if len(header) > _MAX_HEADER:  # load would refuse it
+        raise ValueError(
+            f"save: the file's JSON header would be {len(header)} bytes, more than the {_MAX_HEADER} a file "
+            "may hold; store large data as arrays rather than as metadata"
+        )
     out = io.BytesIO()
-    out.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)))
+    out.write(_PREFIX.pack(MAGIC, version, len(header)))
     out.write(header)
     out.write(b"\0" * (-out.tell() % _ALIGN))
     data_start = out.tell()
     for entry, arr in zip(entries, tensors.values()):
         out.write(b"\0" * (data_start + entry["offset"] - out.tell()))
-        out.write(np.ascontiguousarray(arr, dtype=_DTYPES[entry["dtype"]]).tobytes())
+        out.write(np.asarray(arr, dtype=dtypes[entry["dtype"]]).tobytes())  # tobytes: C order
     body = out.getvalue()
     return body + hashlib.sha256(body).digest()
 
 
+def _encode(obj: Any) -> bytes:
+    if isinstance(obj, Mapping):
+        tensors: dict[str, np.ndarray] = {}
+        entries = _describe_bundle(obj, "", tensors, 0)
+        return _pack(BUNDLE_VERSION, {"entries": entries}, tensors)
+    if not isinstance(obj, _MODEL_TYPES):
+        raise TypeError(
+            "save expects a fusedrnn layer, cell or wrapper, or a mapping of names to those, NumPy arrays "
+            f"and JSON metadata, got {v.describe(obj)}"
+        )
+    tensors = {}
+    model = _describe(obj, tensors, 0)
+    return _pack(MODEL_VERSION, {"model": model}, tensors)
+
+
+def _entry_path(key: Any, prefix: str) -> str:
+    """``prefix`` + ``key`` once ``key`` is a valid entry name."""
+    inside = f" in mapping {prefix[:-1]!r}" if prefix else ""
+    if not isinstance(key, str):
+        raise TypeError(
+            f"save: the keys of a mapping must be strings, got {key!r:.80} ({type(key).__name__}){inside}"
+        )
+    if not _NAME.fullmatch(key):
+        raise ValueError(f"save: a key must be {_NAME_RULE}, got {key[:140]!r}{inside}")
+    return prefix + key
+
+
+def _holds_arrays_or_models(value: Mapping, depth: int) -> bool:
+    """Whether a dict is a nested mapping of entries (it holds a model or an array among its values, at
+    any depth of dicts) rather than JSON metadata."""
+    if depth > _MAX_JSON_DEPTH:  # a cycle, or absurd depth: the metadata check says which
+        return False
+    for item in value.values():
+        if isinstance(item, (np.ndarray, *_MODEL_TYPES)):
+            return True
+        if isinstance(item, Mapping) and _holds_arrays_or_models(item, depth + 1):
+            return True
+    return False
+
+
+def _describe_bundle(
+    mapping: Mapping, prefix: str, tensors: dict[str, np.ndarray], depth: int
+) -> list[dict[str, Any]]:
+    if depth >= _MAX_NESTING:
+        raise ValueError(
+            f"save: mappings may be nested at most {_MAX_NESTING} deep, got deeper at {prefix[:-1]!r}"
+        )
+    entries: list[dict[str, Any]] = []
+    for key, value in mapping.items():
+        path = _entry_path(key, prefix)
+        if isinstance(value, _MODEL_TYPES):
+            inner: dict[str, np.ndarray] = {}
+            try:
+                model = _describe(value, inner, 0)
+            except (ValueError, TypeError) as exc:
+                if type(exc) not in (ValueError, TypeError):
+                    raise
+                raise type(exc)(f"save: {path!r}: {str(exc).removeprefix('save: ')}") from None
+            tensors.update((f"{path}/{name}", arr) for name, arr in inner.items())
+            entries.append({"name": key, "type": "model", "model": model})
+        elif isinstance(value, np.ndarray):
+            tensors[path] = _checked_array(path, value)
+            entries.append({"name": key, "type": "array"})
+        elif isinstance(value, Mapping) and _holds_arrays_or_models(value, 0):
+            entries.append(
+                {
+                    "name": key,
+                    "type": "bundle",
+                    "entries": _describe_bundle(value, path + "/", tensors, depth + 1),
+                }
+            )
+        else:
+            _check_metadata(value, repr(path), 0)
+            entries.append({"name": key, "type": "json", "value": value})
+    return entries
+
+
+def _checked_array(path: str, arr: np.ndarray) -> np.ndarray:
+    if isinstance(arr, np.ma.MaskedArray):
+        raise TypeError(
+            f"save: {path!r} is a masked array; a file stores plain arrays (np.asarray drops the mask)"
+        )
+    if arr.dtype.newbyteorder("<").str not in _ARRAY_DTYPES:
+        raise TypeError(
+            f"save: {path!r} must be an array of dtype float16, float32, float64, int8, int16, int32, int64, "
+            f"uint8 or bool, got dtype {arr.dtype}"
+        )
+    if arr.ndim > _MAX_RANK[BUNDLE_VERSION]:
+        raise ValueError(
+            f"save: {path!r} must have at most {_MAX_RANK[BUNDLE_VERSION]} dimensions, got {arr.ndim}"
+        )
+    return arr
+
+
+def _check_metadata(value: Any, where: str, depth: int) -> None:
+    """Refuse what JSON would not give back as it was: other types (tuples come back as lists), keys
+    that are not strings, NaN and infinities."""
+    if depth > _MAX_JSON_DEPTH:
+        raise ValueError(f"save: {where} nests lists and dicts more than {_MAX_JSON_DEPTH} deep")
+    if value is None or type(value) in (str, bool, int):
+        return
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise ValueError(
+                f"save: {where} must be a finite number (JSON has no NaN or infinity), got {value}"
+            )
+    elif type(value) is list:
+        for k, item in enumerate(value):
+            _check_metadata(item, f"{where}[{k}]", depth + 1)
+    elif type(value) is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError(
+                    f"save: the keys of {where} must be strings (JSON's are), got {v.describe(key)}"
+                )
+            _check_metadata(item, f"{where}[{key!r}]", depth + 1)
+    else:
+        hint = ""
+        if isinstance(value, np.generic):
+            hint = " (np.asarray(value) makes it a 0-d array, value.item() a Python number)"
+        elif isinstance(value, tuple):
+            hint = " (a tuple would come back as a list: pass a list)"
+        elif isinstance(value, np.ndarray):
+            hint = " (arrays may be values of a mapping, not items of a list)"
+        what = (
+            "a fusedrnn layer, cell or wrapper, a NumPy array, a mapping of those, or JSON metadata"
+            if depth == 0
+            else "JSON metadata"
+        )
+        raise TypeError(
+            f"save: {where} must be {what} (dict with string keys, list, str, int, float, bool or None), "
+            f"got {v.describe(value)}{hint}"
+        )
+
+
 def save(layer: Any, path: Any) -> None:
-    """Write ``layer`` (a fusedrnn layer or cell, or one in ``Reverse``/``SumDirections``/``WithDefaults``)
-    with its configuration, dtype and weights to ``path`` (a path; or a binary file object). The file
-    is written whole to a temporary name beside ``path`` and then renamed, so that a crash never leaves
-    half a file under the final name."""
+    """Write ``layer`` to ``path`` (a path; or a binary file object).
+
+    ``layer``: a fusedrnn layer or cell, or one in ``Reverse``/``SumDirections``/``WithDefaults``, written
+    with its configuration, dtype and weights as format version 1 (which every fusedrnn reads); or a
+    mapping (a bundle, written as format version 2) of names to such models, NumPy arrays (float16/32/64,
+    int8/16/32/64, uint8 or bool, any shape, stored raw and little-endian) and JSON metadata (dict with
+    string keys, list, str, int, finite float, bool, None), and to nested mappings of those. A name is
+    1 to 128 of the characters ``A-Z a-z 0-9 _ . -``. ``load`` gives the same mapping back, in the same
+    order. Anything else raises TypeError or ValueError naming the key, before anything is written.
+
+    The file is written whole to a temporary name beside ``path`` and then renamed, so that a crash never
+    leaves half a file under the final name, and a failed save leaves an existing file as it was."""
     data = _encode(layer)
     if hasattr(path, "write"):
         path.write(data)
@@ -431,25 +620,42 @@ def _stack_config(kind: str, options: dict[str, Any]) -> StackConfig:
 
 
 class _Reader:
-    def __init__(self, source: str, data: memoryview, data_start: int, tensors: dict[str, dict[str, Any]]):
+    """Builds what a file describes from its checked tensor table. A model's tensors are looked up under
+    ``prefix`` (its entry's path and ``/`` in a bundle), and its header fields named from ``root``."""
+
+    def __init__(
+        self,
+        source: str,
+        data: memoryview,
+        data_start: int,
+        tensors: dict[str, dict[str, Any]],
+        used: set[str],
+        prefix: str = "",
+        root: str = "model",
+    ):
         self.source = source
         self.data = data
         self.data_start = data_start
         self.tensors = tensors
-        self.used: set[str] = set()
+        self.used = used
+        self.prefix = prefix
+        self.root = root
+
+    def entry(self, name: str) -> dict[str, Any] | None:
+        return self.tensors.get(self.prefix + name)
 
     def array(self, name: str) -> np.ndarray:
+        name = self.prefix + name
         entry = self.tensors[name]
         self.used.add(name)
         start = self.data_start + entry["offset"]
-        arr = np.frombuffer(
-            self.data, dtype=_DTYPES[entry["dtype"]], count=math.prod(entry["shape"]), offset=start
-        )
-        return arr.reshape(entry["shape"]).astype(_DTYPES[entry["dtype"]].newbyteorder("="))
+        dtype = _ARRAY_DTYPES[entry["dtype"]]
+        arr = np.frombuffer(self.data, dtype=dtype, count=math.prod(entry["shape"]), offset=start)
+        return arr.reshape(tuple(entry["shape"])).astype(dtype.newbyteorder("="))
 
     def build(self, spec: Any, depth: int) -> Any:
         source = self.source
-        where = "model" + ".layer" * depth
+        where = self.root + ".layer" * depth
         if depth > _MAX_NESTING:
             raise _fail(source, f"{where}: wrappers nested more than {_MAX_NESTING} deep")
         if not isinstance(spec, dict) or "kind" not in spec:
@@ -505,7 +711,7 @@ class _Reader:
         if kind in _CELLS:
             shapes = [(name[: -len("_l0")], shape) for name, shape in shapes]
         for name, shape in shapes:
-            entry = self.tensors.get(f"params/{name}")
+            entry = self.entry(f"params/{name}")
             if entry is None:
                 raise _fail(source, f"{where}: parameter {name} is missing")
             if tuple(entry["shape"]) != tuple(shape):
@@ -514,8 +720,12 @@ class _Reader:
                     f"{where}: parameter {name} has shape {tuple(entry['shape'])}, the options "
                     f"imply {tuple(shape)}",
                 )
-            if entry["dtype"] == "<i8":
-                raise _fail(source, f"{where}: parameter {name} is stored as integers")
+            if entry["dtype"] not in _PARAM_DTYPES:
+                raise _fail(
+                    source,
+                    f"{where}: parameter {name} must be stored as {' or '.join(_PARAM_DTYPES)}, "
+                    f"got {entry['dtype']}",
+                )
         cls = _LAYERS.get(kind) or _CELLS[kind]
         kwargs = dict(options)
         if kind in _LAYERS and kwargs["dropout"] and kwargs["num_layers"] == 1:
@@ -554,13 +764,14 @@ class _Reader:
         if has_lengths:
             stored["lengths"] = (f"defaults/{depth}/lengths", "<i8", "int64")
         for name, expected, meaning in stored.values():
-            if name not in self.tensors:
-                raise _fail(source, f"{where}: tensor {name!r} is missing")
-            if self.tensors[name]["dtype"] != expected:
+            entry = self.entry(name)
+            if entry is None:
+                raise _fail(source, f"{where}: tensor {self.prefix + name!r} is missing")
+            if entry["dtype"] != expected:
                 raise _fail(
                     source,
-                    f"{where}: tensor {name!r} must be stored as {expected} ({meaning}), "
-                    f"got {self.tensors[name]['dtype']}",
+                    f"{where}: tensor {self.prefix + name!r} must be stored as {expected} ({meaning}), "
+                    f"got {entry['dtype']}",
                 )
         values = {p: self.array(f"defaults/{depth}/{p}") for p in parts}
         lengths = self.array(f"defaults/{depth}/lengths") if has_lengths else None
@@ -581,6 +792,111 @@ class _Reader:
             raise
         except (ValueError, TypeError) as exc:
             raise _fail(self.source, f"{where} cannot be built: {exc}") from None
+
+    def bundle(self, entries: Any, prefix: str, depth: int, where: str) -> dict[str, Any]:
+        """The mapping a bundle's ``entries`` list describes (``where`` names the list's owner), read by
+        the file's top reader (prefix ""), which gives each model a reader of its own."""
+        source = self.source
+        if depth >= _MAX_NESTING:
+            raise _fail(source, f"{where}: mappings nested more than {_MAX_NESTING} deep")
+        entries = _check_type(source, f"{where}.entries", entries, list)
+        out: dict[str, Any] = {}
+        for k, entry in enumerate(entries):
+            at = f"{where}.entries[{k}]"
+            if not isinstance(entry, dict) or "name" not in entry or "type" not in entry:
+                raise _fail(
+                    source, f"{at} must be a JSON object with a 'name' and a 'type', got {_json(entry)}"
+                )
+            name = _check_type(source, f"{at}.name", entry["name"], str)
+            if not _NAME.fullmatch(name):
+                raise _fail(source, f"{at}.name must be {_NAME_RULE}, got {_json(name)}")
+            if name in out:
+                raise _fail(
+                    source, f"{at}.name must be unique in its mapping, got {_json(name)} a second time"
+                )
+            path = prefix + name
+            at = f"entry {path!r}"
+            kind = _check_value(source, f"{at}.type", entry["type"], _ENTRY_TYPES)
+            _expect_keys(source, at, entry, {"name", "type", *_ENTRY_FIELDS[kind]})
+            if kind == "model":
+                reader = _Reader(
+                    source, self.data, self.data_start, self.tensors, self.used, f"{path}/", f"{at}.model"
+                )
+                out[name] = reader.build(entry["model"], 0)
+            elif kind == "array":
+                out[name] = self._bundle_array(path, at)
+            elif kind == "json":
+                out[name] = entry["value"]  # any JSON; the parser has refused non-finite numbers
+            else:
+                out[name] = self.bundle(entry["entries"], f"{path}/", depth + 1, at)
+        return out
+
+    def _bundle_array(self, path: str, where: str) -> np.ndarray:
+        if path not in self.tensors:
+            raise _fail(self.source, f"{where}: its tensor {path!r} is missing from header.tensors")
+        arr = self.array(path)
+        if arr.dtype == np.bool_ and arr.view(np.uint8).max(initial=0) > 1:
+            # NumPy would take any byte for a bool, and such arrays compare inconsistently.
+            raise _fail(self.source, f"{where}: tensor {path!r} is bool but holds bytes other than 0 and 1")
+        return arr
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads would keep the last of two equal keys silently: a file could say two things at once.
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(f"a JSON object has the key {_json(key)} twice")
+        seen.add(key)
+    return dict(pairs)
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e400 parses as infinity, which JSON cannot hold
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return number
+
+
+def _tensor_table(source: str, entries: list, version: int) -> tuple[dict[str, dict[str, Any]], int]:
+    """The checked tensor table, by name, and the data's length it implies."""
+    dtypes = _DTYPES[version]
+    rank = _MAX_RANK[version]
+    tensors: dict[str, dict[str, Any]] = {}
+    data_end = 0
+    for k, entry in enumerate(entries):
+        where = f"header.tensors[{k}]"
+        _expect_keys(source, where, entry, {"name", "dtype", "shape", "offset", "nbytes"})
+        name = _check_type(source, f"{where}.name", entry["name"], str)
+        if name in tensors:
+            raise _fail(source, f"{where}.name must be unique, got {_json(name)} a second time")
+        if _check_type(source, f"{where}.dtype", entry["dtype"], str) not in dtypes:
+            raise _fail(source, f"{where}.dtype must be one of {list(dtypes)}, got {_json(entry['dtype'])}")
+        shape = _check_type(source, f"{where}.shape", entry["shape"], list)
+        if len(shape) > rank or any(type(d) is not int or d < 0 for d in shape):
+            raise _fail(
+                source,
+                f"{where}.shape must be a list of at most {rank} non-negative integers, got {_json(shape)}",
+            )
+        itemsize = dtypes[entry["dtype"]].itemsize
+        # NumPy refuses a shape whose non-zero dimensions multiply past its index type, even with a zero.
+        if math.prod(d for d in shape if d) * itemsize >= 2**63:
+            raise _fail(source, f"{where}.shape {_json(shape)} is larger than any array can be")
+        for key in ("offset", "nbytes"):
+            _check_value(source, f"{where}.{key}", entry[key], "int")
+        if entry["nbytes"] != math.prod(shape) * itemsize:
+            raise _fail(source, f"{where}: nbytes {entry['nbytes']} does not match shape {shape}")
+        if entry["offset"] < data_end or entry["offset"] % _ALIGN:
+            raise _fail(
+                source, f"{where}: offset {entry['offset']} overlaps the previous tensor or is unaligned"
+            )
+        data_end = entry["offset"] + entry["nbytes"]
+        tensors[name] = entry
+    return tensors, data_end
 
 
 def _decode(data: bytes, source: str) -> Any:
@@ -612,41 +928,23 @@ def _decode(data: bytes, source: str) -> Any:
         raise _fail(source, f"truncated: the header needs {header_end} bytes, the file has {size}")
     try:
         header = json.loads(
-            bytes(view[_PREFIX.size : header_end]).decode("utf-8"), parse_constant=_reject_constant
+            bytes(view[_PREFIX.size : header_end]).decode("utf-8"),
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
         )
+    except _DuplicateKey as exc:
+        raise _fail(source, f"corrupted header ({exc})") from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _fail(source, f"corrupted header (not valid JSON: {str(exc)[:200]})") from None
-    _expect_keys(source, "header", header, {"format_version", "fusedrnn_version", "model", "tensors"})
+    content = "model" if version == MODEL_VERSION else "entries"
+    _expect_keys(source, "header", header, {"format_version", "fusedrnn_version", content, "tensors"})
     if _check_type(source, "header.format_version", header["format_version"], int) != version:
         raise _fail(source, "corrupted header (format versions disagree)")
     _check_type(source, "header.fusedrnn_version", header["fusedrnn_version"], str)
-    entries = _check_type(source, "header.tensors", header["tensors"], list)
+    table = _check_type(source, "header.tensors", header["tensors"], list)
+    tensors, data_end = _tensor_table(source, table, version)
     data_start = -(-header_end // _ALIGN) * _ALIGN
-    tensors: dict[str, dict[str, Any]] = {}
-    data_end = 0
-    for k, entry in enumerate(entries):
-        where = f"header.tensors[{k}]"
-        _expect_keys(source, where, entry, {"name", "dtype", "shape", "offset", "nbytes"})
-        name = _check_type(source, f"{where}.name", entry["name"], str)
-        if name in tensors:
-            raise _fail(source, f"{where}.name must be unique, got {_json(name)} a second time")
-        if _check_type(source, f"{where}.dtype", entry["dtype"], str) not in _DTYPES:
-            raise _fail(source, f"{where}.dtype must be one of {list(_DTYPES)}, got {_json(entry['dtype'])}")
-        shape = _check_type(source, f"{where}.shape", entry["shape"], list)
-        if len(shape) > 4 or any(type(d) is not int or d < 0 for d in shape):
-            raise _fail(
-                source, f"{where}.shape must be a list of at most 4 non-negative integers, got {_json(shape)}"
-            )
-        for key in ("offset", "nbytes"):
-            _check_value(source, f"{where}.{key}", entry[key], "int")
-        if entry["nbytes"] != math.prod(shape) * _DTYPES[entry["dtype"]].itemsize:
-            raise _fail(source, f"{where}: nbytes {entry['nbytes']} does not match shape {shape}")
-        if entry["offset"] < data_end or entry["offset"] % _ALIGN:
-            raise _fail(
-                source, f"{where}: offset {entry['offset']} overlaps the previous tensor or is unaligned"
-            )
-        data_end = entry["offset"] + entry["nbytes"]
-        tensors[name] = entry
     expected_size = data_start + data_end + _DIGEST
     if size < expected_size:
         raise _fail(source, f"truncated: the file has {size} bytes, its header describes {expected_size}")
@@ -654,19 +952,28 @@ def _decode(data: bytes, source: str) -> Any:
         raise _fail(source, f"corrupted: {size - expected_size} unexpected bytes after the data")
     if hashlib.sha256(view[: size - _DIGEST]).digest() != data[size - _DIGEST :]:
         raise _fail(source, "corrupted: the checksum does not match the contents")
-    reader = _Reader(source, view, data_start, tensors)
-    model = reader.build(header["model"], 0)
-    unused = set(tensors) - reader.used
+    used: set[str] = set()
+    reader = _Reader(source, view, data_start, tensors, used)
+    if version == MODEL_VERSION:
+        result = reader.build(header["model"], 0)
+    else:
+        result = reader.bundle(header["entries"], "", 0, "header")
+    unused = set(tensors) - used
     if unused:
-        raise _fail(source, f"the file holds tensors the model does not use: {sorted(unused)[:5]}")
-    return model
+        user = "the model does not use" if version == MODEL_VERSION else "no entry uses"
+        raise _fail(source, f"the file holds tensors {user}: {sorted(unused)[:5]}")
+    return result
 
 
 def load(path: Any) -> Any:
-    """Read a model written by ``save``: a fusedrnn layer, cell or wrapped layer with the saved
-    configuration, dtype and weights. ``path``: a path, or a binary file object. Raises ModelFileError
-    (a ValueError) for anything that is not an intact fusedrnn model file of a version this fusedrnn
-    reads, FileNotFoundError for a missing path."""
+    """Read a file written by ``save``. ``path``: a path, or a binary file object.
+
+    A format version 1 file gives the fusedrnn layer, cell or wrapped layer it holds, with the saved
+    configuration, dtype and weights; a version 2 file (a bundle) gives a dict, in the saved order, of
+    its names to models, NumPy arrays (the saved dtype and shape, in this machine's byte order) and JSON
+    metadata, nested mappings as dicts. Raises ModelFileError (a ValueError) for anything that is not an
+    intact fusedrnn model file of a version this fusedrnn reads, saying what is wrong and where;
+    FileNotFoundError for a missing path."""
     if hasattr(path, "read"):
         data = path.read()
         source = getattr(path, "name", "<file object>")
