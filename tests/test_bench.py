@@ -19,6 +19,7 @@ from fusedrnn.bench import (
     machine,
     memory,
     optional,
+    plotting,
     progress,
     report,
     timing,
@@ -852,3 +853,48 @@ def test_cli_training_and_random_lengths(tmp_path, capsys):
     assert len(drawn) == 4 and all(1 <= n <= 7 for n in drawn)
     assert {r["mode"] for r in rows} == {"training"} and "onnxruntime" not in {r["impl"] for r in rows}
 
+
+# ---- the plot of a busy run ------------------------------------------------------------------------------
+
+
+def _plot_result(busy):
+    rows = [
+        {
+            "workload": "LSTM inference T=4 N=1 I=3 H=5",
+            "cell": "lstm",
+            "mode": "inference",
+            "N": 1,
+            "layers": 1,
+            "bidirectional": False,
+            "impl": "torch",
+            "threads": n,
+            "ratio": 1.5,
+            "target": 1.2,
+            "target_met": True,
+        }
+        for n in (1, 2)
+    ]
+    return {"meta": {"versions": {"fusedrnn": "0"}, "cpu": "cpu", "busy": busy}, "rows": rows}
+
+
+def _texts(fig):
+    return [t.get_text() for t in fig.texts] + [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+@pytest.mark.skipif(not has("matplotlib"), reason="matplotlib not installed")
+def test_plot_of_a_busy_run_says_so():
+    import matplotlib.pyplot as plt
+
+    reasons = [
+        "load average 1.20 at the start",
+        "other processes kept cores busy while timing: 0.80 at threads=2",
+    ]
+    fig = plotting.figure(_plot_result(reasons))
+    texts = _texts(fig)
+    plt.close(fig)
+    assert plotting.BUSY_MARK in texts  # the watermark across the axes
+    (caption,) = [t for t in texts if t.startswith(plotting.BUSY_MARK + ":")]
+    assert all(reason in caption for reason in reasons) and "unreliable" in caption
+    quiet = plotting.figure(_plot_result([]))
+    assert not any(plotting.BUSY_MARK in t for t in _texts(quiet))
+    plt.close(quiet)
