@@ -858,23 +858,26 @@ def test_cli_training_and_random_lengths(tmp_path, capsys):
 
 
 def _plot_result(busy):
-    rows = [
-        {
-            "workload": "LSTM inference T=4 N=1 I=3 H=5",
-            "cell": "lstm",
+    def row(cell, nonlinearity, threads):
+        return {
+            "workload": f"{cell} inference T=4 N=1 I=3 H=5",
+            "cell": cell,
+            "nonlinearity": nonlinearity,
             "mode": "inference",
             "N": 1,
             "layers": 1,
             "bidirectional": False,
+            "dtype": "float64",
             "impl": "torch",
-            "threads": n,
+            "threads": threads,
             "ratio": 1.5,
             "target": 1.2,
             "target_met": True,
         }
-        for n in (1, 2)
-    ]
-    return {"meta": {"versions": {"fusedrnn": "0"}, "cpu": "cpu", "busy": busy}, "rows": rows}
+
+    rows = [row(cell, nl, n) for cell, nl in (("lstm", None), ("rnn_relu", "relu")) for n in (1, 2)]
+    meta = {"versions": {"fusedrnn": "0"}, "cpu": "cpu", "busy": busy, "dtypes": ["float64"]}
+    return {"meta": meta, "rows": rows}
 
 
 def _texts(fig):
@@ -897,4 +900,8 @@ def test_plot_of_a_busy_run_says_so():
     assert all(reason in caption for reason in reasons) and "unreliable" in caption
     quiet = plotting.figure(_plot_result([]))
     assert not any(plotting.BUSY_MARK in t for t in _texts(quiet))
+    (ax,) = quiet.axes
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["LSTM inf\nN=1 vs torch\nfloat64", "RNN-relu inf\nN=1 vs torch\nfloat64"]
+    assert ax.get_title().endswith("(float64)")
     plt.close(quiet)

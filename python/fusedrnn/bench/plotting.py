@@ -15,10 +15,18 @@ NO_MATPLOTLIB = (
 
 
 def _short_label(row: dict[str, Any]) -> str:
-    kind = ("bi" if row.get("bidirectional") else "") + row["cell"].upper()
+    nonlinearity = row.get("nonlinearity")
+    kind = "RNN-" + nonlinearity if nonlinearity else row["cell"].upper()
+    kind = ("bi" if row.get("bidirectional") else "") + kind
     if row.get("layers", 1) > 1:
         kind += f" x{row['layers']}"
-    return f"{kind} {'inf' if row['mode'] == 'inference' else 'train'}\nN={row['N']} vs {row['impl']}"
+    extras = [f"P={row['proj_size']}"] if row.get("proj_size") else []
+    if row.get("dtype", "float32") != "float32":
+        extras.append(row["dtype"])
+    if row.get("lengths"):
+        extras.append("ragged")
+    mode = "inf" if row["mode"] == "inference" else "train"
+    return f"{kind} {mode}\nN={row['N']} vs {row['impl']}" + ("\n" + " ".join(extras) if extras else "")
 
 
 BUSY_MARK = "BUSY MACHINE"
@@ -94,9 +102,9 @@ def _mark_busy(fig: Any, ax: Any, reasons: list[str]) -> None:
         va="center",
         fontsize=40,
         color="firebrick",
-        alpha=0.2,
+        alpha=0.25,
         rotation=20,
-        zorder=0,
+        zorder=10,  # over the bars: a mark that must not be missed
     )
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.text(
@@ -129,7 +137,7 @@ def _decorate(
     ax.set_ylabel("anchor time / fusedrnn time (above 1: fusedrnn faster)")
     ax.set_title(
         f"fusedrnn {meta.get('versions', {}).get('fusedrnn', '')} on {meta.get('cpu', '')}: "
-        "ratio per workload and thread count (float32)",
+        f"ratio per workload and thread count ({', '.join(meta.get('dtypes', ['float32']))})",
         fontsize=10,
     )
     handles = [
