@@ -189,7 +189,10 @@ def _add_shape_options(bench: argparse.ArgumentParser) -> None:
         help="LSTM only: project h to P < H units, as torch.nn.LSTM(proj_size=P)",
     )
     shape.add_argument(
-        "--dtype", choices=["float32", "float64"], default=None, help="weights, input and compute"
+        "--dtype",
+        choices=["float32", "float64"],
+        default=None,
+        help="weights, input and compute (default float32)",
     )
     shape.add_argument(
         "--training",
@@ -238,7 +241,8 @@ def build_parser(prog: str = "python -m fusedrnn") -> argparse.ArgumentParser:
     bench.add_argument(
         "--quick",
         action="store_true",
-        help="tiny shapes and few rounds: a smoke test whose times mean nothing",
+        help="few rounds, and tiny shapes in place of the standard workloads: a smoke test whose times "
+        "mean nothing",
     )
     bench.add_argument(
         "--repeat",
