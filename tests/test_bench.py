@@ -555,6 +555,10 @@ BAD_WORKLOADS = {
         dict(lengths=(4, 4)),
         "lengths: expected 3 values, one per sequence of the batch, got 2",
     ),
+    "lengths-float": (
+        dict(lengths=(4, 2.0, 1)),
+        "lengths: expected lengths from 1 to the sequence length 4, got (4, 2.0, 1)",
+    ),
     "lengths-range": (
         dict(lengths=(4, 5, 1)),
         "lengths: expected lengths from 1 to the sequence length 4, got (4, 5, 1)",
@@ -586,6 +590,9 @@ def test_workload_names_sizes_and_targets():
         lengths=[9, 10, 1],
     )
     assert w.lengths == (9, 10, 1)  # JSON's list becomes a tuple: the workload stays hashable
+    from_numpy = bench.Workload("lstm", "inference", np.int64(10), 3, 8, 16, lengths=np.array([9, 10, 1]))
+    assert from_numpy == bench.Workload("lstm", "inference", 10, 3, 8, 16, lengths=(9, 10, 1))
+    assert type(from_numpy.T) is int and json.dumps(from_numpy.shape_dict())
     assert w.name == "LSTM bidirectional 2-layer training T=10 N=3 I=8 H=16 P=4 float64 ragged"
     assert w.short_name == "biLSTM x2 train T=10 N=3 I=8 H=16 P=4 float64 ragged"
     assert bench.Workload("rnn_relu", "inference", 1, 1, 1, 1).short_name == "RNN-relu inf T=1 N=1 I=1 H=1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +35,13 @@ class WorkloadError(ValueError):
         self.detail = detail
 
 
+def _is_integer(value: Any) -> bool:
+    """An int or a NumPy integer; not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_positive(field_name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not _is_integer(value) or value < 1:
         raise WorkloadError(field_name, f"expected a positive integer, got {value!r}")
 
 
@@ -74,26 +80,27 @@ class Workload:
             raise WorkloadError("mode", f"expected one of {', '.join(MODES)}, got {self.mode!r}")
         for name in ("T", "N", "I", "H", "layers"):
             _check_positive(name, getattr(self, name))
+            object.__setattr__(self, name, int(getattr(self, name)))  # NumPy integers become ints
         if self.dtype not in DTYPES:
             raise WorkloadError("dtype", f"expected one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.proj_size:
             if self.cell != "lstm":
                 raise WorkloadError("proj_size", f"only an LSTM has a projection, got cell {self.cell!r}")
-            if isinstance(self.proj_size, bool) or not 0 < self.proj_size < self.H:
+            if not _is_integer(self.proj_size) or not 0 < self.proj_size < self.H:
                 raise WorkloadError(
                     "proj_size", f"expected a size below the hidden size {self.H}, got {self.proj_size!r}"
                 )
         if self.lengths is not None:
-            lengths = tuple(self.lengths)  # JSON (the memory child) gives a list
-            object.__setattr__(self, "lengths", lengths)
+            lengths = tuple(self.lengths)  # a list from JSON (the memory child), or an array
             if len(lengths) != self.N:
                 raise WorkloadError(
                     "lengths", f"expected {self.N} values, one per sequence of the batch, got {len(lengths)}"
                 )
-            if any(isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.T for n in lengths):
+            if not all(_is_integer(n) and 1 <= n <= self.T for n in lengths):
                 raise WorkloadError(
                     "lengths", f"expected lengths from 1 to the sequence length {self.T}, got {lengths}"
                 )
+            object.__setattr__(self, "lengths", tuple(int(n) for n in lengths))
 
     @property
     def directions(self) -> int:
