@@ -362,6 +362,15 @@ def test_large_batch_gflops_against_the_matmul_rate():
     assert "large batch" in text and "of matmul" in text and ">=85%" in text
 
 
+def test_float64_large_batch_is_not_measured_against_the_float32_roof():
+    w = bench.Workload("rnn_tanh", "inference", 3, workloads.LARGE_BATCH, 4, 8, dtype="float64")
+    result = bench.run(
+        threads=[1], repeat=1, warmup=0, workloads=(w,), anchors=[], quick=True, out=io.StringIO()
+    )
+    (entry,) = result["compute"]
+    assert entry["gflops"] > 0 and entry["fraction"] is None and entry["matmul_gflops"] is None
+
+
 def test_batch1_step_time_against_the_weight_read():
     w = bench.Workload("lstm", "inference", 5, 1, 4, 32)
     t = bench.Workload("gru", "training", 5, 1, 4, 32, layers=2, bidirectional=True)

@@ -244,7 +244,8 @@ def compute_section(
     for r in big:
         name = "" if (r.workload, r.threads) == last else r.workload.name
         last = (r.workload, r.threads)
-        roof = matmul.get(r.threads)
+        # The roof is a float32 product: another dtype's rows get no fraction of it.
+        roof = matmul.get(r.threads) if r.workload.dtype == "float32" else None
         frac = None if roof is None else r.gflops / roof
         target = r.workload.matmul_fraction_target if r.impl == "fusedrnn" else None
         met = None
