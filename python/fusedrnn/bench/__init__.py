@@ -2,7 +2,8 @@
 
 ``python -m fusedrnn bench`` runs :func:`run`.
 
-1. For every workload (cell, inference or training, shape, layers, directions): one set of float32 weights
+1. For every workload (cell, inference or training, shape, layers, directions, dtype, projection, lengths;
+   the default ones, or the user's own from the command line's shape options): one set of weights
    (from a ``torch.nn`` module when PyTorch is installed, loaded into fusedrnn with ``load_state_dict``;
    otherwise fusedrnn's own initialization), one input ``x`` and, for training, one output cotangent ``g``
    (loss ``sum(y * g)``).
@@ -14,9 +15,10 @@ Then, for every workload at every requested thread count:
    :class:`AnswerMismatch` -- nothing is timed whose answer is wrong;
 3. warms every implementation up, then times them interleaved: in each round every implementation runs
    once, in a rotating order, so drift of the machine hits all of them alike;
-4. reports the median time of each and ``ratio = anchor time / fusedrnn time`` (above 1: fusedrnn is
-   faster; below 1 the table says "fusedrnn slower"), beside the target ratio that the project sets for that
-   workload, anchor and thread count, and whether the measured ratio meets it.
+4. reports the median (p50) and 90th percentile (p90) of each and ``ratio = anchor median / fusedrnn
+   median`` (above 1: fusedrnn is faster), beside the target ratio that the project sets for that workload,
+   anchor and thread count, and whether the measured ratio meets it: by default one table in at most 100
+   columns and the targets; with ``verbose=True`` every section below and every note.
 
 Around the timing, in the same process: the float32 matmul rate (NumPy, a square sgemm at each thread
 count), against which the large-batch rows report their GFLOP/s; the rate at which NumPy reads an array of
@@ -25,10 +27,11 @@ fusedrnn's own 1-thread / 2-thread speedup; and its first call on a new layer ag
 ``memory=True`` adds peak memory, each implementation in a fresh process (:func:`measure_memory`).
 
 Anchors: ``numpy`` (``fusedrnn.reference``, explicit per-step NumPy loops; slow, so it is timed in fewer
-rounds), ``torch`` (``torch.nn.LSTM``/``GRU`` with ``torch.set_num_threads`` equal to the thread count,
-inference under ``torch.inference_mode``), ``onnxruntime`` (inference only: the torch module exported to
-ONNX, or, without PyTorch, the same graph built from the weights with ``onnx.helper``; one session per thread
-count with ``intra_op_num_threads`` equal to it). Anchors that are not installed are skipped with a note.
+rounds), ``torch`` (``torch.nn.RNN``/``LSTM``/``GRU`` with ``torch.set_num_threads`` equal to the thread
+count, inference under ``torch.inference_mode``), ``onnxruntime`` (float32 inference without projection
+only: the torch module exported to ONNX, or, without PyTorch or for a ragged batch, the same graph built
+from the weights with ``onnx.helper``; one session per thread count with ``intra_op_num_threads`` equal to
+it). Anchors that are not installed, or cannot express a workload, are skipped with a note.
 
 Modules, one concern each:
 
@@ -39,8 +42,9 @@ Modules, one concern each:
 - ``timing``: warm-up and interleaved timing of one problem at one thread count;
 - ``limits``: the matmul rate and the weight-read rate the rows are compared with;
 - ``memory``: peak memory per call, in fresh processes;
-- ``report``: the printed table, sections and targets; ``plotting``: the ratios drawn;
-- ``machine``: versions, CPU, load, and the other processes' share of the CPU;
+- ``report``: the printed table, sections and targets; ``plotting``: the ratios drawn (a busy run marked);
+- ``machine``: versions, CPU, load, the other processes' share of the CPU, and whether the run was busy;
+- ``progress``: the progress line and the time left; ``notes``: the notes, and which the default report shows;
 - ``stream_steps``: one step at a time (streams and cells) against torch's cells;
 - ``cli``: :func:`run`, which puts them together; ``optional``: the optional libraries, imported in one place.
 """

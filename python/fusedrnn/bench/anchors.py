@@ -1,10 +1,11 @@
 """The implementations timed against each other: fusedrnn and its anchors.
 
 ``numpy`` (``fusedrnn.reference``, explicit per-step NumPy loops; slow, so it is timed in fewer rounds),
-``torch`` (``torch.nn.LSTM``/``GRU`` with ``torch.set_num_threads`` equal to the thread count, inference
-under ``torch.inference_mode``), ``onnxruntime`` (inference only, the model of :mod:`.onnx_graph`; one
-session per thread count with ``intra_op_num_threads`` equal to it). Each is a :class:`Runner`; an anchor
-that cannot run here raises :class:`AnchorUnavailable`.
+``torch`` (``torch.nn.RNN``/``LSTM``/``GRU`` with ``torch.set_num_threads`` equal to the thread count,
+inference under ``torch.inference_mode``, a ragged batch through ``pack_padded_sequence``),
+``onnxruntime`` (float32 inference without projection only, the model of :mod:`.onnx_graph`; one session
+per thread count with ``intra_op_num_threads`` equal to it). Each is a :class:`Runner`; an anchor that
+cannot run here, or cannot express the workload, raises :class:`AnchorUnavailable`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from .._cells import CellKind
 from . import optional
-from .problems import Problem, fusedrnn_layer
+from .problems import Problem, fusedrnn_layer, lengths_array, onnx_expresses, torch_forward
 
 ALL_ANCHORS = ("numpy", "torch", "onnxruntime")
 
@@ -54,11 +55,12 @@ def fusedrnn_runner(problem: Problem) -> Runner:
     else:
         layer.load_state_dict(problem.params)
     x, gy = problem.x, problem.gy
+    lengths = lengths_array(w)
 
     if w.mode == "inference":
 
         def call() -> Any:
-            return layer(x)
+            return layer(x, lengths=lengths)
 
         def answer(res: Any) -> dict[str, np.ndarray]:
             y, state = res
@@ -66,7 +68,7 @@ def fusedrnn_runner(problem: Problem) -> Runner:
     else:
 
         def call() -> Any:
-            tape = layer.record(x)
+            tape = layer.record(x, lengths=lengths)
             return tape, tape.backward(gy)
 
         def answer(res: Any) -> dict[str, np.ndarray]:
@@ -84,15 +86,21 @@ def numpy_runner(problem: Problem, threads: int) -> Runner:
 
     w = problem.workload
     config = StackConfig(
-        cell=w.cell, input_size=w.I, hidden_size=w.H, num_layers=w.layers, bidirectional=w.bidirectional
+        cell=w.cell,
+        input_size=w.I,
+        hidden_size=w.H,
+        num_layers=w.layers,
+        bidirectional=w.bidirectional,
+        proj_size=w.proj_size,
     )
     params = problem.params
     x, gy = problem.x, problem.gy
+    lengths = lengths_array(w)
 
     if w.mode == "inference":
 
         def call() -> Any:
-            return reference.forward(config, params, x)
+            return reference.forward(config, params, x, lengths=lengths)
 
         def answer(res: Any) -> dict[str, np.ndarray]:
             y, h_n, c_n, _ = res
@@ -103,7 +111,7 @@ def numpy_runner(problem: Problem, threads: int) -> Runner:
     else:
 
         def call() -> Any:
-            y, _, _, cache = reference.forward(config, params, x)
+            y, _, _, cache = reference.forward(config, params, x, lengths=lengths)
             return y, reference.backward(cache, gy)
 
         def answer(res: Any) -> dict[str, np.ndarray]:
@@ -128,7 +136,7 @@ def torch_runner(problem: Problem, threads: int) -> Runner:
 
         def call() -> Any:
             with torch.inference_mode():
-                return module(xt)
+                return torch_forward(torch, module, xt, w)
 
         def answer(res: Any) -> dict[str, np.ndarray]:
             y, state = res
@@ -142,7 +150,7 @@ def torch_runner(problem: Problem, threads: int) -> Runner:
         def call() -> Any:
             module.zero_grad(set_to_none=True)
             xt.grad = None
-            y, _ = module(xt)
+            y, _ = torch_forward(torch, module, xt, w)
             y.backward(gt)  # the gradients of loss = sum(y * g), without forming y * g
             return y
 
@@ -155,8 +163,9 @@ def torch_runner(problem: Problem, threads: int) -> Runner:
 
 
 def onnxruntime_runner(problem: Problem, threads: int) -> Runner:
-    if problem.workload.mode != "inference":
-        raise AnchorUnavailable("ONNX Runtime runs inference only")
+    cannot = onnx_expresses(problem.workload)
+    if cannot is not None:
+        raise AnchorUnavailable(cannot)
     ort = optional.try_import("onnxruntime")
     if ort is None:
         raise AnchorUnavailable("onnxruntime is not installed")

@@ -7,32 +7,48 @@ import io
 import json
 import statistics
 import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from . import optional
 from .anchors import ALL_ANCHORS, ANCHOR_FACTORIES
-from .answers import TOLERANCE
+from .answers import TOLERANCE, TOLERANCE_FLOAT64
 from .errors import BenchError
 from .limits import MATMUL_SIZE, QUICK_MATMUL_SIZE, Batch1, batch1, matmul_method, matmul_samples, read_method
-from .machine import CpuMeter, cpu_name, load_average, numpy_threads_note, others_report, versions
+from .machine import (
+    BUSY_LOAD,
+    CpuMeter,
+    busy_reasons,
+    cpu_name,
+    load_average,
+    numpy_threads_note,
+    others_report,
+    versions,
+)
 from .memory import MEMORY_METHOD, measure_memory
+from .notes import Notes
 from .plotting import NO_MATPLOTLIB, plot
 from .problems import Problem, make_problem
+from .progress import Progress
 from .report import (
     TargetCheck,
+    answers_line,
     batch1_section,
+    brief_legend,
+    brief_summary,
+    brief_table,
     compute_section,
     first_call_section,
-    format_row,
-    header,
+    format_table,
+    memory_brief,
     memory_section,
     name_width,
     ratio_checks,
     scaling_section,
     summary,
     targets_summary,
-    threads_title,
+    wrap,
 )
 from .timing import Row, bench_one
 from .workloads import Workload, default_thread_counts, default_workloads
@@ -50,6 +66,8 @@ class _Plan:
     rounds: int
     warmup: int
     workloads: tuple[Workload, ...]
+    standard: bool  # the default workloads (not the caller's)
+    stream_steps: bool
     anchors: list[str]
     seed: int
     matmul_size: int
@@ -65,6 +83,7 @@ class _Timings:
     matmul_samples: dict[int, list[float]] = field(default_factory=dict)
     batch1: list[Batch1] = field(default_factory=list)
     busy_others: dict[int, dict[str, float]] = field(default_factory=dict)
+    others_lines: dict[int, str] = field(default_factory=dict)
 
 
 def _plan(
@@ -74,6 +93,7 @@ def _plan(
     warmup: int | None,
     anchors: list[str] | None,
     workloads: tuple[Workload, ...] | None,
+    stream_steps: bool | None,
     seed: int,
     plot_path: str | None,
 ) -> _Plan:
@@ -97,6 +117,8 @@ def _plan(
         rounds=rounds,
         warmup=warmup if warmup is not None else (1 if quick else 3),
         workloads=workloads if workloads is not None else default_workloads(quick),
+        standard=workloads is None,
+        stream_steps=workloads is None if stream_steps is None else stream_steps,
         anchors=anchors,
         seed=seed,
         matmul_size=matmul_size,
@@ -105,24 +127,24 @@ def _plan(
     )
 
 
-def _environment(anchors: list[str], memory: bool, notes: list[str]) -> tuple[Any, Any, float | None]:
+def _environment(anchors: list[str], memory: bool, notes: Notes) -> tuple[Any, Any, float | None]:
     """(torch or None, threadpoolctl or None, the load average), with a note for each anchor that is
     missing and for a busy machine."""
     load = load_average()
-    if load is not None and load > 0.5:
-        notes.append(
+    if load is not None and load > BUSY_LOAD:
+        notes.add(
             f"the machine was busy when the run started (1-minute load average {load:.2f}): other "
             "processes compete for the cores, and times with more than one thread suffer most"
         )
     want_torch = "torch" in anchors or "onnxruntime" in anchors or memory
     torch = optional.try_import("torch") if want_torch else None
     if "torch" in anchors and torch is None:
-        notes.append("torch: skipped (PyTorch is not installed); weights come from fusedrnn's own init")
+        notes.add("torch: skipped (PyTorch is not installed)", brief=True)
     if "onnxruntime" in anchors and optional.try_import("onnxruntime") is None:
-        notes.append("onnxruntime: skipped (onnxruntime is not installed)")
+        notes.add("onnxruntime: skipped (onnxruntime is not installed)", brief=True)
     tpc, note = numpy_threads_note()
     if note and "numpy" in anchors:
-        notes.append(note)
+        notes.add(note)
     return torch, tpc, load
 
 
@@ -137,25 +159,40 @@ def _meta(plan: _Plan, torch: Any, tpc: Any, load: float | None) -> dict[str, An
         "warmup": plan.warmup,
         "quick": plan.quick,
         "seed": plan.seed,
-        "dtype": "float32",
+        "dtypes": sorted({w.dtype for w in plan.workloads}),
         "tolerance": TOLERANCE,
+        "tolerance_float64": TOLERANCE_FLOAT64,
         "load_average": load,
         "threadpoolctl": tpc is not None,
     }
 
 
-def _print_header(meta: dict[str, Any], plan: _Plan, out: TextIO) -> None:
+def _header(meta: dict[str, Any], plan: _Plan) -> list[str]:
     load = meta["load_average"]
-    print(
-        "fusedrnn bench  " + "  ".join(f"{k} {v}" for k, v in meta["versions"].items() if k != "platform"),
-        file=out,
+    libraries = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if k != "platform")
+    rounds = f"{'up to ' if plan.adaptive else ''}{plan.rounds} rounds after {plan.warmup} warm-up calls"
+    return wrap(f"fusedrnn bench: {libraries}") + wrap(
+        f"cpu: {meta['cpu']} ({meta['usable_cores']} usable cores); threads {plan.threads}; {rounds}"
+        + ("" if load is None else f"; 1-minute load average {load:.2f} at the start")
     )
-    print(
-        f"cpu: {meta['cpu']} ({meta['usable_cores']} usable cores); threads {plan.threads}; "
-        f"{'up to ' if plan.adaptive else ''}{plan.rounds} rounds after {plan.warmup} warm-up calls"
-        + ("" if load is None else f"; 1-minute load average {load:.2f} at the start"),
-        file=out,
-    )
+
+
+class _Units:
+    """The progress of the run in units of work (see :mod:`.progress`)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.done = 0.0
+
+    def within(self, label: str) -> Any:
+        """A callback ``(done, of)`` that moves the progress through the current unit."""
+        return lambda done, of: self.progress.update(self.done + done / max(of, 1), label)
+
+    def start(self, label: str) -> None:
+        self.progress.update(self.done, label)
+
+    def finish(self) -> None:
+        self.done += 1
 
 
 def _time_threads(
@@ -164,49 +201,41 @@ def _time_threads(
     problems: list[Problem],
     tpc: Any,
     cores: int,
-    width: int,
-    notes: list[str],
-    out: TextIO,
+    notes: Notes,
     timings: _Timings,
+    units: _Units,
 ) -> None:
-    """Every problem at ``n`` threads, between two samples of the matmul rate; the rows printed as they
-    come, then how busy the rest of the machine was."""
+    """Every problem at ``n`` threads, between two samples of the matmul rate; then how busy the rest of
+    the machine was."""
     import fusedrnn as fr
 
     fr.set_num_threads(n)
-    print("\n" + threads_title(n), file=out)
-    print(header(width), file=out, flush=True)
     meter = CpuMeter()
     samples = matmul_samples(n, tpc, plan.matmul_size, plan.matmul_reps)
     block_rows: list[Row] = []
     for p in problems:
+        label = f"threads={n}: {p.workload.short_name}"
+        units.start(label)
         with tpc.threadpool_limits(limits=n) if tpc is not None else contextlib.nullcontext():
-            block = bench_one(p, n, plan.anchors, plan.rounds, plan.warmup, plan.adaptive, notes)
-        for i, row in enumerate(block):
-            print(format_row(row, i == 0, width), file=out, flush=True)
-        block_rows += block
+            block_rows += bench_one(
+                p, n, plan.anchors, plan.rounds, plan.warmup, plan.adaptive, notes, units.within(label)
+            )
+        units.finish()
     samples += matmul_samples(n, tpc, plan.matmul_size, plan.matmul_reps)
     timings.matmul_samples[n] = samples
     others = meter.others()
     if others is not None:
         timings.busy_others[n] = others
         line, note = others_report(n, others, cores)
-        print(line, file=out, flush=True)
+        timings.others_lines[n] = line
         if note:
-            notes.append(note)
+            notes.add(note)
     timings.batch1 += batch1(block_rows, n, tpc, plan.read_budget_s)
     timings.rows += block_rows
 
 
 def _time_all(
-    plan: _Plan,
-    problems: list[Problem],
-    torch: Any,
-    tpc: Any,
-    cores: int,
-    width: int,
-    notes: list[str],
-    out: TextIO,
+    plan: _Plan, problems: list[Problem], torch: Any, tpc: Any, cores: int, notes: Notes, units: _Units
 ) -> _Timings:
     """Every thread count in turn; fusedrnn's and torch's thread counts restored afterwards."""
     import fusedrnn as fr
@@ -216,7 +245,7 @@ def _time_all(
     timings = _Timings()
     try:
         for n in plan.threads:
-            _time_threads(n, plan, problems, tpc, cores, width, notes, out, timings)
+            _time_threads(n, plan, problems, tpc, cores, notes, timings, units)
     finally:
         fr.set_num_threads(saved_fr)
         if torch is not None and saved_torch is not None:
@@ -294,53 +323,148 @@ def _stream_steps(quick: bool) -> tuple[list[str], list[dict[str, Any]], list[Ta
     return text.getvalue().rstrip("\n").split("\n"), rows, checks
 
 
-def _memory(plan: _Plan, torch: Any, notes: list[str], width: int) -> tuple[list[dict[str, Any]], list[str]]:
-    """Peak memory of fusedrnn (and PyTorch) at the largest thread count: (entries, section lines)."""
+def _memory(plan: _Plan, torch: Any, notes: Notes, units: _Units) -> tuple[list[dict[str, Any]], int]:
+    """Peak memory of fusedrnn (and PyTorch) at the largest thread count: (entries, the thread count)."""
     impls = ["fusedrnn"] + (["torch"] if torch is not None else [])
     if torch is None:
-        notes.append("memory: PyTorch is not installed, so fusedrnn's memory stands alone")
+        notes.add("memory: PyTorch is not installed, so fusedrnn's memory stands alone", brief=True)
     mem_threads = max(plan.threads)
-    entries, mem_notes = measure_memory(plan.workloads, mem_threads, impls)
-    notes += mem_notes
-    return entries, memory_section(entries, mem_threads, width)
+    units.start("memory, each call in a fresh process")
+
+    def one_done() -> None:
+        units.finish()
+        units.start("memory, each call in a fresh process")
+
+    entries, mem_notes = measure_memory(plan.workloads, mem_threads, impls, on_done=one_done)
+    for note in mem_notes:
+        notes.add(note, brief=True)
+    return entries, mem_threads
 
 
-def _print_report(
-    rows: list[Row],
+def _quick_line(plan: _Plan) -> list[str]:
+    if not plan.quick:
+        return []
+    if plan.standard:
+        return ["(quick: tiny shapes that stand for the default workloads; these verdicts mean nothing)"]
+    return ["(quick: few rounds; these times and verdicts mean little)"]
+
+
+def _verbose_report(
+    timings: _Timings,
     sections: list[list[str]],
     checks: list[TargetCheck],
-    quick: bool,
+    plan: _Plan,
     notes: list[str],
-    out: TextIO,
-) -> None:
-    print("", file=out)
-    for line in summary(rows):
-        print(line, file=out)
-    for lines in sections:
-        if lines:
-            print("", file=out)
-            for line in lines:
-                print(line, file=out)
-    print("", file=out)
-    for line in targets_summary(checks):
-        print(line, file=out)
-    if quick:
-        print(
-            "(quick: tiny shapes that stand for the default workloads; these verdicts mean nothing)", file=out
+) -> list[str]:
+    """Everything: the table per thread count with its busy line, the sections, the targets, the notes."""
+    lines: list[str] = []
+    width = name_width(plan.workloads)
+    for n in plan.threads:
+        block = [r for r in timings.rows if r.threads == n]
+        lines += [""] + format_table(block, width).split("\n")
+        if n in timings.others_lines:
+            lines.append(timings.others_lines[n])
+    lines += [""] + summary(timings.rows)
+    for section in sections:
+        if section:
+            lines += [""] + section
+    lines += [""] + targets_summary(checks) + _quick_line(plan)
+    return lines + ["note: " + line for line in notes]
+
+
+def _brief_report(
+    timings: _Timings,
+    checks: list[TargetCheck],
+    plan: _Plan,
+    notes: Notes,
+    busy: list[str],
+    memory_lines: list[str],
+) -> list[str]:
+    """The default report: one table in REPORT_WIDTH columns, the answers, the machine, the targets."""
+    rows = timings.rows
+    lines = [""] + brief_legend() + brief_table(rows) + [""]
+    lines += wrap(brief_summary(rows)) + wrap(answers_line(rows))
+    if busy:
+        lines += wrap(
+            "busy machine (" + "; ".join(busy) + "): the ratios are unreliable, those with more than "
+            "one thread most"
         )
-    for line in notes:
-        print("note: " + line, file=out)
+    if memory_lines:
+        lines += [""] + memory_lines
+    short_names = {w.name: w.short_name for w in plan.workloads}
+    lines += [""] + targets_summary(checks, short_names) + _quick_line(plan)
+    for note in notes.brief:
+        lines += wrap("note: " + note)
+    more = ["GFLOP/s against the matmul rate", "time per step at batch 1 against the weight read"]
+    if len(plan.threads) > 1:
+        more.append("scaling")
+    more.append("first calls")
+    if plan.stream_steps:
+        more.append("one step at a time")
+    hidden = len(notes) - len(notes.brief)
+    more.append(f"{hidden} more note{'s' if hidden != 1 else ''}" if hidden else "the methods")
+    return lines + wrap("--verbose adds " + ", ".join(more[:-1]) + " and " + more[-1])
 
 
-def _write_outputs(result: dict[str, Any], json_path: str | None, plot_path: str | None, out: TextIO) -> None:
-    if json_path is not None:
+def _write_outputs(
+    result: dict[str, Any], json_path: str | None, plot_path: str | None, out: TextIO, text: TextIO
+) -> None:
+    """The JSON (to ``out`` itself for ``json_path`` "-") and the plot; "wrote ..." lines to ``text``."""
+    if json_path == "-":
+        json.dump(result, out, indent=2)
+        out.write("\n")
+    elif json_path is not None:
         with open(json_path, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
             f.write("\n")
-        print(f"wrote {json_path}", file=out)
+        print(f"wrote {json_path}", file=text)
     if plot_path is not None:
         plot(result, plot_path)
-        print(f"wrote {plot_path}", file=out)
+        print(f"wrote {plot_path}", file=text)
+
+
+@dataclass
+class _Measured:
+    timings: _Timings
+    sections: list[list[str]]
+    checks: list[TargetCheck]
+    data: dict[str, Any]
+    stream_rows: list[dict[str, Any]] = field(default_factory=list)
+    memory_entries: list[dict[str, Any]] = field(default_factory=list)
+    memory_lines: list[str] = field(default_factory=list)
+
+
+def _measure(
+    plan: _Plan,
+    problems: list[Problem],
+    torch: Any,
+    tpc: Any,
+    meta: dict[str, Any],
+    notes: Notes,
+    units: _Units,
+    memory: bool,
+) -> _Measured:
+    """Everything timed and measured: the rows, then the sections, one step at a time and the memory;
+    the machine's load into ``meta``."""
+    timings = _time_all(plan, problems, torch, tpc, meta["usable_cores"], notes, units)
+    meta["load_average_end"] = load_average()  # includes this run's own threads
+    meta["other_processes"] = [{"threads": n, **v} for n, v in timings.busy_others.items()]
+    meta["busy"] = busy_reasons(meta["load_average"], timings.busy_others)
+    meta["judged_busy"] = bool(meta["busy"])
+
+    sections, checks, data = _sections(timings, plan, tpc, name_width(plan.workloads))
+    m = _Measured(timings, sections, checks, data)
+    if plan.stream_steps:
+        units.start("one step at a time, against torch's cells")
+        stream_lines, m.stream_rows, stream_checks = _stream_steps(plan.quick)
+        units.finish()
+        sections.append(stream_lines)
+        checks += stream_checks
+    if memory:
+        m.memory_entries, mem_threads = _memory(plan, torch, notes, units)
+        sections.append(memory_section(m.memory_entries, mem_threads, name_width(plan.workloads)))
+        m.memory_lines = memory_brief(m.memory_entries, mem_threads, plan.workloads)
+    return m
 
 
 def run(
@@ -355,65 +479,78 @@ def run(
     seed: int = 0,
     plot_path: str | None = None,
     memory: bool = False,
+    verbose: bool = False,
+    stream_steps: bool | None = None,
     out: TextIO | None = None,
+    progress: TextIO | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark, print the table to ``out`` (default stdout), and return the results as a dict
+    """Run the benchmark, print the report to ``out`` (default stdout), and return the results as a dict
     ``{"meta": ..., "rows": [...], "targets": [...], "notes": [...], ...}`` (also written to ``json_path``
-    when given).
+    when given; ``json_path="-"`` writes the JSON to ``out`` instead of the report).
 
     threads: thread counts to measure at (default: 1 and the number of usable cores);
-    quick: tiny shapes and few rounds (a smoke test, the numbers mean nothing);
-    repeat: timed rounds per workload (default: up to 20, fewer on slow workloads so that each takes about
-    ROUND_BUDGET_S seconds, at least MIN_ROUNDS; quick: 3); warmup: untimed calls before them;
+    quick: few rounds, and tiny shapes in place of the default workloads (a smoke test, the numbers mean
+    nothing); repeat: timed rounds per workload (default: up to 20, fewer on slow workloads so that each
+    takes about ROUND_BUDGET_S seconds, at least MIN_ROUNDS; quick: 3); warmup: untimed calls before them;
     anchors: names from ``ALL_ANCHORS`` (default all; absent ones are skipped with a note);
+    workloads: what to time (default: ``DEFAULT_WORKLOADS``, or ``QUICK_WORKLOADS`` with quick);
     plot_path: also draw the ratios into this PNG (needs matplotlib; checked before anything runs);
-    memory: also measure peak memory of fusedrnn and PyTorch, each call in a fresh process.
+    memory: also measure peak memory of fusedrnn and PyTorch, each call in a fresh process;
+    verbose: the detailed report (every section and note) in place of the one table and the targets;
+    stream_steps: also time one step at a time against torch's cells (default: with the default workloads);
+    progress: where to show the progress and the time left (None: nowhere; see ``progress.Progress``).
     Raises AnswerMismatch when an anchor's answer differs from fusedrnn's."""
     out = sys.stdout if out is None else out
-    plan = _plan(threads, quick, repeat, warmup, anchors, workloads, seed, plot_path)
-    notes: list[str] = []
+    plan = _plan(threads, quick, repeat, warmup, anchors, workloads, stream_steps, seed, plot_path)
+    # With the JSON on `out`, the text report goes nowhere.
+    text = io.StringIO() if json_path == "-" else out
+    notes = Notes()
     torch, tpc, load = _environment(plan.anchors, memory, notes)
     meta = _meta(plan, torch, tpc, load)
-    _print_header(meta, plan, out)
+    for line in _header(meta, plan):
+        print(line, file=text)
+    text.flush()
 
     problems = [make_problem(w, seed, torch, "onnxruntime" in plan.anchors) for w in plan.workloads]
     for p in problems:
-        notes.extend(n for n in p.notes if n not in notes)
+        for note in p.notes:
+            notes.add(note)
     onnx_sources = sorted({p.onnx_source for p in problems if p.onnx_source})
     if onnx_sources:
         meta["onnx_source"] = onnx_sources
     meta["weights_from"] = problems[0].weights_from if problems else None
-    width = name_width(plan.workloads)
 
-    timings = _time_all(plan, problems, torch, tpc, meta["usable_cores"], width, notes, out)
-    meta["load_average_end"] = load_average()  # includes this run's own threads
-    meta["other_processes"] = [{"threads": n, **v} for n, v in timings.busy_others.items()]
-
-    sections, checks, data = _sections(timings, plan, tpc, width)
-    stream_lines, stream_rows, stream_checks = _stream_steps(plan.quick)
-    sections.append(stream_lines)
-    checks += stream_checks
-    memory_entries: list[dict[str, Any]] = []
-    if memory:
-        memory_entries, memory_lines = _memory(plan, torch, notes, width)
-        sections.append(memory_lines)
+    memory_units = len(plan.workloads) * (2 if torch is not None else 1) if memory else 0
+    total_units = len(plan.threads) * len(problems) + plan.stream_steps + memory_units
+    bar = Progress(progress, total_units)
+    units = _Units(bar)
+    with warnings.catch_warnings(), contextlib.closing(bar):
+        # torch says once that its LSTM with projections does not use oneDNN: nothing to act on.
+        warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
+        m = _measure(plan, problems, torch, tpc, meta, notes, units, memory)
+    timings, sections, checks = m.timings, m.sections, m.checks
 
     extra = [f"weights: from {meta['weights_from']}"]
     if onnx_sources:
         extra.append("onnx graph: " + ", ".join(onnx_sources))
-    _print_report(timings.rows, sections, checks, plan.quick, extra + notes, out)
+    if verbose:
+        lines = _verbose_report(timings, sections, checks, plan, extra + list(notes))
+    else:
+        lines = _brief_report(timings, checks, plan, notes, meta["busy"], m.memory_lines)
+    for line in lines:
+        print(line, file=text)
 
     meta["targets_met"] = sum(c.met for c in checks)
     meta["targets_total"] = len(checks)
     result: dict[str, Any] = {
         "meta": meta,
         "rows": [r.to_json() for r in timings.rows],
-        **data,
-        "stream": stream_rows,
+        **m.data,
+        "stream": m.stream_rows,
         "targets": [c.to_json() for c in checks],
-        "notes": notes,
+        "notes": list(notes),
     }
     if memory:
-        result["memory"] = {"method": MEMORY_METHOD, "rows": memory_entries}
-    _write_outputs(result, json_path, plot_path, out)
+        result["memory"] = {"method": MEMORY_METHOD, "rows": m.memory_entries}
+    _write_outputs(result, json_path, plot_path, out, text)
     return result

@@ -158,12 +158,15 @@ def batch1(rows: list[Row], threads: int, tpc: Any, budget_s: float) -> list[Bat
         w = row.workload
         if row.impl != "fusedrnn" or w.N != 1 or row.threads != threads:
             continue
-        weight_rows = w.layers * w.directions * w.gates * w.H
+        # The recurrent weights as rows of H_out values (W_hr, P x H, counts as H such rows), read as
+        # float32 columns of the same bytes; each thread reads its share of the rows.
+        cols = w.output_size * w.itemsize // 4
+        weight_rows = w.recurrent_weight_bytes // (cols * 4)
         share_rows = -(-weight_rows // threads)
-        rate = read_rate(share_rows, w.H, tpc, budget_s)
+        rate = read_rate(share_rows, cols, tpc, budget_s)
         out.append(
             Batch1(
-                w, threads, row.median_s / w.T, share_rows * w.H * 4, 2 if w.mode == "training" else 1, rate
+                w, threads, row.median_s / w.T, share_rows * cols * 4, 2 if w.mode == "training" else 1, rate
             )
         )
     return out

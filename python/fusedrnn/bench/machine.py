@@ -13,6 +13,8 @@ from . import optional
 
 # Other processes keeping more than this many cores busy on average during a block make its times suspect.
 BUSY_OTHERS_CORES = 0.05
+# A 1-minute load average above this when the run starts: the machine was busy.
+BUSY_LOAD = 0.5
 
 
 def versions(torch: Any) -> dict[str, str]:
@@ -105,6 +107,24 @@ def others_report(threads: int, others: dict[str, float], cores: int) -> tuple[s
             "are disturbed, those with more than one thread most"
         )
     return line, note
+
+
+def busy_reasons(load: float | None, others: dict[int, dict[str, float]]) -> list[str]:
+    """Why this run counts as made on a busy machine, shortly (empty: it does not): the load average at
+    the start above BUSY_LOAD, and each thread count during which other processes (or the hypervisor's
+    other guests, as steal) kept more than BUSY_OTHERS_CORES cores busy. ``others``: thread count ->
+    :meth:`CpuMeter.others`."""
+    reasons = []
+    if load is not None and load > BUSY_LOAD:
+        reasons.append(f"load average {load:.2f} at the start")
+    during = []
+    for threads, o in others.items():
+        if o["other_cores"] > BUSY_OTHERS_CORES or o["steal_cores"] > BUSY_OTHERS_CORES:
+            steal = f" (steal {o['steal_cores']:.2f})" if o["steal_cores"] > BUSY_OTHERS_CORES else ""
+            during.append(f"{o['other_cores']:.2f}{steal} at threads={threads}")
+    if during:
+        reasons.append("other processes kept cores busy while timing: " + ", ".join(during))
+    return reasons
 
 
 def numpy_threads_note() -> tuple[Any, str]:

@@ -8,11 +8,11 @@ import json
 import resource
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from .problems import fusedrnn_layer, torch_module
+from .problems import fusedrnn_layer, lengths_array, torch_forward, torch_module
 from .workloads import Workload
 
 MEMORY_METHOD = (
@@ -83,11 +83,12 @@ def _fusedrnn_build(w: Workload, x: np.ndarray, gy: np.ndarray) -> Any:
     import fusedrnn as fr
 
     layer = fusedrnn_layer(fr, w, seed=0)
+    lengths = lengths_array(w)
     if w.mode == "inference":
-        return (lambda: layer(x)), (lambda: None)
+        return (lambda: layer(x, lengths=lengths)), (lambda: None)
 
     def train() -> Any:
-        tape = layer.record(x)
+        tape = layer.record(x, lengths=lengths)
         g = tape.backward(gy)
         return tape.output, tape.state, g.input, g.state, g.params
 
@@ -104,7 +105,7 @@ def _torch_build(w: Workload, x: np.ndarray, gy: np.ndarray) -> Any:
 
         def infer() -> Any:
             with torch.inference_mode():
-                return module(xt)
+                return torch_forward(torch, module, xt, w)
 
         return infer, (lambda: None)
 
@@ -114,7 +115,7 @@ def _torch_build(w: Workload, x: np.ndarray, gy: np.ndarray) -> Any:
     params = list(module.parameters())
 
     def train_torch() -> Any:
-        y, state = module(xt)
+        y, state = torch_forward(torch, module, xt, w)
         y.backward(gt)
         return y, state, xt.grad, [p.grad for p in params]
 
@@ -163,12 +164,12 @@ def memory_child(spec_json: str) -> None:
 
     def inputs(wl: Workload) -> tuple[np.ndarray, np.ndarray]:
         return (
-            rng.standard_normal((wl.T, wl.N, wl.I)).astype(np.float32),
-            rng.standard_normal((wl.T, wl.N, wl.directions * wl.H)).astype(np.float32),
+            rng.standard_normal((wl.T, wl.N, wl.I)).astype(wl.dtype),
+            rng.standard_normal((wl.T, wl.N, wl.directions * wl.output_size)).astype(wl.dtype),
         )
 
     # A tiny model of the same kind first: thread pools and the libraries' one-time state.
-    tiny = dataclasses.replace(w, T=2, N=1, I=4, H=4)
+    tiny = dataclasses.replace(w, T=2, N=1, I=4, H=4, proj_size=min(w.proj_size, 3), lengths=None)
     call, reset = _memory_build(tiny, impl, *inputs(tiny))
     call()
     reset()
@@ -190,8 +191,8 @@ def memory_child(spec_json: str) -> None:
 
 def memory_allowance(w: Workload) -> int:
     if w.mode == "inference":
-        return w.T * w.N * w.gates * w.H * w.directions * 4
-    return (w.gates + 2) * w.H * w.T * w.N * w.layers * w.directions * 4
+        return w.T * w.N * w.gates * w.H * w.directions * w.itemsize
+    return (w.gates + 2) * w.H * w.T * w.N * w.layers * w.directions * w.itemsize
 
 
 def _measure_one(w: Workload, impl: str, threads: int, notes: list[str]) -> dict[str, Any] | None:
@@ -226,10 +227,13 @@ def _measure_one(w: Workload, impl: str, threads: int, notes: list[str]) -> dict
 
 
 def measure_memory(
-    workloads: tuple[Workload, ...] | list[Workload], threads: int, impls: list[str]
+    workloads: tuple[Workload, ...] | list[Workload],
+    threads: int,
+    impls: list[str],
+    on_done: Callable[[], None] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Peak memory of one call of each implementation (``"fusedrnn"``, ``"torch"``) on each workload,
-    each in a fresh process (see ``MEMORY_METHOD``). Returns (entries, notes)."""
+    each in a fresh process (see ``MEMORY_METHOD``); ``on_done()`` after each. Returns (entries, notes)."""
     entries: list[dict[str, Any]] = []
     notes: list[str] = []
     for w in workloads:
@@ -237,4 +241,6 @@ def measure_memory(
             entry = _measure_one(w, impl, threads, notes)
             if entry is not None:
                 entries.append(entry)
+            if on_done is not None:
+                on_done()
     return entries, notes

@@ -36,15 +36,18 @@ def onnx_from_torch(torch: Any, module: Any, x: np.ndarray, kind: CellKind) -> b
 
 
 def onnx_from_weights(w: Workload, params: dict[str, np.ndarray]) -> bytes:
-    """ONNX LSTM/GRU nodes built from PyTorch-layout weights (formats.md), one per layer: gate blocks
+    """ONNX RNN/LSTM/GRU nodes built from PyTorch-layout weights (formats.md), one per layer: gate blocks
     reordered, W = weight_ih, R = weight_hh, B = [bias_ih, bias_hh] (forward then reverse direction),
-    GRU with linear_before_reset=1. Between layers, Y (T, D, N, H) becomes (T, N, D*H); the outputs are
-    Y (T, N, D*H) and Y_h (, Y_c) (L*D, N, H) as PyTorch returns them."""
+    GRU with linear_before_reset=1, RNN with its activation; a ragged batch's lengths as sequence_lens.
+    Between layers, Y (T, D, N, H) becomes (T, N, D*H); the outputs are Y (T, N, D*H) and Y_h (, Y_c)
+    (L*D, N, H) as PyTorch returns them."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     nodes: list[Any] = []
     inits = [numpy_helper.from_array(np.array([w.T, w.N, w.directions * w.H], dtype=np.int64), "seq_shape")]
+    if w.lengths is not None:
+        inits.append(numpy_helper.from_array(np.array(w.lengths, dtype=np.int32), "sequence_lens"))
     layer_input = "X"
     state_outputs: dict[str, list[str]] = {"Y_h": [], "Y_c": []}
     for layer in range(w.layers):
@@ -109,9 +112,12 @@ def _layer_nodes(
     }
     if "linear_before_reset" in w.kind.options:  # PyTorch's form
         attrs["linear_before_reset"] = 1
-    nodes.append(
-        helper.make_node(w.kind.onnx_op, [layer_input, names["W"], names["R"], names["B"]], outs, **attrs)
-    )
+    if w.kind.nonlinearity is not None:  # the vanilla RNN: one activation per direction
+        attrs["activations"] = [w.kind.nonlinearity.capitalize()] * w.directions
+    inputs = [layer_input, names["W"], names["R"], names["B"]]
+    if w.lengths is not None:
+        inputs.append("sequence_lens")
+    nodes.append(helper.make_node(w.kind.onnx_op, inputs, outs, **attrs))
     out = "Y" if last else names["Ys"]
     nodes.append(helper.make_node("Transpose", [names["Y"]], [names["Yt"]], perm=[0, 2, 1, 3]))
     nodes.append(helper.make_node("Reshape", [names["Yt"], "seq_shape"], [out]))

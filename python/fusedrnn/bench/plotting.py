@@ -1,4 +1,6 @@
-"""The ratios of a run drawn per workload, anchor and thread count, with the targets (matplotlib)."""
+"""The ratios of a run drawn per workload, anchor and thread count, with the targets (matplotlib). A run
+judged to have been made on a busy machine (``meta["busy"]``, see ``machine.busy_reasons``) is marked on
+the figure: a watermark across the axes and the reasons under them."""
 
 from __future__ import annotations
 
@@ -13,16 +15,36 @@ NO_MATPLOTLIB = (
 
 
 def _short_label(row: dict[str, Any]) -> str:
-    kind = ("bi" if row.get("bidirectional") else "") + row["cell"].upper()
+    nonlinearity = row.get("nonlinearity")
+    kind = "RNN-" + nonlinearity if nonlinearity else row["cell"].upper()
+    kind = ("bi" if row.get("bidirectional") else "") + kind
     if row.get("layers", 1) > 1:
         kind += f" x{row['layers']}"
-    return f"{kind} {'inf' if row['mode'] == 'inference' else 'train'}\nN={row['N']} vs {row['impl']}"
+    extras = [f"P={row['proj_size']}"] if row.get("proj_size") else []
+    if row.get("dtype", "float32") != "float32":
+        extras.append(row["dtype"])
+    if row.get("lengths"):
+        extras.append("ragged")
+    mode = "inf" if row["mode"] == "inference" else "train"
+    return f"{kind} {mode}\nN={row['N']} vs {row['impl']}" + ("\n" + " ".join(extras) if extras else "")
+
+
+BUSY_MARK = "BUSY MACHINE"
 
 
 def plot(result: dict[str, Any], path: str) -> None:
     """Draw the ratios of ``result`` (what :func:`run` returns) per workload, anchor and thread count, with
     the performance targets, into ``path`` (PNG). The NumPy reference is left out (no performance anchor).
     Raises BenchError when matplotlib is not installed."""
+    fig = figure(result)
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def figure(result: dict[str, Any]) -> Any:
+    """The matplotlib figure :func:`plot` saves (the caller closes it)."""
     try:
         import matplotlib
 
@@ -59,10 +81,43 @@ def plot(result: dict[str, Any], path: str) -> None:
         _short_label(by_key[next((g[0], g[1], n) for n in threads if (g[0], g[1], n) in by_key)])
         for g in groups
     ]
-    _decorate(ax, plt, labels, threads, colors, result.get("meta", {}))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    meta = result.get("meta", {})
+    _decorate(ax, plt, labels, threads, colors, meta)
+    busy = meta.get("busy") or []
+    if busy:
+        _mark_busy(fig, ax, busy)
+    else:
+        fig.tight_layout()
+    return fig
+
+
+def _mark_busy(fig: Any, ax: Any, reasons: list[str]) -> None:
+    """A watermark across the axes and, under them, why the machine was judged busy."""
+    ax.text(
+        0.5,
+        0.5,
+        BUSY_MARK,
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=40,
+        color="firebrick",
+        alpha=0.25,
+        rotation=20,
+        zorder=10,  # over the bars: a mark that must not be missed
+    )
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.text(
+        0.5,
+        0.015,
+        f"{BUSY_MARK}: {'; '.join(reasons)}: the ratios are unreliable",
+        ha="center",
+        va="bottom",
+        fontsize=9,
+        color="firebrick",
+        wrap=True,
+        bbox={"facecolor": "mistyrose", "edgecolor": "firebrick", "boxstyle": "round"},
+    )
 
 
 def _decorate(
@@ -82,7 +137,7 @@ def _decorate(
     ax.set_ylabel("anchor time / fusedrnn time (above 1: fusedrnn faster)")
     ax.set_title(
         f"fusedrnn {meta.get('versions', {}).get('fusedrnn', '')} on {meta.get('cpu', '')}: "
-        "ratio per workload and thread count (float32)",
+        f"ratio per workload and thread count ({', '.join(meta.get('dtypes', ['float32']))})",
         fontsize=10,
     )
     handles = [

@@ -1,9 +1,14 @@
-"""The printed report: the table of rows per thread count, the sections beside it (large batch against
-the matmul rate, batch 1 against the weight read, scaling, first call, memory), and the performance
-targets, each section as lines of text and, where it checks targets, as :class:`TargetCheck` values."""
+"""The printed report.
+
+By default: one table (every workload, thread count and implementation: p50, p90, ratio, target) whose
+lines fit in REPORT_WIDTH columns, a few lines on the answers and the machine, then the performance
+targets. With ``--verbose``: the detailed table per thread count, the sections beside it (large batch
+against the matmul rate, batch 1 against the weight read, scaling, first call, memory), the targets and
+every note. Each section is lines of text and, where it checks targets, :class:`TargetCheck` values."""
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +29,7 @@ class TargetCheck:
     value: float
     target: float
     at_most: bool = False  # the target is an upper bound (first call) rather than a lower one
+    short_what: str = ""  # ``what`` in the default report, where it must be short (default: ``what``)
 
     @property
     def met(self) -> bool:
@@ -50,6 +56,15 @@ def _met_word(met: bool | None) -> str:
     return "" if met is None else ("met" if met else "MISSED")
 
 
+# Every line of the default report fits in this many columns.
+REPORT_WIDTH = 100
+
+
+def wrap(text: str, width: int = REPORT_WIDTH, indent: str = "  ") -> list[str]:
+    """``text`` as lines of at most ``width`` columns, the continuation lines indented."""
+    return textwrap.wrap(text, width, subsequent_indent=indent, break_on_hyphens=False) or [""]
+
+
 # ---- the table ---------------------------------------------------------------------------------------
 
 
@@ -59,7 +74,7 @@ def name_width(workloads: Any) -> int:
 
 def header(width: int) -> str:
     return (
-        f"{'workload':<{width}} {'impl':<12} {'median ms':>10} {'runs':>5} {'ratio':>7}  "
+        f"{'workload':<{width}} {'impl':<12} {'median ms':>10} {'p90 ms':>10} {'runs':>5} {'ratio':>7}  "
         f"{'':<16} {'target':>7} {'':<6} {'max|diff|':>9}"
     )
 
@@ -70,22 +85,23 @@ def format_row(row: Row, first: bool, width: int = 40) -> str:
     verdict_s = "" if row.ratio is None else verdict(row.ratio)
     target = "" if row.target is None else f">={row.target:.2f}"
     diff = "" if row.max_abs_diff is None else f"{row.max_abs_diff:.1e}"
+    p90 = "" if row.p90_s is None else f"{row.p90_s * 1e3:.3f}"
     return (
-        f"{name:<{width}} {row.impl:<12} {row.median_s * 1e3:>10.3f} {row.runs:>5} {ratio:>7}  "
+        f"{name:<{width}} {row.impl:<12} {row.median_s * 1e3:>10.3f} {p90:>10} {row.runs:>5} {ratio:>7}  "
         f"{verdict_s:<16} {target:>7} {_met_word(row.target_met):<6} {diff:>9}"
     ).rstrip()
 
 
 def threads_title(threads: int) -> str:
     return (
-        f"threads = {threads}  (float32; median of interleaved runs; ratio = anchor time / fusedrnn "
-        "time, above 1 means fusedrnn is faster; target: the least ratio aimed at)"
+        f"threads = {threads}  (median (p50) and 90th percentile (p90) of interleaved runs; ratio = anchor "
+        "median / fusedrnn median, above 1 means fusedrnn is faster; target: the least ratio aimed at)"
     )
 
 
-def format_table(rows: list[Row]) -> str:
-    """The whole table (one block per thread count), as printed by :func:`run`."""
-    width = name_width(r.workload for r in rows)
+def format_table(rows: list[Row], width: int | None = None) -> str:
+    """The detailed table (one block per thread count), as ``run(verbose=True)`` prints it."""
+    width = name_width(r.workload for r in rows) if width is None else width
     lines: list[str] = []
     last_threads = None
     last_workload = None
@@ -98,6 +114,79 @@ def format_table(rows: list[Row]) -> str:
         lines.append(format_row(row, row.workload != last_workload, width))
         last_workload = row.workload
     return "\n".join(lines)
+
+
+# ---- the default report's table ----------------------------------------------------------------------
+
+# Columns after the workload's name: threads, impl, p50, p90, ratio, target (with met/MISSED).
+_BRIEF_REST = 1 + 7 + 1 + 11 + 1 + 9 + 1 + 9 + 1 + 7 + 2 + len(">=1.25 MISSED")
+
+
+def _fit(value: float, width: int, decimals: int = 3) -> str:
+    """``value`` with as many of ``decimals`` as fit in ``width`` columns."""
+    for d in range(decimals, -1, -1):
+        text = f"{value:.{d}f}"
+        if len(text) <= width:
+            return text
+    return text
+
+
+def brief_legend() -> list[str]:
+    return wrap(
+        "p50, p90: median and 90th percentile of the timed calls, ms; ratio = anchor p50 / fusedrnn p50: "
+        "above 1, fusedrnn is faster; target: the least ratio the project aims at"
+    )
+
+
+def brief_table(rows: list[Row], width: int = REPORT_WIDTH) -> list[str]:
+    """One table of every row, workload by workload, thread count by thread count, in at most ``width``
+    columns; a workload name too long for its column gets a line of its own above its rows."""
+    order = list(dict.fromkeys(r.workload for r in rows))
+    impls = list(dict.fromkeys(r.impl for r in rows))
+    rows = sorted(rows, key=lambda r: (order.index(r.workload), r.threads, impls.index(r.impl)))
+    name_w = min(max([len("workload")] + [len(w.short_name) for w in order]), width - _BRIEF_REST)
+    lines = [
+        f"{'workload':<{name_w}} {'threads':>7} {'impl':<11} {'p50 ms':>9} {'p90 ms':>9} {'ratio':>7}  target"
+    ]
+    last: tuple[Workload, int] | None = None
+    for r in rows:
+        name, threads = "", ""
+        if last is None or r.workload != last[0]:
+            name = r.workload.short_name
+            if len(name) > name_w:
+                lines += wrap(name, width)
+                name = ""
+        if last is None or (r.workload, r.threads) != last:
+            threads = str(r.threads)
+        last = (r.workload, r.threads)
+        ratio = "" if r.ratio is None else (f"{r.ratio:.2f}x" if r.ratio < 100 else f"{r.ratio:.0f}x")
+        target = "" if r.target is None else f">={r.target:.2f} {_met_word(r.target_met)}"
+        p90 = "" if r.p90_s is None else _fit(r.p90_s * 1e3, 9)
+        lines.append(
+            f"{name:<{name_w}} {threads:>7} {r.impl:<11} {_fit(r.median_s * 1e3, 9):>9} {p90:>9} "
+            f"{ratio:>7}  {target}".rstrip()
+        )
+    return lines
+
+
+def brief_summary(rows: list[Row]) -> str:
+    compared = [r for r in rows if r.ratio is not None]
+    slower = [r for r in compared if r.ratio < 1.0]
+    if not compared:
+        return "no anchor ran: the table has fusedrnn's times alone"
+    if not slower:
+        return "fusedrnn was faster than the anchor in every row."
+    return f"fusedrnn was slower than the anchor in {len(slower)} of {len(compared)} rows (ratio below 1)."
+
+
+def answers_line(rows: list[Row]) -> str:
+    """What the answer check found (a wrong answer stops the run before this is printed)."""
+    diffs = [r.max_abs_diff for r in rows if r.max_abs_diff is not None]
+    if not diffs:
+        return "answers: no anchor to check fusedrnn's answers against"
+    return (
+        f"answers: every anchor matched fusedrnn's before it was timed (largest difference {max(diffs):.1e})"
+    )
 
 
 def summary(rows: list[Row]) -> list[str]:
@@ -114,7 +203,15 @@ def summary(rows: list[Row]) -> list[str]:
 
 def ratio_checks(rows: list[Row]) -> list[TargetCheck]:
     return [
-        TargetCheck("ratio", r.workload.name, r.threads, f"{r.impl} time / fusedrnn time", r.ratio, r.target)
+        TargetCheck(
+            "ratio",
+            r.workload.name,
+            r.threads,
+            f"{r.impl} time / fusedrnn time",
+            r.ratio,
+            r.target,
+            short_what=f"{r.impl}/fusedrnn",
+        )
         for r in rows
         if r.target is not None and r.ratio is not None
     ]
@@ -147,7 +244,8 @@ def compute_section(
     for r in big:
         name = "" if (r.workload, r.threads) == last else r.workload.name
         last = (r.workload, r.threads)
-        roof = matmul.get(r.threads)
+        # The roof is a float32 product: another dtype's rows get no fraction of it.
+        roof = matmul.get(r.threads) if r.workload.dtype == "float32" else None
         frac = None if roof is None else r.gflops / roof
         target = r.workload.matmul_fraction_target if r.impl == "fusedrnn" else None
         met = None
@@ -159,6 +257,7 @@ def compute_section(
                 "fusedrnn GFLOP/s / matmul GFLOP/s",
                 frac,
                 target,
+                short_what="GFLOP/s / matmul rate",
             )
             checks.append(check)
             met = check.met
@@ -219,7 +318,13 @@ def scaling_section(rows: list[Row], width: int) -> tuple[list[str], list[Target
         met = None
         if w.scaling_target is not None:
             check = TargetCheck(
-                "scaling", w.name, None, "fusedrnn 1-thread time / 2-thread time", speedup, w.scaling_target
+                "scaling",
+                w.name,
+                None,
+                "fusedrnn 1-thread time / 2-thread time",
+                speedup,
+                w.scaling_target,
+                short_what="1-thread / 2-thread time",
             )
             checks.append(check)
             met = check.met
@@ -260,6 +365,7 @@ def first_call_section(rows: list[Row], width: int) -> tuple[list[str], list[Tar
             r.first_s / r.median_s,
             FIRST_CALL_TARGET,
             at_most=True,
+            short_what="first call / median",
         )
         checks.append(check)
         lines.append(
@@ -295,7 +401,45 @@ def memory_section(entries: list[dict[str, Any]], threads: int, width: int) -> l
     return lines
 
 
-def targets_summary(checks: list[TargetCheck]) -> list[str]:
+def memory_brief(entries: list[dict[str, Any]], threads: int, workloads: Any) -> list[str]:
+    """The memory section of the default report: short names, short headers, REPORT_WIDTH columns."""
+    if not entries:
+        return []
+    short = {w.name: w.short_name for w in workloads}
+    name_w = min(max([len("workload")] + [len(short.get(e["workload"], "")) for e in entries]), 37)
+    lines = wrap(
+        f"memory, threads={threads}: peak resident memory of a call beyond its outputs, MiB (each in a "
+        "fresh process; --verbose says how)"
+    )
+    lines.append(
+        f"{'workload':<{name_w}} {'impl':<11} {'model':>9} {'1st call':>9} {'2nd call':>9} "
+        f"{'outputs':>9} {'allowance':>9}"
+    )
+
+    def mib(v: int | None) -> str:
+        return "" if v is None else _fit(v / 2**20, 9, 2)
+
+    last = None
+    for e in entries:
+        name = short.get(e["workload"], e["workload"]) if e["workload"] != last else ""
+        last = e["workload"]
+        if len(name) > name_w:
+            lines += wrap(name)
+            name = ""
+        lines.append(
+            f"{name:<{name_w}} {e['impl']:<11} {mib(e['model_bytes']):>9} {mib(e['first_call_bytes']):>9} "
+            f"{mib(e['second_call_bytes']):>9} {mib(e['outputs_bytes']):>9} "
+            f"{mib(e['allowance_bytes']):>9}".rstrip()
+        )
+    return lines
+
+
+def targets_summary(
+    checks: list[TargetCheck], short_names: dict[str, str] | None = None, width: int | None = None
+) -> list[str]:
+    """The line "performance targets: K of M met" and every missed one. With ``short_names`` (workload name ->
+    its short name) the missed ones are written shortly and wrapped at ``width`` columns (the default
+    report)."""
     if not checks:
         return ["targets: none apply to these workloads and thread counts"]
     missed = [c for c in checks if not c.met]
@@ -303,6 +447,12 @@ def targets_summary(checks: list[TargetCheck]) -> list[str]:
     if missed:
         out.append("missed:")
         for c in missed:
-            where = c.workload + ("" if c.threads is None else f", threads={c.threads}")
-            out.append(f"  {where}: {c.what} = {c.value:.3g}, target {c.bound}")
+            if short_names is None:
+                where = c.workload + ("" if c.threads is None else f", threads={c.threads}")
+                out.append(f"  {where}: {c.what} = {c.value:.3g}, target {c.bound}")
+                continue
+            where = short_names.get(c.workload, c.workload)
+            where += "" if c.threads is None else f", threads={c.threads}"
+            line = f"  {where}: {c.short_what or c.what} = {c.value:.3g}, target {c.bound}"
+            out += wrap(line, width or REPORT_WIDTH, indent="      ")
     return out

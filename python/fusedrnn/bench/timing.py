@@ -2,7 +2,8 @@
 
 Every implementation runs once and its answer is checked against fusedrnn's; then each is warmed up,
 and they are timed interleaved: in each round every implementation runs once, in a rotating order, so
-that drift of the machine hits all of them alike. A :class:`Row` holds the median of each.
+that drift of the machine hits all of them alike. A :class:`Row` holds the median (p50) and the 90th
+percentile (p90) of each.
 """
 
 from __future__ import annotations
@@ -11,12 +12,18 @@ import gc
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
+
+import numpy as np
 
 from .anchors import ANCHOR_FACTORIES, AnchorUnavailable, Runner, fusedrnn_runner
 from .answers import check_answer
+from .notes import Notes
 from .problems import Problem
 from .workloads import Workload
+
+# Called after each timed round with (rounds done, rounds in all).
+OnRound = Callable[[int, int], None]
 
 # The NumPy reference gets about this many seconds of timing per workload and thread count (at least one
 # run, at most one per round).
@@ -67,7 +74,9 @@ def _timed_call(r: Runner) -> float:
     return time.perf_counter() - t0
 
 
-def _timed_rounds(runners: list[Runner], rounds: int) -> dict[str, list[float]]:
+def _timed_rounds(
+    runners: list[Runner], rounds: int, on_round: OnRound | None = None
+) -> dict[str, list[float]]:
     """Interleaved timing: each round runs every runner once (fewer for those with max_runs), starting
     at a different runner each round. Each timed call follows, back to back, untimed calls of the same
     runner for at least _LEAD_IN_S (its threads are up and its cores busy, as in a stream of calls), and
@@ -85,10 +94,18 @@ def _timed_rounds(runners: list[Runner], rounds: int) -> dict[str, list[float]]:
             for r in runners[shift:] + runners[:shift]:
                 if rnd in include[r.name]:
                     times[r.name].append(_timed_call(r))
+            if on_round is not None:
+                on_round(rnd + 1, rounds)
     finally:
         if gc_was_enabled:
             gc.enable()
     return times
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) of ``samples``, interpolated linearly between the two nearest ranks
+    (NumPy's default): of 1..10, the 90th is 9.1."""
+    return float(np.percentile(np.asarray(samples, dtype=np.float64), q))
 
 
 @dataclass
@@ -96,13 +113,15 @@ class Row:
     workload: Workload
     threads: int
     impl: str
-    median_s: float
+    median_s: float  # p50
     min_s: float
     runs: int
     ratio: float | None  # anchor median / fusedrnn median; None for fusedrnn itself
     max_abs_diff: float | None
     target: float | None = None  # the least ratio targeted for this anchor and thread count
     first_s: float | None = None  # fusedrnn: its first call on a new layer (the answer check)
+    p90_s: float | None = None  # the 90th percentile of the timed calls
+    samples_s: list[float] | None = None  # every timed call, in the order they ran
 
     @property
     def target_met(self) -> bool | None:
@@ -126,11 +145,16 @@ class Row:
             "H": w.H,
             "layers": w.layers,
             "bidirectional": w.bidirectional,
-            "dtype": "float32",
+            "dtype": w.dtype,
+            "nonlinearity": w.kind.nonlinearity,
+            "proj_size": w.proj_size,
+            "lengths": None if w.lengths is None else list(w.lengths),
             "threads": self.threads,
             "impl": self.impl,
             "median_ms": self.median_s * 1e3,
+            "p90_ms": None if self.p90_s is None else self.p90_s * 1e3,
             "min_ms": self.min_s * 1e3,
+            "samples_ms": None if self.samples_s is None else [t * 1e3 for t in self.samples_s],
             "runs": self.runs,
             "ratio": self.ratio,
             "verdict": None if self.ratio is None else verdict(self.ratio),
@@ -146,17 +170,14 @@ def verdict(ratio: float) -> str:
     return "fusedrnn faster" if ratio >= 1.0 else "fusedrnn slower"
 
 
-def _runners(problem: Problem, threads: int, anchors: list[str], notes: list[str]) -> list[Runner]:
+def _runners(problem: Problem, threads: int, anchors: list[str], notes: Notes) -> list[Runner]:
     """fusedrnn's runner first, then each anchor that can run here (a note for each that cannot)."""
-    w = problem.workload
     runners = [fusedrnn_runner(problem)]
     for name in anchors:
         try:
             runners.append(ANCHOR_FACTORIES[name](problem, threads))
         except AnchorUnavailable as exc:
-            note = f"{name}: skipped for {w.mode} ({exc})"
-            if note not in notes:
-                notes.append(note)
+            notes.add(f"{name}: skipped ({exc})", brief=True)
     return runners
 
 
@@ -218,10 +239,12 @@ def bench_one(
     rounds: int,
     warmup: int,
     adaptive: bool,
-    notes: list[str],
+    notes: Notes,
+    on_round: OnRound | None = None,
 ) -> list[Row]:
     """Check, warm up and time every implementation of one problem at one thread count. ``adaptive``:
-    ``rounds`` and ``warmup`` are upper limits, lowered so that one workload takes about ROUND_BUDGET_S."""
+    ``rounds`` and ``warmup`` are upper limits, lowered so that one workload takes about ROUND_BUDGET_S.
+    ``on_round(done, rounds)`` is called after each timed round (progress)."""
     w = problem.workload
     runners = _runners(problem, threads, anchors, notes)
     first, diffs = _first_calls(w, runners)
@@ -230,7 +253,7 @@ def bench_one(
         rounds, warmup = _fit_rounds(first, rounds, warmup, where, notes)
     _warm_up(runners, first, rounds, warmup, where, notes)
 
-    times = _timed_rounds(runners, rounds)
+    times = _timed_rounds(runners, rounds, on_round)
     base = statistics.median(times["fusedrnn"])
     rows = []
     for r in runners:
@@ -248,6 +271,8 @@ def bench_one(
                 diffs.get(r.name),
                 target=None if own else w.target(r.name, threads),
                 first_s=first[r.name] if own else None,
+                p90_s=percentile(times[r.name], 90),
+                samples_s=times[r.name],
             )
         )
     return rows
