@@ -303,6 +303,7 @@ def _encode(obj: Any) -> bytes:
         tensors: dict[str, np.ndarray] = {}
         entries = _describe_bundle(obj, "", tensors, 0)
         return _pack(BUNDLE_VERSION, {"entries": entries}, tensors)
+    obj = dropin_as_layer(obj)
     if not isinstance(obj, _MODEL_TYPES):
         raise TypeError(
             "save expects a fusedrnn layer, cell or wrapper, or a mapping of names to those, NumPy arrays "
@@ -331,7 +332,7 @@ def _holds_arrays_or_models(value: Mapping, depth: int) -> bool:
     if depth > _MAX_JSON_DEPTH:  # a cycle, or absurd depth: the metadata check says which
         return False
     for item in value.values():
-        if isinstance(item, (np.ndarray, *_MODEL_TYPES)):
+        if isinstance(dropin_as_layer(item), (np.ndarray, *_MODEL_TYPES)):
             return True
         if isinstance(item, Mapping) and _holds_arrays_or_models(item, depth + 1):
             return True
@@ -348,6 +349,7 @@ def _describe_bundle(
     entries: list[dict[str, Any]] = []
     for key, value in mapping.items():
         path = _entry_path(key, prefix)
+        value = dropin_as_layer(value)
         if isinstance(value, _MODEL_TYPES):
             inner: dict[str, np.ndarray] = {}
             try:
