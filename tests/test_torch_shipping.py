@@ -448,7 +448,6 @@ def test_save_takes_a_dropin_in_a_path(tmp_path: Any) -> None:
     assert_same_weights(loaded, plain)
 
 
-
 def test_save_takes_dropins_inside_a_bundle() -> None:
     plain, dropin = make_pair("GRU", dict(num_layers=2), seed=34)
     embedding = np.arange(12, dtype=np.float32).reshape(3, 4)
@@ -459,6 +458,7 @@ def test_save_takes_dropins_inside_a_bundle() -> None:
     assert type(loaded["encoder"]["rnn"]) is fr.GRU
     assert_same_weights(loaded["encoder"]["rnn"], plain)
     np.testing.assert_array_equal(loaded["encoder"]["embedding"], embedding)
+
 
 @pytest.mark.parametrize("case", list(LAYER_CASES) + list(CELL_CASES))
 def test_to_onnx_takes_the_dropin(case: str, tmp_path: Any) -> None:
