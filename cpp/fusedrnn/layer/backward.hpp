@@ -9,6 +9,7 @@
 #include "fusedrnn/layer/plan.hpp"
 #include "fusedrnn/layer/weight_gradients.hpp"
 #include "fusedrnn/layer/workspace.hpp"
+#include "fusedrnn/matmul.hpp"
 
 namespace fusedrnn {
 
@@ -85,8 +86,8 @@ class LayerBackward {
     team_.sync();
     for (long k = k0_; k < k1_; ++k) {
       const Index u0 = w_.unit_begin[k], Hs = w_.unit_begin[k + 1] - u0;
-      ws_.m.middleCols(u0, Hs).noalias() =
-          ConstMatrixMap<T>(dh_out, a_.batch, P_) * w_.w_hr_t.middleRows(u0, Hs).transpose();
+      matmul(target(ws_.m.middleCols(u0, Hs)), operand(ConstMatrixMap<T>(dh_out, a_.batch, P_)),
+             transposed(w_.w_hr_t.middleRows(u0, Hs)));
     }
   }
 
@@ -138,7 +139,8 @@ class LayerBackward {
       drh.setZero();
       for (Index k = 0; k < w_.slices(); ++k) {
         const Index u0 = w_.unit_begin[k], Hs = w_.unit_begin[k + 1] - u0, ncol = G * u0 + (G - 1) * Hs;
-        drh.noalias() += dg_t.middleCols(ncol, Hs) * w_.w_hh_t.block(c0, ncol, width, Hs).transpose();
+        matmul(target(drh), operand(dg_t.middleCols(ncol, Hs)), transposed(w_.w_hh_t.block(c0, ncol, width, Hs)),
+               Accumulate::kYes);
       }
     });
     team_.sync();
@@ -159,7 +161,7 @@ class LayerBackward {
     auto block = MatrixMap<T>(dh_next_, a_.batch, H_out_).block(n0_, c0, count, width);
     // c0 is a multiple of kColumnChunk, so its panel starts at column c0.
     if (!panel_product(dg_t, count, GH_, GH_, w_.panels.hh_t_from(c0, GH_), width, nullptr, dh_next_ + n0_ * H_out_ + c0, H_out_))
-      block.noalias() = ConstMatrixMap<T>(dg_t, count, GH_) * w_.w_hh_t.middleRows(c0, width).transpose();
+      matmul(target(block), operand(ConstMatrixMap<T>(dg_t, count, GH_)), transposed(w_.w_hh_t.middleRows(c0, width)));
     if (Cell::kDirectHiddenGrad) block += ws_.direct.block(n0_, c0, count, width);
     for (Index n = n0_; n < n1_; ++n)
       if (!active_(n)) std::copy(dh_cur_ + n * H_out_ + c0, dh_cur_ + n * H_out_ + c0 + width, dh_next_ + n * H_out_ + c0);

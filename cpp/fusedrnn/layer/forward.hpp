@@ -15,6 +15,7 @@
 #include "fusedrnn/layer/plan.hpp"
 #include "fusedrnn/layer/projection.hpp"
 #include "fusedrnn/layer/workspace.hpp"
+#include "fusedrnn/matmul.hpp"
 
 namespace fusedrnn {
 
@@ -131,8 +132,9 @@ class LayerForward {
     if (block_start_ && !backwards_) project_slice(col0, Hs);
     if (!panel_product(h_cur_ + n0_ * H_out_, my_rows, H_out_, H_out_, w_.panels.hh_slice(k), product_cols, nullptr,
                        ws_.hg.data() + n0_ * GH_ + col0, GH_, backwards_))
-      ws_.hg.block(n0_, col0, my_rows, product_cols).noalias() =
-          ConstMatrixMap<T>(h_cur_, a_.batch, H_out_).middleRows(n0_, my_rows) * w_.w_hh_t.middleCols(col0, product_cols);
+      matmul(target(ws_.hg.block(n0_, col0, my_rows, product_cols)),
+             operand(ConstMatrixMap<T>(h_cur_, a_.batch, H_out_).middleRows(n0_, my_rows)),
+             operand(w_.w_hh_t.middleCols(col0, product_cols)));
     if (block_start_ && backwards_) project_slice(col0, Hs);
     for (Index n = n0_; n < n1_; ++n) cell_row(n, u0, Hs);
   }
@@ -215,7 +217,7 @@ class LayerForward {
       if (last_panels) last_panels += ((G - 1) * Hs / kPanelWidth) * H_ * kPanelWidth;
       if (Hs % kPanelWidth != 0 ||
           !panel_product(ws_.m.data(), a_.batch, H_, H_, last_panels, Hs, nullptr, ws_.hg.data() + last, GH_))
-        ws_.hg.middleCols(last, Hs).noalias() = ws_.m * w_.w_hh_t.middleCols(last, Hs);
+        matmul(target(ws_.hg.middleCols(last, Hs)), operand(ws_.m), operand(w_.w_hh_t.middleCols(last, Hs)));
       for (Index n = 0; n < a_.batch; ++n) {
         if (!active_(n)) continue;
         row_.units = Hs;
@@ -236,7 +238,7 @@ class LayerForward {
   void project_output() {
     MatrixMap<T> h_next_mat(h_next_, a_.batch, H_out_);
     for_my_chunks(team_, H_out_, kColumnChunk, [&](Index c0, Index width) {
-      h_next_mat.middleCols(c0, width).noalias() = ws_.m * w_.w_hr_t.middleCols(c0, width);
+      matmul(target(h_next_mat.middleCols(c0, width)), operand(ws_.m), operand(w_.w_hr_t.middleCols(c0, width)));
     });
     if (q1_ <= q0_) return;
     for (Index n = 0; n < a_.batch; ++n) {

@@ -7,6 +7,7 @@
 
 #include "fusedrnn/layer/plan.hpp"
 #include "fusedrnn/layer_types.hpp"
+#include "fusedrnn/matmul.hpp"
 #include "fusedrnn/panels.hpp"
 #include "fusedrnn/threads.hpp"
 
@@ -20,7 +21,7 @@ void project_input(const Team& team, const LayerWeights<T, S>& w, Index rows, co
   if (!has_panel_kernels<S>()) {
     for_my_chunks(team, rows, kRowChunk, [&](Index r0, Index count) {
       auto block = MatrixMap<T>(xg, rows, GH).middleRows(r0, count);
-      block.noalias() = ConstMatrixMap<T>(x, rows, I).middleRows(r0, count) * w.w_ih.transpose();
+      matmul(target(block), operand(ConstMatrixMap<T>(x, rows, I).middleRows(r0, count)), transposed(w.w_ih));
       block.rowwise() += w.bias_x;
     });
     return;
@@ -43,7 +44,7 @@ void project_columns(const LayerWeights<T, S>& w, const T* xs, Index count, Inde
   const Index I = w.input_size, GH = w.gates * w.hidden_size;
   if (panel_product(xs, count, I, I, w.panels.ih_from(col0, I), width, w.bias_x.data() + col0, out, GH, backwards)) return;
   StridedMatrixMap<T> block_out(out, count, width, Eigen::OuterStride<>(GH));
-  block_out.noalias() = ConstMatrixMap<T>(xs, count, I) * w.w_ih.middleRows(col0, width).transpose();
+  matmul(target(block_out), operand(ConstMatrixMap<T>(xs, count, I)), transposed(w.w_ih.middleRows(col0, width)));
   block_out.rowwise() += w.bias_x.segment(col0, width);
 }
 

@@ -6,6 +6,7 @@
 
 #include "fusedrnn/layer/plan.hpp"
 #include "fusedrnn/layer/workspace.hpp"
+#include "fusedrnn/matmul.hpp"
 
 namespace fusedrnn {
 
@@ -25,15 +26,15 @@ class WeightGradients {
     long r0, r1;
     team_.share(rows_, 4, r0, r1);
     for_my_chunks(team_, rows_, kRowChunk, [&](Index c0, Index count) {
-      MatrixMap<T>(a_.dx, rows_, w_.input_size).middleRows(c0, count).noalias() =
-          ws_.dg_in.middleRows(c0, count) * w_.w_ih;
+      matmul(target(MatrixMap<T>(a_.dx, rows_, w_.input_size).middleRows(c0, count)),
+             operand(ws_.dg_in.middleRows(c0, count)), operand(w_.w_ih));
     });
     if (project_ || has_second_product<Cell>()) mixed_rows(r0, r1);
     team_.sync();
     if (project_)
       for_my_chunks(team_, w_.proj_size, kColumnChunk, [&](Index p0, Index count) {
-        MatrixMap<T>(a_.grads.w_hr, w_.proj_size, H_).middleRows(p0, count).noalias() =
-            ws_.dh_out.middleCols(p0, count).transpose() * ws_.rows_h;
+        matmul(target(MatrixMap<T>(a_.grads.w_hr, w_.proj_size, H_).middleRows(p0, count)),
+               transposed(ws_.dh_out.middleCols(p0, count)), operand(ws_.rows_h));
       });
     for (long k = k0_; k < k1_ && !team_.stopping(); ++k) {
       slice_products(k);
@@ -78,19 +79,12 @@ class WeightGradients {
       const Index count = std::min(kGradientRows, rows_ - r0);
       auto dg_ih = ws_.dg_in.block(r0, col0, count, width);
       auto dg_hh = dg_hid_.block(r0, col0, count, hidden_width);
-      if (r0 == 0) {
-        grad_ih.noalias() = dg_ih.transpose() * x_all.middleRows(r0, count);
-        grad_hh.noalias() = dg_hh.transpose() * h_prev_all.middleRows(r0, count);
-      } else {
-        grad_ih.noalias() += dg_ih.transpose() * x_all.middleRows(r0, count);
-        grad_hh.noalias() += dg_hh.transpose() * h_prev_all.middleRows(r0, count);
-      }
+      const Accumulate sum = r0 == 0 ? Accumulate::kNo : Accumulate::kYes;
+      matmul(target(grad_ih), transposed(dg_ih), operand(x_all.middleRows(r0, count)), sum);
+      matmul(target(grad_hh), transposed(dg_hh), operand(h_prev_all.middleRows(r0, count)), sum);
       if constexpr (has_second_product<Cell>()) {
         auto dg_n = ws_.dg_in.block(r0, col0 + (G - 1) * Hs, count, Hs);
-        if (r0 == 0)
-          grad_hn.noalias() = dg_n.transpose() * ws_.rows_h.middleRows(r0, count);
-        else
-          grad_hn.noalias() += dg_n.transpose() * ws_.rows_h.middleRows(r0, count);
+        matmul(target(grad_hn), transposed(dg_n), operand(ws_.rows_h.middleRows(r0, count)), sum);
       }
     }
   }
