@@ -4,6 +4,10 @@
 // general product.
 #pragma once
 
+#ifdef FUSEDRNN_ISA_NEUTRAL
+#error "panels.hpp: its inline kernels depend on the variant's instruction set; code shared by every variant must not include it"
+#endif
+
 #include <type_traits>
 
 #include "fusedrnn/kernels/packing.hpp"
