@@ -2,7 +2,8 @@
 
 A service or a cluster limits its workers' threads through the environment (OMP_NUM_THREADS), the CPU
 affinity mask (taskset, cpusets) or threadpoolctl; before, fusedrnn ignored all three and took every core
-of the machine in every worker.
+of the machine in every worker. Ray changes OMP_NUM_THREADS from task to task in one worker process:
+fusedrnn follows it at the next call (Ray itself runs in test_ray.py).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 import fusedrnn as fr
+from fusedrnn import _core
 
 _REPORT = "import fusedrnn as fr; print(fr.get_num_threads())"
 
@@ -70,6 +73,59 @@ def test_without_a_variable_the_default_is_the_cpus_the_process_may_use() -> Non
     assert _threads_in_child({})[0] == _usable_cpus()
     one_cpu = {min(os.sched_getaffinity(0))}
     assert _threads_in_child({}, cpus=one_cpu)[0] == 1
+
+
+@pytest.fixture
+def environment_and_count(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """monkeypatch, with neither variable set; the variables and the thread count restored afterwards."""
+    before = fr.get_num_threads()
+    monkeypatch.delenv("FUSEDRNN_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    yield monkeypatch
+    monkeypatch.undo()
+    fr.set_num_threads(before)
+
+
+def test_a_changed_variable_sets_the_count_at_the_next_call(
+    environment_and_count: pytest.MonkeyPatch,
+) -> None:
+    """As Ray does in a worker process that runs many tasks: OMP_NUM_THREADS set to each task's num_cpus
+    while it runs, unset between tasks."""
+    env = environment_and_count
+    gru = fr.GRU(4, 16, seed=0)
+    x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype(np.float32)
+    stream = gru.stream(batch_size=2)
+    for omp, expected in [("3", 3), (None, _usable_cpus()), ("1", 1), ("2,1", 2)]:
+        if omp is None:
+            env.delenv("OMP_NUM_THREADS")
+        else:
+            env.setenv("OMP_NUM_THREADS", omp)
+        gru(x)
+        assert _core.get_num_threads() == expected, f"a layer's call after OMP_NUM_THREADS={omp}"
+    env.setenv("OMP_NUM_THREADS", "3")
+    stream.step(x[0])
+    assert _core.get_num_threads() == 3, "a stream's step"
+    env.setenv("FUSEDRNN_NUM_THREADS", "1")
+    assert fr.get_num_threads() == 1  # fusedrnn's own first, as at import
+
+
+def test_a_count_set_holds_until_a_variable_changes(environment_and_count: pytest.MonkeyPatch) -> None:
+    env = environment_and_count
+    env.setenv("OMP_NUM_THREADS", "2")
+    fr.set_num_threads(3)
+    lstm = fr.LSTM(4, 16, seed=0)
+    lstm(np.zeros((2, 1, 4), np.float32))
+    assert fr.get_num_threads() == 3
+    env.setenv("OMP_NUM_THREADS", "1")
+    assert fr.get_num_threads() == 1
+
+
+def test_a_changed_bad_value_is_named_at_the_next_call(environment_and_count: pytest.MonkeyPatch) -> None:
+    env = environment_and_count
+    fr.set_num_threads(2)
+    env.setenv("OMP_NUM_THREADS", "all")
+    with pytest.warns(RuntimeWarning, match="OMP_NUM_THREADS='all' is not a thread count"):
+        assert fr.get_num_threads() == _usable_cpus()
 
 
 def test_thread_limit_holds_for_the_block_and_is_undone() -> None:

@@ -13,7 +13,7 @@ on NumPy arrays::
 from __future__ import annotations
 
 try:
-    from . import _core
+    from . import _core  # noqa: F401 - first, so that a missing build is explained
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
         "fusedrnn's compiled extension (fusedrnn._core) could not be imported: "
@@ -58,5 +58,5 @@ __all__ = [
 ]
 
 
-_core.set_num_threads(_threads.default_num_threads())
+_threads.follow_environment()
 _threads.register_threadpoolctl_controller()

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _threads
 from ._config import StackConfig
 
 __all__ = ["Runtime", "compiled_config", "new_stack"]
@@ -97,6 +97,7 @@ class Runtime:
         """Hold the stack for one call and return the key of the weights it runs with; pair with
         ``end_call``. Without arguments the weights are the owned arrays and the key their version;
         otherwise ``weights()`` reads the arrays, in the kernels' order, when they must be uploaded."""
+        _threads.follow_environment()
         with self.lock:
             while self._held != self._wanted(key) and self._active:
                 self.lock.wait()
@@ -115,7 +116,8 @@ class Runtime:
     def refresh(self) -> None:
         """Upload the owned arrays if they changed since the last upload, once the calls in flight with the
         old weights have finished. The compiled stream step (``_core.StreamBase``) calls it before every
-        step."""
+        step (and the thread count follows the environment, as for every call)."""
+        _threads.follow_environment()
         if self._dirty:
             self.begin_call()
             self.end_call()
