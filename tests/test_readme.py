@@ -289,7 +289,11 @@ CHECKS: dict[tuple[str, str, int], Callable[[dict[str, Any]], None]] = {
 KERAS_ARRAY = "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"  # NumPy 2
 OTHERS_WARNINGS = {
     ("README.md", "Models from elsewhere", 1): (KERAS_ARRAY,),
-    ("README.md", "Scale out with Dask", 1): ("ignore::DeprecationWarning", "ignore::ResourceWarning"),
+    ("README.md", "Scale out with Dask", 1): (
+        "ignore::DeprecationWarning",
+        "ignore::ResourceWarning",
+        "ignore:Port 8787 is already in use:UserWarning",  # the dashboard then takes another port
+    ),
 }
 # "On the machine without torch": run where `import torch` fails.
 RUN_WITHOUT_TORCH = {("README.md", "Deploy a whole model", 2)}
