@@ -33,28 +33,10 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 # Known gaps in fusedrnn/torch.py, each checked as a strict xfail: documenting one makes its test pass
 # unexpectedly, which fails until the name is taken off this list. Empty it to require them all.
-TORCH_DOCSTRING_GAPS = frozenset(
-    {
-        "fusedrnn.torch.LSTM.forward",
-        "fusedrnn.torch.GRU.forward",
-        "fusedrnn.torch.RNN.forward",
-        "fusedrnn.torch.LSTMCell.forward",
-        "fusedrnn.torch.GRUCell.forward",
-        "fusedrnn.torch.RNNCell.forward",
-    }
-)
+TORCH_DOCSTRING_GAPS = frozenset()
 # The same for the parameter check and the equations check.
 TORCH_PARAMETER_GAPS = frozenset()
-TORCH_EQUATION_GAPS = frozenset(
-    {
-        "fusedrnn.torch.LSTM",
-        "fusedrnn.torch.GRU",
-        "fusedrnn.torch.RNN",
-        "fusedrnn.torch.LSTMCell",
-        "fusedrnn.torch.GRUCell",
-        "fusedrnn.torch.RNNCell",
-    }
-)
+TORCH_EQUATION_GAPS = frozenset()
 
 # What Python writes when a class or field has no docstring of its own.
 _GENERATED_DOCS = (

@@ -885,26 +885,3 @@ def test_torch_is_really_unimportable_in_the_child(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert out.stdout.strip() == "blocked", out.stdout + out.stderr
-
-
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def deploy_section_blocks() -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    section = text.partition("\n## Deploy a whole model\n")[2].partition("\n## ")[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
-
-
-def test_the_readme_deploy_section_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    blocks = deploy_section_blocks()
-    assert len(blocks) == 2, "the section has its two python blocks"
-    pytest.importorskip("torch")
-    monkeypatch.chdir(tmp_path)
-    exec(compile(blocks[0], str(README), "exec"), {"__name__": "__readme__"})
-    assert (tmp_path / "model.frnn").exists()
-    # The second machine's block stands alone: a namespace of its own, and no torch in it.
-    assert "torch" not in blocks[1]
-    machine_without_torch: dict[str, Any] = {"__name__": "__readme__"}
-    exec(compile(blocks[1], str(README), "exec"), machine_without_torch)
-    assert machine_without_torch["logits"].shape == (1, 2)

@@ -54,6 +54,9 @@ FINITE_DIFFERENCE_STEP = 1e-6
 VS_FINITE_DIFFERENCES = Tol(1e-6, 1e-8)
 # a whole gradient along one direction, <grad, v>: |analytic - numeric| <= this * max(1, |numeric|)
 DIRECTIONAL_DERIVATIVE = 1e-6
+# a float32 NumPy gradient (README's softmax cross-entropy head) against float64 central differences of
+# the same loss at the same point: float32 rounding of values below 1, unscaled
+FLOAT32_VS_FINITE_DIFFERENCES = Tol(1e-6, 1e-7)
 # torch.autograd.gradcheck of the float64 autograd functions
 TORCH_GRADCHECK = {"eps": 1e-6, "atol": 1e-7, "rtol": 1e-5}
 

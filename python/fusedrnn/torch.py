@@ -1,4 +1,4 @@
-"""Drop-in replacements for ``torch.nn``'s recurrent modules that run fusedrnn's kernels.
+"""Drop-in replacements for ``torch.nn``'s recurrent modules that run fusedrnn's kernels::
 
     import fusedrnn.torch as frt
     lstm = frt.LSTM(16, 32, num_layers=2, batch_first=True)    # torch.nn.LSTM's constructor
@@ -322,7 +322,8 @@ class _LayerMixin(_FusedModule):
         if hasattr(self, "_fr_lock"):
             self.mark_weights_changed()
 
-    def forward(self, input: Any, hx: Any = None) -> Any:
+    def _fr_call(self, input: Any, hx: Any) -> Any:
+        """What each class's forward does: torch.nn's forward while a graph is recorded, else the kernels."""
         if _capturing_graph():
             return super().forward(input, hx)  # type: ignore[misc]
         return self._fr_forward(input, hx)
@@ -419,32 +420,376 @@ class _LayerMixin(_FusedModule):
 
 
 class LSTM(_LayerMixin, nn.LSTM):
-    """``torch.nn.LSTM`` (same constructor, parameters and forward) running fusedrnn's kernels.
+    r"""``torch.nn.LSTM`` running fusedrnn's kernels: a multi-layer long short-term memory (LSTM) network
+    on CPU tensors.
 
-    ``output, (h_n, c_n) = lstm(input, (h_0, c_0)=None)``; input (L, N, H_in), (N, L, H_in) with
-    batch_first, (L, H_in) unbatched, or a PackedSequence. See the module docstring."""
+    A subclass of ``torch.nn.LSTM`` with its constructor, its parameters (``nn.Parameter``, PyTorch's
+    names, shapes and initialization), ``state_dict``, ``.to()``, ``train()``/``eval()`` and its
+    ``forward`` signature and results: ``isinstance(lstm, torch.nn.LSTM)`` holds, and a ``state_dict``
+    loads from one module into the other.
+    Only ``forward`` differs: it runs fusedrnn's compiled stack on the CPU, with autograd through its fused
+    backward pass, and gives torch.nn's results to float rounding. It falls back to ``torch.nn.LSTM``'s
+    own forward (torch's kernels, the same parameters) only while ``torch.jit.trace``,
+    ``torch.onnx.export`` or ``torch.export`` records it, so that the recorded graph is torch.nn's; under
+    ``torch.compile`` the kernels run, outside the compiled graph. Parameters on another device than the
+    CPU, or of another dtype than float32 and float64, raise an error when the module is called rather
+    than fall back: use ``torch.nn.LSTM`` there. The module docstring says how the kernels see weight
+    changes, and what shipping a model records.
+
+    ``output, (h_n, c_n) = lstm(input, (h_0, c_0)=None)``. For each step t of the input sequence, each
+    layer computes PyTorch's equations, with the gates in its order i, f, g, o:
+
+    .. math::
+
+        \begin{array}{ll}
+        i_t = \sigma(W_{ii} x_t + b_{ii} + W_{hi} h_{t-1} + b_{hi}) \\
+        f_t = \sigma(W_{if} x_t + b_{if} + W_{hf} h_{t-1} + b_{hf}) \\
+        g_t = \tanh(W_{ig} x_t + b_{ig} + W_{hg} h_{t-1} + b_{hg}) \\
+        o_t = \sigma(W_{io} x_t + b_{io} + W_{ho} h_{t-1} + b_{ho}) \\
+        c_t = f_t \odot c_{t-1} + i_t \odot g_t \\
+        h_t = o_t \odot \tanh(c_t)
+        \end{array}
+
+    where :math:`x_t` is the layer's input at step t, :math:`h_t` the hidden state and :math:`c_t` the
+    cell state after step t (``h_0``, ``c_0`` before the first step), :math:`\sigma` the logistic
+    function and :math:`\odot` the elementwise product. :math:`W_{ii}, W_{if}, W_{ig}, W_{io}` are the
+    four row blocks of ``weight_ih_l{k}``, :math:`W_{h*}` those of ``weight_hh_l{k}``, :math:`b_{i*}`
+    and :math:`b_{h*}` those of ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (zero with ``bias=False``).
+
+    With ``proj_size`` = P > 0 the hidden state is projected by :math:`W_{hr}` = ``weight_hr_l{k}``
+    (P, H), so that :math:`h_t`, ``h_0``, ``h_n`` and each direction's output have P features while
+    :math:`c_t` keeps H:
+
+    .. math::
+
+        h_t = W_{hr} (o_t \odot \tanh(c_t))
+
+    Layer k >= 1 reads layer k-1's output: :math:`x^{(k)}_t = \delta^{(k-1)}_t \odot y^{(k-1)}_t`, where
+    :math:`\delta` is 1 in eval mode, and in training mode a dropout mask (Bernoulli(1 - p) / (1 - p),
+    p = ``dropout``) drawn from torch's generator as torch.nn draws it. A layer's output
+    :math:`y^{(k)}_t` is its :math:`h_t`, or with ``bidirectional=True`` the concatenation
+    :math:`[h^{\rightarrow}_t, h^{\leftarrow}_t]` of the forward direction and of the reverse direction,
+    which has parameters of its own (suffix ``_reverse``) and runs from the last step to the first.
+    :class:`fusedrnn.LSTM` is the same network on NumPy arrays, with the options of ONNX and Keras
+    besides (peepholes, clip, coupled gates, hard-sigmoid gates, residual connections).
+
+    Parameters
+    ----------
+    input_size : int
+        I, the number of features of each step of the input.
+    hidden_size : int
+        H, the number of features of the cell state (and of the hidden state without projection).
+    num_layers : int, default 1
+        L, the number of stacked layers.
+    bias : bool, default True
+        False: no ``bias_ih_l{k}``, ``bias_hh_l{k}`` (the b terms are zero).
+    batch_first : bool, default False
+        True: ``input`` and ``output`` are (N, T, features) instead of (T, N, features); the states are
+        not affected.
+    dropout : float, default 0.0
+        p, the probability of zeroing an element of each layer's output but the last, in training mode;
+        eval mode never drops.
+    bidirectional : bool, default False
+        True: a second direction per layer, reading the sequence backwards.
+    proj_size : int, default 0
+        P: the projection above when > 0 (it must be smaller than ``hidden_size``).
+    device : torch.device, optional
+        Where the parameters are made; a call needs them on the CPU.
+    dtype : torch.dtype, optional
+        The parameters' dtype (None: torch's default dtype); a call needs torch.float32 or torch.float64,
+        and an input and states of that dtype.
+
+    Shapes
+    ------
+    T steps, N sequences, I = ``input_size``, H = ``hidden_size``, H_out = P if ``proj_size`` > 0 else H,
+    D = 2 if ``bidirectional`` else 1, L = ``num_layers``.
+
+    - ``input``: (T, N, I); (N, T, I) with ``batch_first=True``; (T, I) for one unbatched sequence; or a
+      ``PackedSequence`` of sequences of different lengths.
+    - ``hx = (h_0, c_0)`` and the returned ``(h_n, c_n)``: ``h`` (D*L, N, H_out) and ``c`` (D*L, N, H),
+      entry ``k*D + d`` for layer k and direction d (1: the reverse direction); without the N axis
+      unbatched. ``hx=None`` means zeros. ``h_n`` and ``c_n`` hold the state after each sequence's last
+      step (of a ``PackedSequence``, its own last step; the reverse direction starts there).
+    - ``output``: (T, N, D*H_out), the last layer's output at every step, the forward direction's
+      features first; (N, T, D*H_out) with ``batch_first=True``; (T, D*H_out) unbatched; a
+      ``PackedSequence`` with the input's batch sizes when the input is one.
+
+    Attributes
+    ----------
+    weight_ih_l{k}[_reverse] : torch.nn.Parameter (4H, I) for k = 0, else (4H, D*H_out)
+        :math:`[W_{ii}; W_{if}; W_{ig}; W_{io}]` of layer k (and direction).
+    weight_hh_l{k}[_reverse] : torch.nn.Parameter (4H, H_out)
+        :math:`[W_{hi}; W_{hf}; W_{hg}; W_{ho}]`.
+    bias_ih_l{k}[_reverse] : torch.nn.Parameter (4H,)
+        :math:`[b_{ii}; b_{if}; b_{ig}; b_{io}]` (with ``bias=True``).
+    bias_hh_l{k}[_reverse] : torch.nn.Parameter (4H,)
+        :math:`[b_{hi}; b_{hf}; b_{hg}; b_{ho}]` (with ``bias=True``).
+    weight_hr_l{k}[_reverse] : torch.nn.Parameter (P, H)
+        :math:`W_{hr}` (with ``proj_size`` > 0).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fr_init()
+
+    def forward(self, input: Any, hx: Any = None) -> Any:
+        """Run the layers over a sequence: ``output, (h_n, c_n) = lstm(input, hx=None)``, as
+        ``torch.nn.LSTM.forward`` does (on fusedrnn's kernels; see the class).
+
+        Parameters
+        ----------
+        input : Tensor or PackedSequence
+            (T, N, I), (N, T, I) with ``batch_first=True``, (T, I) unbatched, or a ``PackedSequence``.
+        hx : tuple (h_0, c_0) of Tensor, optional
+            h_0 (D*L, N, H_out) and c_0 (D*L, N, H) (without N unbatched), of the parameters' dtype;
+            None: zeros.
+
+        Returns
+        -------
+        output : Tensor or PackedSequence
+            (T, N, D*H_out) (batch_first: (N, T, D*H_out); unbatched: (T, D*H_out)); a
+            ``PackedSequence`` when ``input`` is one.
+        (h_n, c_n) : tuple of Tensor
+            (D*L, N, H_out) and (D*L, N, H), the state after each sequence's last step.
+        """
+        return self._fr_call(input, hx)
 
 
 class GRU(_LayerMixin, nn.GRU):
-    """``torch.nn.GRU`` (same constructor, parameters and forward) running fusedrnn's kernels.
-    ``output, h_n = gru(input, h_0=None)``. See the module docstring."""
+    r"""``torch.nn.GRU`` running fusedrnn's kernels: a multi-layer gated recurrent unit (GRU) network on
+    CPU tensors.
+
+    A subclass of ``torch.nn.GRU`` with its constructor, its parameters (``nn.Parameter``, PyTorch's
+    names, shapes and initialization), ``state_dict``, ``.to()``, ``train()``/``eval()`` and its
+    ``forward`` signature and results: ``isinstance(gru, torch.nn.GRU)`` holds, and a ``state_dict``
+    loads from one module into the other.
+    Only ``forward`` differs: it runs fusedrnn's compiled stack on the CPU, with autograd through its fused
+    backward pass, and gives torch.nn's results to float rounding. It falls back to ``torch.nn.GRU``'s
+    own forward (torch's kernels, the same parameters) only while ``torch.jit.trace``,
+    ``torch.onnx.export`` or ``torch.export`` records it, so that the recorded graph is torch.nn's; under
+    ``torch.compile`` the kernels run, outside the compiled graph. Parameters on another device than the
+    CPU, or of another dtype than float32 and float64, raise an error when the module is called rather
+    than fall back: use ``torch.nn.GRU`` there. The module docstring says how the kernels see weight
+    changes, and what shipping a model records.
+
+    ``output, h_n = gru(input, h_0=None)``. For each step t of the input sequence, each layer computes
+    PyTorch's equations, with the gates in its order r, z, n:
+
+    .. math::
+
+        \begin{array}{ll}
+        r_t = \sigma(W_{ir} x_t + b_{ir} + W_{hr} h_{t-1} + b_{hr}) \\
+        z_t = \sigma(W_{iz} x_t + b_{iz} + W_{hz} h_{t-1} + b_{hz}) \\
+        n_t = \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn})) \\
+        h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}
+        \end{array}
+
+    where :math:`x_t` is the layer's input at step t, :math:`h_t` the hidden state after step t (``h_0``
+    before the first step), :math:`\sigma` the logistic function and :math:`\odot` the elementwise
+    product. :math:`W_{ir}, W_{iz}, W_{in}` are the three row blocks of ``weight_ih_l{k}``,
+    :math:`W_{h*}` those of ``weight_hh_l{k}``, :math:`b_{i*}` and :math:`b_{h*}` those of
+    ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (zero with ``bias=False``). The reset gate multiplies the
+    recurrent product and its bias (the linear-before-reset form); :class:`fusedrnn.GRU` on NumPy arrays
+    also has the reset-before form of ONNX and Keras.
+
+    Layer k >= 1 reads layer k-1's output: :math:`x^{(k)}_t = \delta^{(k-1)}_t \odot y^{(k-1)}_t`, where
+    :math:`\delta` is 1 in eval mode, and in training mode a dropout mask (Bernoulli(1 - p) / (1 - p),
+    p = ``dropout``) drawn from torch's generator as torch.nn draws it. A layer's output
+    :math:`y^{(k)}_t` is its :math:`h_t`, or with ``bidirectional=True`` the concatenation
+    :math:`[h^{\rightarrow}_t, h^{\leftarrow}_t]` of the forward direction and of the reverse direction,
+    which has parameters of its own (suffix ``_reverse``) and runs from the last step to the first.
+
+    Parameters
+    ----------
+    input_size : int
+        I, the number of features of each step of the input.
+    hidden_size : int
+        H, the number of features of the hidden state.
+    num_layers : int, default 1
+        L, the number of stacked layers.
+    bias : bool, default True
+        False: no ``bias_ih_l{k}``, ``bias_hh_l{k}`` (the b terms are zero).
+    batch_first : bool, default False
+        True: ``input`` and ``output`` are (N, T, features) instead of (T, N, features); the state is
+        not affected.
+    dropout : float, default 0.0
+        p, the probability of zeroing an element of each layer's output but the last, in training mode;
+        eval mode never drops.
+    bidirectional : bool, default False
+        True: a second direction per layer, reading the sequence backwards.
+    device : torch.device, optional
+        Where the parameters are made; a call needs them on the CPU.
+    dtype : torch.dtype, optional
+        The parameters' dtype (None: torch's default dtype); a call needs torch.float32 or torch.float64,
+        and an input and state of that dtype.
+
+    Shapes
+    ------
+    T steps, N sequences, I = ``input_size``, H = ``hidden_size``, D = 2 if ``bidirectional`` else 1,
+    L = ``num_layers``.
+
+    - ``input``: (T, N, I); (N, T, I) with ``batch_first=True``; (T, I) for one unbatched sequence; or a
+      ``PackedSequence`` of sequences of different lengths.
+    - ``h_0``, ``h_n``: (D*L, N, H), entry ``k*D + d`` for layer k and direction d (1: the reverse
+      direction); (D*L, H) unbatched. ``h_0=None`` means zeros. ``h_n`` holds the state after each
+      sequence's last step (of a ``PackedSequence``, its own last step; the reverse direction starts
+      there).
+    - ``output``: (T, N, D*H), the last layer's output at every step, the forward direction's features
+      first; (N, T, D*H) with ``batch_first=True``; (T, D*H) unbatched; a ``PackedSequence`` with the
+      input's batch sizes when the input is one.
+
+    Attributes
+    ----------
+    weight_ih_l{k}[_reverse] : torch.nn.Parameter (3H, I) for k = 0, else (3H, D*H)
+        :math:`[W_{ir}; W_{iz}; W_{in}]` of layer k (and direction).
+    weight_hh_l{k}[_reverse] : torch.nn.Parameter (3H, H)
+        :math:`[W_{hr}; W_{hz}; W_{hn}]`.
+    bias_ih_l{k}[_reverse] : torch.nn.Parameter (3H,)
+        :math:`[b_{ir}; b_{iz}; b_{in}]` (with ``bias=True``).
+    bias_hh_l{k}[_reverse] : torch.nn.Parameter (3H,)
+        :math:`[b_{hr}; b_{hz}; b_{hn}]` (with ``bias=True``).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fr_init()
+
+    def forward(self, input: Any, hx: Any = None) -> Any:
+        """Run the layers over a sequence: ``output, h_n = gru(input, hx=None)``, as
+        ``torch.nn.GRU.forward`` does (on fusedrnn's kernels; see the class).
+
+        Parameters
+        ----------
+        input : Tensor or PackedSequence
+            (T, N, I), (N, T, I) with ``batch_first=True``, (T, I) unbatched, or a ``PackedSequence``.
+        hx : Tensor, optional
+            h_0, (D*L, N, H), or (D*L, H) unbatched, of the parameters' dtype; None: zeros.
+
+        Returns
+        -------
+        output : Tensor or PackedSequence
+            (T, N, D*H) (batch_first: (N, T, D*H); unbatched: (T, D*H)); a ``PackedSequence`` when
+            ``input`` is one.
+        h_n : Tensor
+            (D*L, N, H), the state after each sequence's last step.
+        """
+        return self._fr_call(input, hx)
 
 
 class RNN(_LayerMixin, nn.RNN):
-    """``torch.nn.RNN`` (same constructor incl. ``nonlinearity``, parameters and forward) running
-    fusedrnn's kernels. ``output, h_n = rnn(input, h_0=None)``. See the module docstring."""
+    r"""``torch.nn.RNN`` running fusedrnn's kernels: a multi-layer Elman RNN with a tanh or ReLU
+    nonlinearity on CPU tensors.
+
+    A subclass of ``torch.nn.RNN`` with its constructor (``nonlinearity`` included), its parameters
+    (``nn.Parameter``, PyTorch's names, shapes and initialization), ``state_dict``, ``.to()``,
+    ``train()``/``eval()`` and its ``forward`` signature and results: ``isinstance(rnn, torch.nn.RNN)``
+    holds, and a ``state_dict`` loads from one module into the other.
+    Only ``forward`` differs: it runs fusedrnn's compiled stack on the CPU, with autograd through its fused
+    backward pass, and gives torch.nn's results to float rounding. It falls back to ``torch.nn.RNN``'s
+    own forward (torch's kernels, the same parameters) only while ``torch.jit.trace``,
+    ``torch.onnx.export`` or ``torch.export`` records it, so that the recorded graph is torch.nn's; under
+    ``torch.compile`` the kernels run, outside the compiled graph. Parameters on another device than the
+    CPU, or of another dtype than float32 and float64, raise an error when the module is called rather
+    than fall back: use ``torch.nn.RNN`` there. The module docstring says how the kernels see weight
+    changes, and what shipping a model records.
+
+    ``output, h_n = rnn(input, h_0=None)``. For each step t of the input sequence, each layer computes
+
+    .. math::
+
+        h_t = \tanh(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})
+
+    or, with ``nonlinearity="relu"``, :math:`h_t = \max(0,\ W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})`,
+    where :math:`x_t` is the layer's input at step t, :math:`h_{t-1}` its state before the step (the
+    initial state ``h_0`` at t = 0), :math:`W_{ih}` = ``weight_ih_l{k}``, :math:`W_{hh}` =
+    ``weight_hh_l{k}``, :math:`b_{ih}` = ``bias_ih_l{k}``, :math:`b_{hh}` = ``bias_hh_l{k}`` (zero with
+    ``bias=False``).
+
+    Layer k >= 1 reads layer k-1's output: :math:`x^{(k)}_t = \delta^{(k-1)}_t \odot y^{(k-1)}_t`, where
+    :math:`\odot` is the elementwise product and :math:`\delta` is 1 in eval mode, and in training mode a
+    dropout mask (Bernoulli(1 - p) / (1 - p), p = ``dropout``) drawn from torch's generator as torch.nn
+    draws it. A layer's output :math:`y^{(k)}_t` is its :math:`h_t`, or with ``bidirectional=True`` the
+    concatenation :math:`[h^{\rightarrow}_t, h^{\leftarrow}_t]` of the forward direction and of the
+    reverse direction, which has parameters of its own (suffix ``_reverse``) and runs from the last step
+    to the first.
+
+    Parameters
+    ----------
+    input_size : int
+        I, the number of features of each step of the input.
+    hidden_size : int
+        H, the number of features of the hidden state.
+    num_layers : int, default 1
+        L, the number of stacked layers.
+    nonlinearity : {"tanh", "relu"}, default "tanh"
+        The activation.
+    bias : bool, default True
+        False: no ``bias_ih_l{k}``, ``bias_hh_l{k}`` (the b terms are zero).
+    batch_first : bool, default False
+        True: ``input`` and ``output`` are (N, T, features) instead of (T, N, features); the state is
+        not affected.
+    dropout : float, default 0.0
+        p, the probability of zeroing an element of each layer's output but the last, in training mode;
+        eval mode never drops.
+    bidirectional : bool, default False
+        True: a second direction per layer, reading the sequence backwards.
+    device : torch.device, optional
+        Where the parameters are made; a call needs them on the CPU.
+    dtype : torch.dtype, optional
+        The parameters' dtype (None: torch's default dtype); a call needs torch.float32 or torch.float64,
+        and an input and state of that dtype.
+
+    Shapes
+    ------
+    T steps, N sequences, I = ``input_size``, H = ``hidden_size``, D = 2 if ``bidirectional`` else 1,
+    L = ``num_layers``.
+
+    - ``input``: (T, N, I); (N, T, I) with ``batch_first=True``; (T, I) for one unbatched sequence; or a
+      ``PackedSequence`` of sequences of different lengths.
+    - ``h_0``, ``h_n``: (D*L, N, H), entry ``k*D + d`` for layer k and direction d (1: the reverse
+      direction); (D*L, H) unbatched. ``h_0=None`` means zeros. ``h_n`` holds the state after each
+      sequence's last step (of a ``PackedSequence``, its own last step; the reverse direction starts
+      there).
+    - ``output``: (T, N, D*H), the last layer's output at every step, the forward direction's features
+      first; (N, T, D*H) with ``batch_first=True``; (T, D*H) unbatched; a ``PackedSequence`` with the
+      input's batch sizes when the input is one.
+
+    Attributes
+    ----------
+    weight_ih_l{k}[_reverse] : torch.nn.Parameter (H, I) for k = 0, else (H, D*H)
+        :math:`W_{ih}` of layer k (and direction).
+    weight_hh_l{k}[_reverse] : torch.nn.Parameter (H, H)
+        :math:`W_{hh}`.
+    bias_ih_l{k}[_reverse] : torch.nn.Parameter (H,)
+        :math:`b_{ih}` (with ``bias=True``).
+    bias_hh_l{k}[_reverse] : torch.nn.Parameter (H,)
+        :math:`b_{hh}` (with ``bias=True``).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fr_init()
+
+    def forward(self, input: Any, hx: Any = None) -> Any:
+        """Run the layers over a sequence: ``output, h_n = rnn(input, hx=None)``, as
+        ``torch.nn.RNN.forward`` does (on fusedrnn's kernels; see the class).
+
+        Parameters
+        ----------
+        input : Tensor or PackedSequence
+            (T, N, I), (N, T, I) with ``batch_first=True``, (T, I) unbatched, or a ``PackedSequence``.
+        hx : Tensor, optional
+            h_0, (D*L, N, H), or (D*L, H) unbatched, of the parameters' dtype; None: zeros.
+
+        Returns
+        -------
+        output : Tensor or PackedSequence
+            (T, N, D*H) (batch_first: (N, T, D*H); unbatched: (T, D*H)); a ``PackedSequence`` when
+            ``input`` is one.
+        h_n : Tensor
+            (D*L, N, H), the state after each sequence's last step.
+        """
+        return self._fr_call(input, hx)
 
 
 # -- cells ----------------------------------------------------------------------------------------------
@@ -521,7 +866,71 @@ class _CellMixin(_FusedModule):
 
 
 class LSTMCell(_CellMixin, nn.LSTMCell):
-    """``torch.nn.LSTMCell`` running fusedrnn's kernels: ``h_1, c_1 = cell(input, (h_0, c_0)=None)``."""
+    r"""``torch.nn.LSTMCell`` running fusedrnn's kernels: one step of a long short-term memory (LSTM) cell
+    on CPU tensors.
+
+    A subclass of ``torch.nn.LSTMCell`` with its constructor, its parameters (``nn.Parameter``, PyTorch's
+    names, shapes and initialization), ``state_dict``, ``.to()`` and its ``forward`` signature and results:
+    ``isinstance(cell, torch.nn.LSTMCell)`` holds, and a ``state_dict`` loads from one module into the other.
+    Only ``forward`` differs: it runs fusedrnn's compiled stack on the CPU, with autograd through its fused
+    backward pass, and gives torch.nn's results to float rounding. It falls back to ``torch.nn.LSTMCell``'s
+    own forward (torch's kernels, the same parameters) only while ``torch.jit.trace``,
+    ``torch.onnx.export`` or ``torch.export`` records it, so that the recorded graph is torch.nn's; under
+    ``torch.compile`` the kernels run, outside the compiled graph. Parameters on another device than the
+    CPU, or of another dtype than float32 and float64, raise an error when the module is called rather
+    than fall back: use ``torch.nn.LSTMCell`` there. The module docstring says how the kernels see weight
+    changes, and what shipping a model records.
+
+    ``h', c' = cell(input, (h, c)=None)``, with the gates in PyTorch's order i, f, g, o:
+
+    .. math::
+
+        \begin{array}{ll}
+        i = \sigma(W_{ii} x + b_{ii} + W_{hi} h + b_{hi}) \\
+        f = \sigma(W_{if} x + b_{if} + W_{hf} h + b_{hf}) \\
+        g = \tanh(W_{ig} x + b_{ig} + W_{hg} h + b_{hg}) \\
+        o = \sigma(W_{io} x + b_{io} + W_{ho} h + b_{ho}) \\
+        c' = f \odot c + i \odot g \\
+        h' = o \odot \tanh(c')
+        \end{array}
+
+    where :math:`x` is the input, :math:`\sigma` the logistic function, :math:`\odot` the elementwise
+    product, :math:`W_{i*}` the four row blocks of ``weight_ih``, :math:`W_{h*}` those of ``weight_hh``,
+    and :math:`b_{i*}`, :math:`b_{h*}` those of ``bias_ih``, ``bias_hh`` (zero with ``bias=False``).
+
+    Parameters
+    ----------
+    input_size : int
+        I, the number of features of the input.
+    hidden_size : int
+        H, the number of features of the state.
+    bias : bool, default True
+        False: no ``bias_ih``, ``bias_hh`` (the b terms are zero).
+    device : torch.device, optional
+        Where the parameters are made; a call needs them on the CPU.
+    dtype : torch.dtype, optional
+        The parameters' dtype (None: torch's default dtype); a call needs torch.float32 or torch.float64,
+        and an input and state of that dtype.
+
+    Shapes
+    ------
+    N samples, I = ``input_size``, H = ``hidden_size``.
+
+    - ``input``: (N, I), or (I,) for one unbatched sample.
+    - ``h``, ``c`` and the returned ``h'``, ``c'``: (N, H) each, or (H,) unbatched; ``hx=None`` means
+      zeros.
+
+    Attributes
+    ----------
+    weight_ih : torch.nn.Parameter (4H, I)
+        :math:`[W_{ii}; W_{if}; W_{ig}; W_{io}]`.
+    weight_hh : torch.nn.Parameter (4H, H)
+        :math:`[W_{hi}; W_{hf}; W_{hg}; W_{ho}]`.
+    bias_ih : torch.nn.Parameter (4H,)
+        :math:`[b_{ii}; b_{if}; b_{ig}; b_{io}]` (with ``bias=True``).
+    bias_hh : torch.nn.Parameter (4H,)
+        :math:`[b_{hi}; b_{hf}; b_{hg}; b_{ho}]` (with ``bias=True``).
+    """
 
     _fr_class = "LSTMCell"
 
@@ -530,11 +939,89 @@ class LSTMCell(_CellMixin, nn.LSTMCell):
         self._fr_init()
 
     def forward(self, input: torch.Tensor, hx: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: ``h', c' = cell(input, hx=None)``, as ``torch.nn.LSTMCell.forward`` does (on
+        fusedrnn's kernels; see the class).
+
+        Parameters
+        ----------
+        input : Tensor
+            (N, I), or (I,) unbatched.
+        hx : tuple (h, c) of Tensor, optional
+            Each (N, H), or (H,) unbatched, of the parameters' dtype; None: zeros.
+
+        Returns
+        -------
+        (h', c') : tuple of Tensor
+            The new state, each (N, H), or (H,) unbatched.
+        """
         return self._fr_step(input, hx)
 
 
 class GRUCell(_CellMixin, nn.GRUCell):
-    """``torch.nn.GRUCell`` running fusedrnn's kernels: ``h_1 = cell(input, h_0=None)``."""
+    r"""``torch.nn.GRUCell`` running fusedrnn's kernels: one step of a gated recurrent unit (GRU) cell on
+    CPU tensors.
+
+    A subclass of ``torch.nn.GRUCell`` with its constructor, its parameters (``nn.Parameter``, PyTorch's
+    names, shapes and initialization), ``state_dict``, ``.to()`` and its ``forward`` signature and results:
+    ``isinstance(cell, torch.nn.GRUCell)`` holds, and a ``state_dict`` loads from one module into the other.
+    Only ``forward`` differs: it runs fusedrnn's compiled stack on the CPU, with autograd through its fused
+    backward pass, and gives torch.nn's results to float rounding. It falls back to ``torch.nn.GRUCell``'s
+    own forward (torch's kernels, the same parameters) only while ``torch.jit.trace``,
+    ``torch.onnx.export`` or ``torch.export`` records it, so that the recorded graph is torch.nn's; under
+    ``torch.compile`` the kernels run, outside the compiled graph. Parameters on another device than the
+    CPU, or of another dtype than float32 and float64, raise an error when the module is called rather
+    than fall back: use ``torch.nn.GRUCell`` there. The module docstring says how the kernels see weight
+    changes, and what shipping a model records.
+
+    ``h' = cell(input, h=None)``, with the gates in PyTorch's order r, z, n:
+
+    .. math::
+
+        \begin{array}{ll}
+        r = \sigma(W_{ir} x + b_{ir} + W_{hr} h + b_{hr}) \\
+        z = \sigma(W_{iz} x + b_{iz} + W_{hz} h + b_{hz}) \\
+        n = \tanh(W_{in} x + b_{in} + r \odot (W_{hn} h + b_{hn})) \\
+        h' = (1 - z) \odot n + z \odot h
+        \end{array}
+
+    where :math:`x` is the input, :math:`\sigma` the logistic function, :math:`\odot` the elementwise
+    product, :math:`W_{i*}` the three row blocks of ``weight_ih``, :math:`W_{h*}` those of ``weight_hh``,
+    and :math:`b_{i*}`, :math:`b_{h*}` those of ``bias_ih``, ``bias_hh`` (zero with ``bias=False``). That
+    is PyTorch's linear-before-reset form; :class:`fusedrnn.GRUCell` on NumPy arrays also has the
+    reset-before form.
+
+    Parameters
+    ----------
+    input_size : int
+        I, the number of features of the input.
+    hidden_size : int
+        H, the number of features of the state.
+    bias : bool, default True
+        False: no ``bias_ih``, ``bias_hh`` (the b terms are zero).
+    device : torch.device, optional
+        Where the parameters are made; a call needs them on the CPU.
+    dtype : torch.dtype, optional
+        The parameters' dtype (None: torch's default dtype); a call needs torch.float32 or torch.float64,
+        and an input and state of that dtype.
+
+    Shapes
+    ------
+    N samples, I = ``input_size``, H = ``hidden_size``.
+
+    - ``input``: (N, I), or (I,) for one unbatched sample.
+    - ``h`` and the returned ``h'``: (N, H), or (H,) unbatched; ``hx=None`` means zeros.
+
+    Attributes
+    ----------
+    weight_ih : torch.nn.Parameter (3H, I)
+        :math:`[W_{ir}; W_{iz}; W_{in}]`.
+    weight_hh : torch.nn.Parameter (3H, H)
+        :math:`[W_{hr}; W_{hz}; W_{hn}]`.
+    bias_ih : torch.nn.Parameter (3H,)
+        :math:`[b_{ir}; b_{iz}; b_{in}]` (with ``bias=True``).
+    bias_hh : torch.nn.Parameter (3H,)
+        :math:`[b_{hr}; b_{hz}; b_{hn}]` (with ``bias=True``).
+    """
 
     _fr_class = "GRUCell"
 
@@ -543,12 +1030,84 @@ class GRUCell(_CellMixin, nn.GRUCell):
         self._fr_init()
 
     def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None) -> torch.Tensor:
+        """One step: ``h' = cell(input, hx=None)``, as ``torch.nn.GRUCell.forward`` does (on fusedrnn's
+        kernels; see the class).
+
+        Parameters
+        ----------
+        input : Tensor
+            (N, I), or (I,) unbatched.
+        hx : Tensor, optional
+            h, (N, H), or (H,) unbatched, of the parameters' dtype; None: zeros.
+
+        Returns
+        -------
+        h' : Tensor
+            The new state, (N, H), or (H,) unbatched.
+        """
         return self._fr_step(input, hx)
 
 
 class RNNCell(_CellMixin, nn.RNNCell):
-    """``torch.nn.RNNCell`` (``nonlinearity`` "tanh" or "relu") running fusedrnn's kernels:
-    ``h_1 = cell(input, h_0=None)``."""
+    r"""``torch.nn.RNNCell`` running fusedrnn's kernels: one step of an Elman RNN cell with a tanh or ReLU
+    nonlinearity on CPU tensors.
+
+    A subclass of ``torch.nn.RNNCell`` with its constructor, its parameters (``nn.Parameter``, PyTorch's
+    names, shapes and initialization), ``state_dict``, ``.to()`` and its ``forward`` signature and results:
+    ``isinstance(cell, torch.nn.RNNCell)`` holds, and a ``state_dict`` loads from one module into the other.
+    Only ``forward`` differs: it runs fusedrnn's compiled stack on the CPU, with autograd through its fused
+    backward pass, and gives torch.nn's results to float rounding. It falls back to ``torch.nn.RNNCell``'s
+    own forward (torch's kernels, the same parameters) only while ``torch.jit.trace``,
+    ``torch.onnx.export`` or ``torch.export`` records it, so that the recorded graph is torch.nn's; under
+    ``torch.compile`` the kernels run, outside the compiled graph. Parameters on another device than the
+    CPU, or of another dtype than float32 and float64, raise an error when the module is called rather
+    than fall back: use ``torch.nn.RNNCell`` there. The module docstring says how the kernels see weight
+    changes, and what shipping a model records.
+
+    ``h' = cell(input, h=None)``:
+
+    .. math::
+
+        h' = \tanh(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})
+
+    or, with ``nonlinearity="relu"``, :math:`h' = \max(0,\ W_{ih} x + b_{ih} + W_{hh} h + b_{hh})`, where
+    :math:`x` is the input, :math:`W_{ih}` = ``weight_ih``, :math:`W_{hh}` = ``weight_hh``,
+    :math:`b_{ih}` = ``bias_ih``, :math:`b_{hh}` = ``bias_hh`` (zero with ``bias=False``).
+
+    Parameters
+    ----------
+    input_size : int
+        I, the number of features of the input.
+    hidden_size : int
+        H, the number of features of the state.
+    bias : bool, default True
+        False: no ``bias_ih``, ``bias_hh`` (the b terms are zero).
+    nonlinearity : {"tanh", "relu"}, default "tanh"
+        The activation.
+    device : torch.device, optional
+        Where the parameters are made; a call needs them on the CPU.
+    dtype : torch.dtype, optional
+        The parameters' dtype (None: torch's default dtype); a call needs torch.float32 or torch.float64,
+        and an input and state of that dtype.
+
+    Shapes
+    ------
+    N samples, I = ``input_size``, H = ``hidden_size``.
+
+    - ``input``: (N, I), or (I,) for one unbatched sample.
+    - ``h`` and the returned ``h'``: (N, H), or (H,) unbatched; ``hx=None`` means zeros.
+
+    Attributes
+    ----------
+    weight_ih : torch.nn.Parameter (H, I)
+        :math:`W_{ih}`.
+    weight_hh : torch.nn.Parameter (H, H)
+        :math:`W_{hh}`.
+    bias_ih : torch.nn.Parameter (H,)
+        :math:`b_{ih}` (with ``bias=True``).
+    bias_hh : torch.nn.Parameter (H,)
+        :math:`b_{hh}` (with ``bias=True``).
+    """
 
     _fr_class = "RNNCell"
 
@@ -562,4 +1121,19 @@ class RNNCell(_CellMixin, nn.RNNCell):
         return cell_kind_from_torch_class(self._fr_class, self.nonlinearity)
 
     def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None) -> torch.Tensor:
+        """One step: ``h' = cell(input, hx=None)``, as ``torch.nn.RNNCell.forward`` does (on fusedrnn's
+        kernels; see the class).
+
+        Parameters
+        ----------
+        input : Tensor
+            (N, I), or (I,) unbatched.
+        hx : Tensor, optional
+            h, (N, H), or (H,) unbatched, of the parameters' dtype; None: zeros.
+
+        Returns
+        -------
+        h' : Tensor
+            The new state, (N, H), or (H,) unbatched.
+        """
         return self._fr_step(input, hx)
