@@ -92,8 +92,8 @@ struct GruCell {
     Vec<T>(r.h, H) = n + z * (h_prev - n);
   }
 
-  // d *= the clip's derivative for gate blocks [first, first + count) of the step, from the inputs
-  // forward saved before clipping; nothing without clip.
+  // d (gradients of consecutive gate blocks, block `first` first) *= the clip's derivative, from the
+  // inputs forward saved before clipping; nothing without clip.
   static void mul_clip_grads(const CellGradRow<T>& r, Vec<T> d, Index first) {
     const T bound = r.options->clip;
     if (bound > 0) mul_clip_grad(d, ConstVec<T>(r.gates + (kSavedGates + first) * r.units, d.size()), bound);
