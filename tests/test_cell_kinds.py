@@ -44,6 +44,13 @@ SET_VALUES = {
 }
 # The constructor keyword of each option, where it is not the option's own name.
 KEYWORDS = {"hard_gates": "gate_activation"}
+# The options the one-step cells (fr.RNNCell, ...) take: ONNX's clip on every cell, and the GRU's form.
+CELL_KEYWORDS = {
+    "rnn_tanh": {"clip"},
+    "rnn_relu": {"clip"},
+    "lstm": {"clip"},
+    "gru": {"clip", "linear_before_reset"},
+}
 
 
 def compiled_shapes(config: StackConfig) -> list[tuple[int, ...]]:
@@ -190,6 +197,22 @@ def test_options_are_the_public_constructors_keywords(kind):
     cell = PUBLIC_CELL[kind.name](3, 4, **nonlinearity)
     assert cell.config.kind is kind
     assert type(cell).__name__ == kind.torch_cell
+    cell_keywords = set(inspect.signature(PUBLIC_CELL[kind.name]).parameters)
+    cell_takes = {option for option in CELL_OPTIONS if KEYWORDS.get(option, option) in cell_keywords}
+    assert cell_takes == CELL_KEYWORDS[kind.name]
+    assert cell_takes <= kind.options
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
+def test_every_cell_takes_onnx_clip(kind):
+    """ONNX's LSTM, GRU and RNN all have the clip attribute; every description, compiled stack, layer and
+    cell takes it and keeps its value."""
+    assert "clip" in kind.options
+    nonlinearity = {"nonlinearity": NONLINEARITY[kind.name]} if NONLINEARITY[kind.name] else {}
+    assert PUBLIC_LAYER[kind.name](3, 4, clip=0.25, **nonlinearity).config.clip == 0.25
+    assert PUBLIC_CELL[kind.name](3, 4, clip=0.25, **nonlinearity).config.clip == 0.25
+    config = _core.StackConfig(cell=kind.name, input_size=3, hidden_size=4, clip=0.25)
+    assert _core.stacks["float64"](config).config.clip == 0.25
 
 
 # -- against ONNX and Keras -----------------------------------------------------------------------------

@@ -239,9 +239,12 @@ class Equations(NamedTuple):
 
 
 _LSTM_MATH = (r"p_i", r"p_f", r"p_o", r"\operatorname{clip}", r"1 - i", r"W_{hr}", r"\hat\sigma")
-_GRU_MATH = (r"r_t \odot (W_{hn}", r"W_{hn} (r_t \odot", r"\hat\sigma")
+_GRU_MATH = (r"r_t \odot (W_{hn}", r"W_{hn} (r_t \odot", r"\hat\sigma", r"\operatorname{clip}")
+_CLIP = r"\operatorname{clip}"
 RECURRENT = {
-    "fusedrnn.RNN": Equations(("h_t",), ("nonlinearity", "residual", "dropout"), (r"\tanh", r"\max")),
+    "fusedrnn.RNN": Equations(
+        ("h_t",), ("nonlinearity", "residual", "dropout", "clip"), (r"\tanh", r"\max", _CLIP)
+    ),
     "fusedrnn.LSTM": Equations(
         ("i_t", "f_t", "g_t", "o_t", "c_t", "h_t"),
         ("peephole", "clip", "input_forget", "gate_activation", "proj_size", "residual", "forget_bias"),
@@ -249,13 +252,15 @@ RECURRENT = {
     ),
     "fusedrnn.GRU": Equations(
         ("r_t", "z_t", "n_t", "h_t"),
-        ("linear_before_reset", "gate_activation", "residual"),
+        ("linear_before_reset", "gate_activation", "residual", "clip"),
         _GRU_MATH,
     ),
-    "fusedrnn.RNNCell": Equations(("h'",), ("nonlinearity",), (r"\tanh", r"\max")),
-    "fusedrnn.LSTMCell": Equations(("i", "f", "g", "o", "c'", "h'"), (), ()),
+    "fusedrnn.RNNCell": Equations(("h'",), ("nonlinearity", "clip"), (r"\tanh", r"\max", _CLIP)),
+    "fusedrnn.LSTMCell": Equations(("i", "f", "g", "o", "c'", "h'"), ("clip",), (_CLIP,)),
     "fusedrnn.GRUCell": Equations(
-        ("r", "z", "n", "h'"), ("linear_before_reset",), (r"r \odot (W_{hn}", r"W_{hn} (r \odot")
+        ("r", "z", "n", "h'"),
+        ("linear_before_reset", "clip"),
+        (r"r \odot (W_{hn}", r"W_{hn} (r \odot", _CLIP),
     ),
 }
 if HAS_TORCH:
@@ -268,10 +273,14 @@ if HAS_TORCH:
             "fusedrnn.torch.GRU": Equations(
                 RECURRENT["fusedrnn.GRU"].left_sides, (), (r"r_t \odot (W_{hn}",)
             ),
-            "fusedrnn.torch.RNN": RECURRENT["fusedrnn.RNN"]._replace(options=("nonlinearity",)),
-            "fusedrnn.torch.LSTMCell": RECURRENT["fusedrnn.LSTMCell"],
+            "fusedrnn.torch.RNN": RECURRENT["fusedrnn.RNN"]._replace(
+                options=("nonlinearity",), option_math=(r"\tanh", r"\max")
+            ),
+            "fusedrnn.torch.LSTMCell": RECURRENT["fusedrnn.LSTMCell"]._replace(options=(), option_math=()),
             "fusedrnn.torch.GRUCell": RECURRENT["fusedrnn.GRUCell"]._replace(options=(), option_math=()),
-            "fusedrnn.torch.RNNCell": RECURRENT["fusedrnn.RNNCell"],
+            "fusedrnn.torch.RNNCell": RECURRENT["fusedrnn.RNNCell"]._replace(
+                options=("nonlinearity",), option_math=(r"\tanh", r"\max")
+            ),
         }
     )
 

@@ -318,6 +318,8 @@ def test_from_onnx_names_a_mistyped_attribute(name: str, expected: str, value: A
         ("LSTM", "clip", float("inf"), ["clip", "finite", "inf"]),
         ("LSTM", "clip", float("nan"), ["clip", "finite", "nan"]),
         ("LSTM", "clip", -1.0, ["clip", "positive", "-1.0"]),
+        ("GRU", "clip", float("inf"), ["clip", "finite", "inf"]),
+        ("RNN", "clip", 0.0, ["clip", "positive", "0.0"]),
         ("LSTM", "direction", b"\xff\xfeforward", ["direction", "UTF-8", "xff"]),
         ("LSTM", "direction", "Forward", ["direction", "forward, reverse or bidirectional", "Forward"]),
         ("LSTM", "activations", [b"Sigmoid", b"\xffTanh", b"Tanh"], ["activations", "UTF-8", "xff"]),

@@ -314,12 +314,19 @@ def test_input_projection_step_by_step_gives_the_same_numbers(kind: str, rng: np
 
 
 # Cells: one step of one layer, so the reference runs with T=1, L=1 and the cell's names suffixed _l0.
+CELL_CLIP = 0.4
 CELL_CLASSES = {
     "rnn_tanh": lambda i, h, **kw: fr.RNNCell(i, h, nonlinearity="tanh", **kw),
     "rnn_relu": lambda i, h, **kw: fr.RNNCell(i, h, nonlinearity="relu", **kw),
     "lstm": lambda i, h, **kw: fr.LSTMCell(i, h, **kw),
     "gru": lambda i, h, **kw: fr.GRUCell(i, h, **kw),
     "gru-lbr0": lambda i, h, **kw: fr.GRUCell(i, h, linear_before_reset=False, **kw),
+    # ONNX's clip, at a bound the cells' default weights reach on some units and not on others
+    "rnn_tanh-clip": lambda i, h, **kw: fr.RNNCell(i, h, nonlinearity="tanh", clip=CELL_CLIP, **kw),
+    "rnn_relu-clip": lambda i, h, **kw: fr.RNNCell(i, h, nonlinearity="relu", clip=CELL_CLIP, **kw),
+    "lstm-clip": lambda i, h, **kw: fr.LSTMCell(i, h, clip=CELL_CLIP, **kw),
+    "gru-clip": lambda i, h, **kw: fr.GRUCell(i, h, clip=CELL_CLIP, **kw),
+    "gru-lbr0-clip": lambda i, h, **kw: fr.GRUCell(i, h, linear_before_reset=False, clip=CELL_CLIP, **kw),
 }
 CELL_CASES = [
     (kind, hidden, bias, batched, given, dtype)
@@ -403,3 +410,22 @@ def test_cells(
     assert list(g.params) == list(cell.state_dict())
     for name, grad in g.params.items():
         assert_close(grad, ref_grads[3][f"{name}_l0"], dt, f"grad {name}")
+
+
+@pytest.mark.parametrize("kind", [kind for kind in CELL_CLASSES if kind.endswith("-clip")])
+def test_cell_clip_bounds_some_inputs_and_not_others(kind: str) -> None:
+    """The clip cells above test the clip only if it bounds some of the activations' inputs and leaves
+    others: the share it bounds, over the hidden sizes of CELL_CASES with the cells' weights (seed 5)."""
+    bounded = []
+    for hidden in sorted({case[1] for case in CELL_CASES}):
+        cell = CELL_CLASSES[kind](6, hidden, dtype=np.float64, seed=5)
+        g = np.random.default_rng(hidden)
+        x = g.standard_normal((1, 4, 6))
+        h, c = 0.5 * g.standard_normal((2, 1, 4, hidden))
+        params = {f"{name}_l0": a for name, a in cell.state_dict().items()}
+        _, _, _, cache = reference.forward(
+            cell.config, params, x, h, c if cell.config.has_cell_state else None
+        )
+        bounded.append(np.abs(cache.steps[0][0][0].cache.pre) >= CELL_CLIP)
+    share = float(np.concatenate([b.ravel() for b in bounded]).mean())
+    assert 0.1 < share < 0.9, share

@@ -42,6 +42,15 @@ MODELS = {
     "lstm-hard-gates": lambda: fr.LSTM(3, 5, gate_activation="hard_sigmoid", forget_bias=2.0, seed=16),
     "gru-hard-gates": lambda: fr.GRU(3, 5, gate_activation="hard_sigmoid", num_layers=2, seed=17),
     "rnn-relu": lambda: fr.RNN(3, 5, nonlinearity="relu", num_layers=3, seed=6),
+    "gru-clip": lambda: fr.GRU(3, 5, num_layers=2, bidirectional=True, clip=0.3, seed=18),
+    "gru-reset-before-clip-f64": lambda: fr.GRU(
+        3, 5, linear_before_reset=False, clip=0.25, dtype=np.float64, seed=19
+    ),
+    "rnn-tanh-clip": lambda: fr.RNN(3, 5, num_layers=2, clip=0.3, seed=20),
+    "rnn-relu-clip": lambda: fr.RNN(3, 5, nonlinearity="relu", clip=0.3, seed=21),
+    "lstmcell-clip": lambda: fr.LSTMCell(3, 5, clip=0.3, seed=22),
+    "grucell-clip": lambda: fr.GRUCell(3, 5, linear_before_reset=False, clip=0.3, seed=23),
+    "rnncell-relu-clip": lambda: fr.RNNCell(3, 5, nonlinearity="relu", clip=0.3, seed=24),
     "lstmcell": lambda: fr.LSTMCell(3, 5, seed=7),
     "grucell-f64": lambda: fr.GRUCell(3, 5, linear_before_reset=False, dtype=np.float64, seed=8),
     "rnncell-relu-nobias": lambda: fr.RNNCell(3, 5, bias=False, nonlinearity="relu", seed=9),
@@ -86,6 +95,28 @@ def test_round_trip(name: str, tmp_path: Any) -> None:
     assert buffer.getvalue() == path.read_bytes()
     buffer.seek(0)
     assert repr(fr.load(buffer)) == repr(model)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: fr.GRU(3, 5, **kw),
+        lambda **kw: fr.RNN(3, 5, nonlinearity="relu", **kw),
+        lambda **kw: fr.LSTMCell(3, 5, **kw),
+        lambda **kw: fr.GRUCell(3, 5, **kw),
+        lambda **kw: fr.RNNCell(3, 5, **kw),
+    ],
+    ids=["gru", "rnn", "lstmcell", "grucell", "rnncell"],
+)
+def test_clip_is_written_only_when_set(make: Any) -> None:
+    """A model without clip is saved exactly as before these models had clip (fusedrnn versions without
+    it read the file); with clip the option holds its value."""
+    for clip in (0.0, 0.375):
+        buffer = io.BytesIO()
+        fr.save(make(clip=clip, seed=1), buffer)
+        header, _ = parts(buffer.getvalue())
+        options = header["model"]["options"]
+        assert options.get("clip", "absent") == (clip if clip else "absent")
 
 
 def test_save_replaces_atomically(tmp_path: Any) -> None:
@@ -258,6 +289,19 @@ def mutate(good: bytes, change: Any) -> bytes:
 def test_hostile_headers(good: bytes, change: Any, match: str) -> None:
     with pytest.raises(ModelFileError, match=match):
         load_bytes(mutate(good, change))
+
+
+@pytest.mark.parametrize(
+    "clip, match",
+    [(-0.5, r"clip: expected a finite number >= 0 .*got -0.5"), ("0.5", "clip.*finite number")],
+    ids=["negative", "string"],
+)
+@pytest.mark.parametrize("name", ["GRU", "RNNCell"])
+def test_hostile_clip_on_gru_and_rnn_is_refused(name: str, clip: Any, match: str) -> None:
+    buffer = io.BytesIO()
+    fr.save(getattr(fr, name)(3, 5, clip=0.5, seed=0), buffer)
+    with pytest.raises(ModelFileError, match=match):
+        load_bytes(mutate(buffer.getvalue(), lambda h: h["model"]["options"].update(clip=clip)))
 
 
 def test_hostile_extra_tensor_is_refused(good: bytes) -> None:

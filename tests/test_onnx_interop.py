@@ -1,9 +1,10 @@
 """ONNX import and export against ONNX Runtime.
 
 Import: single-node models built with onnx.helper for every attribute from_onnx supports (LSTM, GRU, RNN;
-forward, reverse, bidirectional; layout 0 and 1; linear_before_reset 0/1; clip, input_forget and
-peepholes on the LSTM; Relu RNNs; with and without bias; sequence_lens incl. zero lengths; initial states
-as graph inputs and as constants) run in ONNX Runtime on random inputs and through ``call_as_onnx``.
+forward, reverse, bidirectional; layout 0 and 1; linear_before_reset 0/1; clip on every operator;
+input_forget and peepholes on the LSTM; Relu RNNs; with and without bias; sequence_lens incl. zero lengths;
+initial states as graph inputs and as constants) run in ONNX Runtime on random inputs and through
+``call_as_onnx``.
 ONNX Runtime refuses layout=1, so those nodes are compared with their layout=0 twin.
 Export: ``to_onnx`` of stacked, bidirectional, batch-first, residual layers, cells and wrapped layers,
 run in ONNX Runtime against the layer's own call.
@@ -190,6 +191,34 @@ def test_import_lstm_options_match_onnxruntime(
     check_against_ort(model, feeds("LSTM", np.float32, direction, "input", "input", seed=4), np.float32)
 
 
+GRU_RNN_FORMS = {
+    "gru-lbr0": ("GRU", {"linear_before_reset": 0}),
+    "gru-lbr1": ("GRU", {"linear_before_reset": 1}),
+    "rnn-tanh": ("RNN", {}),
+    "rnn-relu": ("RNN", {"activations": ["Relu"]}),
+}
+
+
+@pytest.mark.parametrize("clip", [0.5, 2.0])
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("form", list(GRU_RNN_FORMS))
+def test_import_gru_rnn_clip_matches_onnxruntime(form: str, direction: str, clip: float) -> None:
+    """ONNX's clip on the GRU (both forms) and the RNN (Tanh and Relu), with lengths and initial states:
+    the imported layer has the clip, and its outputs are ONNX Runtime's, which the clip changes."""
+    op, attrs = GRU_RNN_FORMS[form]
+    attrs = dict(attrs)
+    if "activations" in attrs and direction == "bidirectional":
+        attrs["activations"] = attrs["activations"] * 2
+    model, _ = node_model(op, direction=direction, lens="input", states="input", seed=33, clip=clip, **attrs)
+    layer = fr.interop.unwrap(fr.from_onnx(model)[f"the_{op.lower()}"])
+    assert layer.config.clip == clip
+    f = feeds(op, np.float32, direction, "input", "input", seed=34)
+    check_against_ort(model, f, np.float32)
+    unclipped, _ = node_model(op, direction=direction, lens="input", states="input", seed=33, **attrs)
+    with_clip, without = session(model).run(None, f)[0], session(unclipped).run(None, f)[0]
+    assert np.abs(with_clip - without).max() > 1e-2
+
+
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_import_layout_1_matches_its_layout_0_twin(op: str, direction: str) -> None:
@@ -302,8 +331,6 @@ def test_import_key_is_first_output_without_a_name() -> None:
         ("LSTM", {"activations": ["Sigmoid", "Tanh", "Relu"]}, "activations"),
         ("GRU", {"activations": ["Sigmoid", "Relu"]}, "activations"),
         ("RNN", {"activations": ["Sigmoid"]}, "activations"),
-        ("GRU", {"clip": 1.0}, "clip"),
-        ("RNN", {"clip": 1.0}, "clip"),
     ],
 )
 def test_import_unsupported_options_name_the_attribute(op: str, attrs: dict, match: str) -> None:
@@ -422,6 +449,11 @@ EXPORT_CASES = {
         "GRU",
         dict(linear_before_reset=False, bidirectional=True, gate_activation="hard_sigmoid"),
     ),
+    # clip at a bound the default weights' inputs reach in part
+    "gru-clip-2l-bi": ("GRU", dict(num_layers=2, bidirectional=True, clip=0.3)),
+    "gru-reset-before-clip-bf": ("GRU", dict(linear_before_reset=False, batch_first=True, clip=0.3)),
+    "rnn-tanh-clip-2l": ("RNN", dict(num_layers=2, clip=0.3)),
+    "rnn-relu-clip-bi": ("RNN", dict(nonlinearity="relu", bidirectional=True, clip=0.3)),
 }
 
 
@@ -461,9 +493,12 @@ def test_export_float64_and_to_file(tmp_path: Any) -> None:
         close(a, e, np.float32, what)
 
 
+@pytest.mark.parametrize("clip", [0.0, 0.3], ids=["plain", "clip"])
 @pytest.mark.parametrize("name", ["LSTMCell", "GRUCell", "RNNCell"])
-def test_export_cells(name: str) -> None:
-    cell = getattr(fr, name)(IN, H, seed=27)
+def test_export_cells(name: str, clip: float) -> None:
+    cell = getattr(fr, name)(IN, H, clip=clip, seed=27)
+    written = [a.f for n in fr.to_onnx(cell).graph.node for a in n.attribute if a.name == "clip"]
+    assert written == ([np.float32(clip)] if clip else [])
     rng = np.random.default_rng(28)
     x = rng.standard_normal((N, IN)).astype(np.float32)
     h = rng.standard_normal((N, H)).astype(np.float32)

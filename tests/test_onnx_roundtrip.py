@@ -137,6 +137,13 @@ OPTION_CASES = {
         "GRU",
         dict(num_layers=2, linear_before_reset=False, gate_activation="hard_sigmoid"),
     ),
+    "gru-clip-2l-bi": ("GRU", dict(num_layers=2, bidirectional=True, clip=0.3)),
+    "gru-reset-before-clip-residual": (
+        "GRU",
+        dict(num_layers=2, linear_before_reset=False, residual=True, clip=0.3),
+    ),
+    "rnn-tanh-clip-bi": ("RNN", dict(bidirectional=True, clip=0.3)),
+    "rnn-relu-clip-2l-bf": ("RNN", dict(num_layers=2, nonlinearity="relu", batch_first=True, clip=0.3)),
 }
 
 

@@ -1,10 +1,11 @@
-"""Options beyond PyTorch's layers: residual stacks (every cell), the LSTM's peepholes, clip and
-coupled input-forget gate (ONNX's LSTM), and the hard-sigmoid gates of LSTM and GRU.
+"""Options beyond PyTorch's layers: residual stacks (every cell), the LSTM's peepholes and coupled
+input-forget gate (ONNX's LSTM), ONNX's clip (every cell: LSTM, both GRU forms, both RNN
+nonlinearities), and the hard-sigmoid gates of LSTM and GRU.
 
 The reference against central differences, the public layers (kernels) against the reference, forward and
-backward, and their argument checks. Then the LSTM options in the compiled stack itself
-(``fusedrnn._core.StackConfig(..., peephole=, clip=, input_forget=)``): forward against ONNX Runtime's LSTM on
-the same weights, backward against central differences of the float64 kernels, the thread count.
+backward, and their argument checks. Then the options in the compiled stack itself
+(``fusedrnn._core.StackConfig(..., peephole=, clip=, input_forget=)``): forward against ONNX Runtime's node
+on the same weights, backward against central differences of the float64 kernels, the thread count.
 """
 
 from __future__ import annotations
@@ -90,6 +91,18 @@ CASES.append(
         id="lstm-everything",
     )
 )
+# ONNX's clip on the GRU (both forms) and the vanilla RNN (both nonlinearities). With the hard-sigmoid
+# gates the biases are in [-4, 4] (random_inputs), hence the wider clip.
+CLIP_CASES = [
+    pytest.param(StackConfig("gru", 3, 3, 2, True, True, clip=0.5), id="gru-clip"),
+    pytest.param(
+        StackConfig("gru", 3, 3, 2, True, True, linear_before_reset=False, clip=0.5), id="gru-lbr0-clip"
+    ),
+    pytest.param(StackConfig("gru", 3, 3, 2, True, True, clip=2.0, hard_gates=True), id="gru-hard-clip"),
+    pytest.param(StackConfig("rnn_tanh", 3, 3, 2, True, True, clip=0.5), id="rnn_tanh-clip"),
+    pytest.param(StackConfig("rnn_relu", 3, 3, 2, True, True, clip=0.5), id="rnn_relu-clip"),
+]
+CASES += CLIP_CASES
 
 
 # central differences of the stack with every option take about 2 s
@@ -163,10 +176,16 @@ def make_layer(config, dtype, batch_first=False, dropout=0.0):
         )
     elif config.cell == "gru":
         layer = fr.GRU(
-            config.input_size, config.hidden_size, linear_before_reset=config.linear_before_reset, **kwargs
+            config.input_size,
+            config.hidden_size,
+            linear_before_reset=config.linear_before_reset,
+            clip=config.clip,
+            **kwargs,
         )
     else:
-        layer = fr.RNN(config.input_size, config.hidden_size, nonlinearity=config.cell[4:], **kwargs)
+        layer = fr.RNN(
+            config.input_size, config.hidden_size, nonlinearity=config.cell[4:], clip=config.clip, **kwargs
+        )
     return layer
 
 
@@ -215,6 +234,64 @@ def test_layer_matches_reference(config, hidden, dtype):
         np.testing.assert_allclose(layer(x.astype(dtype), state, lengths=lengths)[0], tape.output, **tol.kw())
 
 
+def clip_activity(config, params, x, h0):
+    """For each gate block, the share of the activations' inputs the reference's forward pass computed
+    that the clip bounds (|a| >= clip)."""
+    _, _, _, cache = reference.forward(config, params, x, h0)
+    pre = np.concatenate(
+        [rec.cache.pre for layer in cache.steps for direction in layer for rec in direction], axis=0
+    )
+    blocks = np.split(pre, config.gates, axis=1)
+    return [float((np.abs(block) >= config.clip).mean()) for block in blocks]
+
+
+@pytest.mark.parametrize("config", CLIP_CASES)
+def test_clip_is_reached_in_the_tests_above(config):
+    """The clip cases above only test the clip if it bounds some of every gate's inputs and leaves
+    others alone: check that for the inputs of the finite-difference test and of the layer tests."""
+    inputs = [(config, random_inputs(config))]
+    for hidden in (9, 33, 130):
+        wide = StackConfig(**{**config.__dict__, "hidden_size": hidden})
+        inputs.append((wide, random_inputs(wide, steps=5, batch=3, seed=hidden, scale=0.3)))
+    for cfg, (_, params, x, h0, _) in inputs:
+        for gate, share in zip(cfg.kind.gate_names, clip_activity(cfg, params, x, h0)):
+            assert 0.05 < share < 0.95, (cfg, gate, share)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("config", [case for case in CLIP_CASES if case.id != "gru-hard-clip"])
+def test_clip_stream_matches_reference(config, dtype):
+    """A stream of a one-direction stack with clip, step by step, against the reference's whole call."""
+    config = StackConfig(**{**config.__dict__, "bidirectional": False, "hidden_size": 33})
+    layer = make_layer(config, dtype)
+    _, params, x, h0, _ = random_inputs(config, steps=6, batch=3, seed=5, scale=0.3)
+    layer.load_state_dict(params)
+    params, x, h0 = (
+        {k: v.astype(dtype) for k, v in params.items()},
+        x.astype(dtype),
+        h0.astype(dtype),
+    )
+    stream = layer.stream(3, h0)
+    steps = np.stack([stream.step(x[t]) for t in range(x.shape[0])])
+    y, h_n, _, _ = reference.forward(config, params, x.astype(np.float64), h0.astype(np.float64))
+    np.testing.assert_allclose(steps, y, **KERNEL_VS_REFERENCE[dtype].kw())
+    np.testing.assert_allclose(stream.state, h_n, **KERNEL_VS_REFERENCE[dtype].kw())
+
+
+def test_clip_changes_the_gru_and_rnn_layers():
+    """The same weights with and without clip give different outputs (the option reaches the kernels)."""
+    x = np.random.default_rng(4).standard_normal((5, 2, 3)).astype(np.float32)
+    for make in (
+        lambda **kw: fr.GRU(3, 8, **kw),
+        lambda **kw: fr.GRU(3, 8, linear_before_reset=False, **kw),
+        lambda **kw: fr.RNN(3, 8, **kw),
+        lambda **kw: fr.RNN(3, 8, nonlinearity="relu", **kw),
+    ):
+        plain, clipped = make(seed=3), make(seed=3, clip=0.2)
+        assert clipped.config.clip == 0.2
+        assert np.abs(plain(x)[0] - clipped(x)[0]).max() > 1e-3
+
+
 def test_peephole_parameters_are_named_and_shaped():
     lstm = fr.LSTM(4, 6, num_layers=2, bidirectional=True, peephole=True)
     shapes = {k: v.shape for k, v in lstm.state_dict().items()}
@@ -230,19 +307,45 @@ def test_peephole_parameters_are_named_and_shaped():
         (lambda: fr.RNN(3, 4, input_forget=True), "input_forget"),
         (lambda: fr.LSTM(3, 4, clip=-1.0), "clip"),
         (lambda: fr.LSTM(3, 4, clip=float("inf")), "clip"),
+        (lambda: fr.GRU(3, 4, clip=-0.5), r"clip: expected a finite number >= 0 \(0 for none\), got -0.5"),
+        (lambda: fr.RNN(3, 4, clip=float("nan")), r"clip: expected a finite number >= 0 .*got nan"),
+        (lambda: fr.GRUCell(3, 4, clip=float("inf")), r"clip: expected a finite number >= 0 .*got inf"),
+        (lambda: fr.RNNCell(3, 4, clip=-1), r"clip: expected a finite number >= 0 .*got -1.0"),
         (lambda: fr.RNN(3, 4, gate_activation="hard_sigmoid"), "gate_activation"),
         (lambda: fr.GRU(3, 4, gate_activation="hard"), "gate_activation"),
     ],
-    ids=["peephole-on-gru", "input-forget-on-rnn", "negative-clip", "inf-clip", "hard-on-rnn", "bad-gate"],
+    ids=[
+        "peephole-on-gru",
+        "input-forget-on-rnn",
+        "negative-clip",
+        "inf-clip",
+        "negative-clip-gru",
+        "nan-clip-rnn",
+        "inf-clip-grucell",
+        "negative-clip-rnncell",
+        "hard-on-rnn",
+        "bad-gate",
+    ],
 )
 def test_option_errors(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
 
 
-def test_clip_type_error():
-    with pytest.raises(TypeError, match="clip"):
-        fr.LSTM(3, 4, clip="1")
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: fr.LSTM(3, 4, clip="1"),
+        lambda: fr.GRU(3, 4, clip=None),
+        lambda: fr.RNN(3, 4, clip=True),
+        lambda: fr.LSTMCell(3, 4, clip=[0.5]),
+        lambda: fr.GRUCell(3, 4, clip="0.5"),
+    ],
+    ids=["lstm-str", "gru-none", "rnn-bool", "lstmcell-list", "grucell-str"],
+)
+def test_clip_type_error(make):
+    with pytest.raises(TypeError, match=r"clip: expected a number >= 0 \(0 for none\), got "):
+        make()
 
 
 def test_hard_sigmoid_saturation_is_reached_in_the_layer_tests():
@@ -260,32 +363,29 @@ def test_hard_sigmoid_saturation_is_reached_in_the_layer_tests():
         assert 0.05 < np.isin(gates, (0.0, 1.0)).mean() < 0.95, config
 
 
-# -- the LSTM options in the compiled stack (_core.stacks) ------------------------------------------
+# -- the options in the compiled stack (_core.stacks) -------------------------------------------------
 
 STACK_OPTIONS = [
     pytest.param(
-        peephole,
-        clip,
-        input_forget,
-        id=f"{'peep' if peephole else 'nopeep'}-clip{clip}-{'coupled' if input_forget else 'free'}",
+        dict(cell="lstm", peephole=peephole, clip=clip, input_forget=input_forget),
+        id=f"lstm-{'peep' if peephole else 'nopeep'}-clip{clip}-{'coupled' if input_forget else 'free'}",
     )
     for peephole, clip, input_forget in itertools.product([False, True], [0.0, 0.7], [False, True])
     if peephole or clip or input_forget
 ]
+STACK_OPTIONS += [
+    pytest.param(dict(cell="gru", clip=0.7), id="gru-clip0.7"),
+    pytest.param(dict(cell="gru", linear_before_reset=False, clip=0.7), id="gru-lbr0-clip0.7"),
+    pytest.param(dict(cell="rnn_tanh", clip=0.7), id="rnn_tanh-clip0.7"),
+    pytest.param(dict(cell="rnn_relu", clip=0.7), id="rnn_relu-clip0.7"),
+]
 
 
-def make_stack(
-    hidden, layers, bidirectional, dtype, peephole, clip, input_forget, seed, input_size=4, scale=0.8
-):
+def make_stack(hidden, layers, bidirectional, dtype, options, seed, input_size=4, scale=0.8):
+    """A compiled stack of the cell and options ``options`` (``_core.StackConfig``'s keywords), with
+    weights drawn from N(0, scale^2)."""
     config = _core.StackConfig(
-        cell="lstm",
-        input_size=input_size,
-        hidden_size=hidden,
-        num_layers=layers,
-        bidirectional=bidirectional,
-        peephole=peephole,
-        clip=clip,
-        input_forget=input_forget,
+        input_size=input_size, hidden_size=hidden, num_layers=layers, bidirectional=bidirectional, **options
     )
     stack = _core.stacks[np.dtype(dtype).name](config)
     rng = np.random.default_rng(seed)
@@ -294,27 +394,30 @@ def make_stack(
     return stack, weights
 
 
-def test_stack_options_are_lstm_only():
+def test_stack_options_are_checked():
     with pytest.raises(ValueError, match="peephole"):
         _core.StackConfig(cell="gru", input_size=3, hidden_size=4, peephole=True)
-    with pytest.raises(ValueError, match="clip"):
-        _core.StackConfig(cell="lstm", input_size=3, hidden_size=4, clip=-1.0)
+    with pytest.raises(ValueError, match="input_forget"):
+        _core.StackConfig(cell="rnn_relu", input_size=3, hidden_size=4, input_forget=True)
+    for cell in ("lstm", "gru", "rnn_tanh"):
+        with pytest.raises(ValueError, match="clip"):
+            _core.StackConfig(cell=cell, input_size=3, hidden_size=4, clip=-1.0)
 
 
-@pytest.mark.parametrize("peephole, clip, input_forget", STACK_OPTIONS)
-@pytest.mark.parametrize("hidden", [5, 130], ids=["H5", "H130"])
-def test_stack_forward_matches_onnxruntime(peephole, clip, input_forget, hidden):
-    ort = pytest.importorskip("onnxruntime")
+# ONNX's gate blocks from PyTorch's (the kernels'): LSTM i, f, g, o -> i, o, f, c; GRU r, z, n -> z, r, h.
+ONNX_BLOCKS = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2], "rnn_tanh": [0], "rnn_relu": [0]}
+
+
+def onnx_node(options, weights, hidden, steps, batch, input_size):
+    """A model of the one ONNX node with the stack's cell, options and (one direction's) weights."""
     helper = pytest.importorskip("onnx.helper")
     from onnx import TensorProto
 
-    steps, batch, input_size = 6, 3, 4
-    stack, weights = make_stack(hidden, 1, False, np.float32, peephole, clip, input_forget, seed=hidden)
+    cell = options["cell"]
     w_ih, w_hh, b_ih, b_hh = weights[:4]
-    order = [0, 3, 1, 2]  # ONNX gate blocks i, o, f, c from PyTorch's i, f, g, o
 
     def blocks(a):
-        return np.concatenate([a[k * hidden : (k + 1) * hidden] for k in order])
+        return np.concatenate([a[k * hidden : (k + 1) * hidden] for k in ONNX_BLOCKS[cell]])
 
     tensors = {
         "W": blocks(w_ih)[None],
@@ -322,17 +425,24 @@ def test_stack_forward_matches_onnxruntime(peephole, clip, input_forget, hidden)
         "B": np.concatenate([blocks(b_ih), blocks(b_hh)])[None],
     }
     inputs = ["X", "W", "R", "B"]
-    if peephole:  # ours i, f, o -> ONNX i, o, f
-        p = weights[4]
-        tensors["P"] = np.concatenate([p[:hidden], p[2 * hidden :], p[hidden : 2 * hidden]])[None]
-        inputs += ["", "", "", "P"]
-    attrs = {"hidden_size": hidden, "input_forget": int(input_forget)}
-    if clip:
-        attrs["clip"] = clip
-    node = helper.make_node("LSTM", inputs, ["Y"], **attrs)
+    attrs = {"hidden_size": hidden}
+    if cell == "lstm":
+        attrs["input_forget"] = int(options["input_forget"])
+        if options["peephole"]:  # ours i, f, o -> ONNX i, o, f
+            p = weights[4]
+            tensors["P"] = np.concatenate([p[:hidden], p[2 * hidden :], p[hidden : 2 * hidden]])[None]
+            inputs += ["", "", "", "P"]
+    if cell == "gru":
+        attrs["linear_before_reset"] = int(options.get("linear_before_reset", True))
+    if cell == "rnn_relu":
+        attrs["activations"] = ["Relu"]
+    if options["clip"]:
+        attrs["clip"] = options["clip"]
+    op = {"lstm": "LSTM", "gru": "GRU"}.get(cell, "RNN")
+    node = helper.make_node(op, inputs, ["Y"], **attrs)
     graph = helper.make_graph(
         [node],
-        "lstm",
+        op.lower(),
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, [steps, batch, input_size])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
         initializer=[
@@ -341,34 +451,49 @@ def test_stack_forward_matches_onnxruntime(peephole, clip, input_forget, hidden)
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
     model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("options", STACK_OPTIONS)
+@pytest.mark.parametrize("hidden", [5, 130], ids=["H5", "H130"])
+def test_stack_forward_matches_onnxruntime(options, hidden):
+    ort = pytest.importorskip("onnxruntime")
+    steps, batch, input_size = 6, 3, 4
+    # the GRU's and RNN's activations' inputs near the clip, whatever H
+    scale = 0.8 if options["cell"] == "lstm" else 1.2 / np.sqrt(hidden)
+    stack, weights = make_stack(hidden, 1, False, np.float32, options, seed=hidden, scale=scale)
+    model = onnx_node(options, weights, hidden, steps, batch, input_size)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = (np.random.default_rng(7).standard_normal((steps, batch, input_size)) * 2).astype(np.float32)
     expected = session.run(["Y"], {"X": x})[0][:, 0]
     y = stack.forward(x)[0]
     assert_scaled_close(y, expected, *VS_ONNX_RUNTIME[np.float32], "against ONNX Runtime")
+    if options["clip"]:  # the clip bounds some inputs here: without it, ONNX Runtime's numbers differ
+        unclipped = onnx_node({**options, "clip": 0.0}, weights, hidden, steps, batch, input_size)
+        plain = ort.InferenceSession(unclipped.SerializeToString(), providers=["CPUExecutionProvider"])
+        assert np.abs(plain.run(["Y"], {"X": x})[0][:, 0] - expected).max() > 1e-2
 
 
-@pytest.mark.parametrize("peephole, clip, input_forget", STACK_OPTIONS)
+@pytest.mark.parametrize("options", STACK_OPTIONS)
 @pytest.mark.parametrize("layers, bidirectional", [(1, False), (2, True)], ids=["L1", "L2-bidir"])
-def test_stack_backward_matches_finite_differences(peephole, clip, input_forget, layers, bidirectional):
+def test_stack_backward_matches_finite_differences(options, layers, bidirectional):
     steps, batch, hidden, input_size = 4, 3, 3, 4
-    stack, weights = make_stack(
-        hidden, layers, bidirectional, np.float64, peephole, clip, input_forget, seed=layers, scale=0.6
-    )
+    stack, weights = make_stack(hidden, layers, bidirectional, np.float64, options, seed=layers, scale=0.6)
+    lstm = options["cell"] == "lstm"
     rng = np.random.default_rng(11)
     d = 2 if bidirectional else 1
     x = rng.standard_normal((steps, batch, input_size))
     h0 = rng.standard_normal((d * layers, batch, hidden)) * 0.5
-    c0 = rng.standard_normal((d * layers, batch, hidden)) * 0.5
+    c0 = rng.standard_normal((d * layers, batch, hidden)) * 0.5 if lstm else None
     lengths = np.array([4, 1, 3])
     gy = rng.standard_normal((steps, batch, d * hidden))
     gh = rng.standard_normal(h0.shape)
-    gc = rng.standard_normal(c0.shape)
+    gc = rng.standard_normal(h0.shape) if lstm else None
 
     def loss(x_, h0_, c0_, ws):
         stack.set_weights(ws)
         y, h_n, c_n = stack.forward(x_, h0_, c0_, lengths)
-        return float((y * gy).sum() + (h_n * gh).sum() + (c_n * gc).sum())
+        return float((y * gy).sum() + (h_n * gh).sum() + ((c_n * gc).sum() if lstm else 0.0))
 
     stack.set_weights(weights)
     saved = stack.forward_train(x, h0, c0, lengths)[3]
@@ -388,23 +513,22 @@ def test_stack_backward_matches_finite_differences(peephole, clip, input_forget,
     checks = [
         (gx, numeric(x, lambda a: (a, h0, c0, weights))),
         (gh0, numeric(h0, lambda a: (x, a, c0, weights))),
-        (gc0, numeric(c0, lambda a: (x, h0, a, weights))),
     ]
+    if lstm:
+        checks.append((gc0, numeric(c0, lambda a: (x, h0, a, weights))))
     for k, w in enumerate(weights):
         checks.append(
             (gparams[k], numeric(w, lambda a, k=k: (x, h0, c0, weights[:k] + [a] + weights[k + 1 :])))
         )
     for analytic, expected in checks:
         np.testing.assert_allclose(analytic, expected, **VS_FINITE_DIFFERENCES.kw())
-    if input_forget:  # the forget gate's rows are unused: their gradient is exactly zero
+    if options.get("input_forget"):  # the forget gate's rows are unused: their gradient is exactly zero
         assert not gparams[0][hidden : 2 * hidden].any()
 
 
-@pytest.mark.parametrize("peephole, clip, input_forget", STACK_OPTIONS)
-def test_stack_thread_count_does_not_change_results(peephole, clip, input_forget):
-    stack, _ = make_stack(
-        130, 2, True, np.float32, peephole, clip, input_forget, seed=3, input_size=16, scale=0.2
-    )
+@pytest.mark.parametrize("options", STACK_OPTIONS)
+def test_stack_thread_count_does_not_change_results(options):
+    stack, _ = make_stack(130, 2, True, np.float32, options, seed=3, input_size=16, scale=0.2)
     x = np.random.default_rng(5).standard_normal((7, 4, 16)).astype(np.float32)
     gy = np.random.default_rng(6).standard_normal((7, 4, 260)).astype(np.float32)
     results = []
@@ -413,20 +537,21 @@ def test_stack_thread_count_does_not_change_results(peephole, clip, input_forget
         for threads in (1, 2):
             _core.set_num_threads(threads)
             y, h_n, c_n, saved = stack.forward_train(x, None, None, np.array([7, 2, 5, 1]))
-            results.append((y, h_n, c_n, *stack.backward(saved, gy)[:3], *stack.backward(saved, gy)[3]))
+            grads = stack.backward(saved, gy)
+            results.append((y, h_n, *(a for a in (c_n, *grads[:3]) if a is not None), *grads[3]))
     finally:
         _core.set_num_threads(before)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("peephole, clip, input_forget", STACK_OPTIONS)
-def test_stack_backward_directional_derivative_across_slices(peephole, clip, input_forget):
+@pytest.mark.parametrize("options", STACK_OPTIONS)
+def test_stack_backward_directional_derivative_across_slices(options):
     """H=130 spreads the hidden units over several slices (and threads): check the whole gradient at
     once along a random direction, <grad, v> against a central difference of the float64 kernels."""
     steps, batch, hidden, input_size = 5, 2, 130, 6
     stack, weights = make_stack(
-        hidden, 2, True, np.float64, peephole, clip, input_forget, seed=9, input_size=input_size, scale=0.15
+        hidden, 2, True, np.float64, options, seed=9, input_size=input_size, scale=0.15
     )
     rng = np.random.default_rng(13)
     x = rng.standard_normal((steps, batch, input_size))

@@ -154,6 +154,8 @@ def layer_specs(draw: st.DrawFn, dropout: bool = False, bidirectional: float = 0
         kw["input_forget"] = draw(st.booleans())
         if kw["bias"] and not kw["input_forget"]:
             kw["forget_bias"] = draw(st.sampled_from([0.0, 1.0]))
+    else:  # ONNX's clip on the GRU and the RNN
+        kw["clip"] = draw(st.sampled_from([0.0, 0.0, 0.5, 3.0]))
     return LayerSpec(cell, input_size, hidden_size, kw)
 
 
@@ -464,9 +466,10 @@ class CellCase:
     grad_form: tuple[str, str]
     grad_state: str
     seed: int
+    clip: float = 0.0
 
     def build(self) -> Any:
-        kw = dict(bias=self.bias, dtype=self.dtype, seed=self.seed)
+        kw = dict(bias=self.bias, clip=self.clip, dtype=self.dtype, seed=self.seed)
         if self.cell.startswith("rnn"):
             return fr.RNNCell(self.input_size, self.hidden_size, nonlinearity=self.cell[4:], **kw)
         if self.cell == "lstm":
@@ -494,6 +497,7 @@ def cell_cases(draw: st.DrawFn) -> CellCase:
         grad_form=draw(array_forms()),
         grad_state=draw(st.sampled_from(GRAD_STATES)),
         seed=draw(st.integers(0, 2**32 - 1)),
+        clip=draw(st.sampled_from([0.0, 0.0, 0.5, 3.0])),
     )
 
 

@@ -17,6 +17,10 @@ MAKERS = {
     "lstm-peephole-clip": lambda **kw: fr.LSTM(5, 9, peephole=True, clip=0.7, **kw),
     "gru": lambda **kw: fr.GRU(5, 9, **kw),
     "gru-reset-before": lambda **kw: fr.GRU(5, 9, linear_before_reset=False, **kw),
+    "rnn-tanh-clip": lambda **kw: fr.RNN(5, 9, clip=0.3, **kw),
+    "rnn-relu-clip": lambda **kw: fr.RNN(5, 9, nonlinearity="relu", clip=0.3, **kw),
+    "gru-clip": lambda **kw: fr.GRU(5, 9, clip=0.3, **kw),
+    "gru-reset-before-clip": lambda **kw: fr.GRU(5, 9, linear_before_reset=False, clip=0.3, **kw),
 }
 
 

@@ -493,6 +493,11 @@ def test_from_torch_converts_modules() -> None:
         (lambda: fr.GRU(IN, H, linear_before_reset=False), "linear_before_reset=False"),
         (lambda: fr.GRU(IN, H, gate_activation="hard_sigmoid"), "gate_activation='hard_sigmoid'"),
         (lambda: fr.RNN(IN, H, num_layers=2, residual=True), "residual"),
+        (lambda: fr.GRU(IN, H, clip=0.5), "clip"),
+        (lambda: fr.RNN(IN, H, nonlinearity="relu", clip=0.5), "clip"),
+        (lambda: fr.LSTMCell(IN, H, clip=0.5), "LSTMCell has no clip"),
+        (lambda: fr.GRUCell(IN, H, clip=0.5), "GRUCell has no clip"),
+        (lambda: fr.RNNCell(IN, H, clip=0.5), "RNNCell has no clip"),
     ],
 )
 def test_to_torch_refuses_what_torch_lacks(layer: Any, option: str) -> None:

@@ -41,6 +41,19 @@ inline void relu_into(Dst&& dst, const Src& src) {
   dst = src.template max<Eigen::PropagateNaN>(T(0));  // NaN stays NaN, as in PyTorch
 }
 
+// dst = src bounded to [-bound, bound]: ONNX's clip of the activations' inputs. NaN stays NaN.
+template <typename Dst, typename Src, typename T>
+inline void clip_into(Dst&& dst, const Src& src, T bound) {
+  dst = src.template max<Eigen::PropagateNaN>(-bound).template min<Eigen::PropagateNaN>(bound);
+}
+
+// d *= the clip's derivative from its input a: 1 strictly inside (-bound, bound), 0 where the clip
+// bounds a (|a| >= bound).
+template <typename D, typename A, typename T>
+inline void mul_clip_grad(D&& d, const A& a, T bound) {
+  d = (a.abs() < bound).select(d, T(0));
+}
+
 // Derivatives from the activation's output y.
 template <typename Y>
 inline auto sigmoid_grad(const Y& y) {

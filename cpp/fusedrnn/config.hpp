@@ -31,8 +31,8 @@ struct StackConfig {
   Index proj_size = 0;               // P, LSTM only; 0 = no projection
   bool linear_before_reset = true;   // GRU only: PyTorch's form
   bool residual = false;             // layers after the first add their input to their output
-  // LSTM options beyond PyTorch (ONNX's): peepholes, clipping of the activations' inputs to
-  // [-clip, clip] (0 = none), and a forget gate coupled to the input gate (f = 1 - i).
+  // LSTM options beyond PyTorch (ONNX's): peepholes and a forget gate coupled to the input gate
+  // (f = 1 - i). Every cell: clip, ONNX's clipping of the activations' inputs to [-clip, clip] (0 = none).
   bool peephole = false;
   double clip = 0.0;
   bool input_forget = false;

@@ -101,9 +101,9 @@ class CellKind:
         return sum(math.prod(shape) for _, shape in self.param_shapes(config, layer))
 
 
-_RNN_OPTIONS: frozenset[str] = frozenset()
+_RNN_OPTIONS = frozenset({"clip"})
 _LSTM_OPTIONS = frozenset({"proj_size", "peephole", "clip", "input_forget", "hard_gates"})
-_GRU_OPTIONS = frozenset({"linear_before_reset", "hard_gates"})
+_GRU_OPTIONS = frozenset({"linear_before_reset", "hard_gates", "clip"})
 _ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 

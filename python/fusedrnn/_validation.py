@@ -10,6 +10,7 @@ never imports torch.
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 import os
@@ -145,6 +146,16 @@ def check_dropout(value: Any) -> float:
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout must be a number in [0, 1), got {value!r}")
     return p
+
+
+def check_clip(value: Any) -> float:
+    """ONNX's clip of the activations' inputs: a finite number >= 0, 0 for none."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"clip: expected a number >= 0 (0 for none), got {describe(value)}")
+    clip = float(value)
+    if not clip >= 0 or math.isinf(clip):
+        raise ValueError(f"clip: expected a finite number >= 0 (0 for none), got {clip}")
+    return clip
 
 
 def check_dtype(value: Any) -> np.dtype:

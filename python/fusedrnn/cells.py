@@ -6,6 +6,9 @@ A cell advances the state by one time step; the equations are those of the layer
 
 Shapes: x_t (N, I) and h, c (N, H); or unbatched x_t (I,) with h, c (H,).
 
+``clip`` > 0 (ONNX's, every cell, as the layers') clips the input of each gate's activation to
+[-clip, clip] first (the LSTM's tanh(c') is not clipped); its gradient is zero where the clip bounds it.
+
 ``cell.record(x_t, state)`` returns a ``Tape`` whose ``output`` is the new h and whose ``state`` is what
 the call returns ((h, c) for LSTMCell, h otherwise); ``tape.backward(grad_output, grad_state=None)``
 gives the gradients with respect to x_t (``.input``), the previous state (``.state``) and the parameters
@@ -50,6 +53,7 @@ class _CellBase(_Recurrent):
         bias: bool,
         *,
         linear_before_reset: bool = True,
+        clip: float = 0.0,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -57,7 +61,10 @@ class _CellBase(_Recurrent):
         self.hidden_size = v.check_int("hidden_size", hidden_size, 1)
         self.bias = v.check_bool("bias", bias)
         lbr = v.check_bool("linear_before_reset", linear_before_reset)
-        config = StackConfig(kind.name, self.input_size, self.hidden_size, 1, self.bias, False, 0, lbr)
+        clip = v.check_clip(clip)
+        config = StackConfig(
+            kind.name, self.input_size, self.hidden_size, 1, self.bias, False, 0, lbr, clip=clip
+        )
         self._init_parameters(config, dtype, seed)
 
     def _param_names(self, stack_names: list[str]) -> list[str]:
@@ -75,6 +82,8 @@ class _CellBase(_Recurrent):
         if not self.bias:
             args.append("bias=False")
         args += self._extra_repr()
+        if self._config.clip:
+            args.append(f"clip={self._config.clip}")
         if self._dtype != np.float32:
             args.append(f"dtype={self._dtype}")
         return f"{type(self).__name__}({', '.join(args)})"
@@ -194,7 +203,13 @@ class RNNCell(_CellBase):
 
     or, with ``nonlinearity="relu"``, :math:`h' = \max(0,\ W_{ih} x + b_{ih} + W_{hh} h + b_{hh})`, where
     :math:`W_{ih}` = ``weight_ih``, :math:`W_{hh}` = ``weight_hh``, :math:`b_{ih}` = ``bias_ih``,
-    :math:`b_{hh}` = ``bias_hh``.
+    :math:`b_{hh}` = ``bias_hh``. ``clip`` = :math:`\kappa` > 0 (ONNX's) bounds the activation's input
+    :math:`a = W_{ih} x + b_{ih} + W_{hh} h + b_{hh}` first, with either nonlinearity:
+
+    .. math::
+
+        h' = \tanh(\operatorname{clip}(a, -\kappa, \kappa)) \quad \text{or} \quad
+        h' = \max(0,\ \operatorname{clip}(a, -\kappa, \kappa))
 
     Parameters
     ----------
@@ -206,6 +221,8 @@ class RNNCell(_CellBase):
         False: no ``bias_ih``, ``bias_hh`` (the b terms are zero).
     nonlinearity : {"tanh", "relu"}, default "tanh"
         The activation.
+    clip : float, default 0.0
+        :math:`\kappa`, the bound of the activation's input; 0 for none.
     dtype : numpy.float32 or numpy.float64, default numpy.float32
         The parameters' dtype and that of every computation: inputs are converted to it.
     seed : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
@@ -238,13 +255,14 @@ class RNNCell(_CellBase):
         bias: bool = True,
         nonlinearity: str = "tanh",
         *,
+        clip: float = 0.0,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
         v.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         self.nonlinearity = nonlinearity
         kind = cell_kind_from_torch_class("RNNCell", nonlinearity)
-        super().__init__(kind, input_size, hidden_size, bias, dtype=dtype, seed=seed)
+        super().__init__(kind, input_size, hidden_size, bias, clip=clip, dtype=dtype, seed=seed)
 
     def _extra_repr(self) -> list[str]:
         return [] if self.nonlinearity == "tanh" else [f"nonlinearity={self.nonlinearity!r}"]
@@ -279,8 +297,16 @@ class LSTMCell(_CellBase):
 
     where :math:`\sigma` is the logistic function, :math:`\odot` the elementwise product,
     :math:`W_{i*}` the four row blocks of ``weight_ih``, :math:`W_{h*}` those of ``weight_hh``, and
-    :math:`b_{i*}`, :math:`b_{h*}` those of ``bias_ih``, ``bias_hh``. The layer :class:`fusedrnn.LSTM`
-    has the options (projection, peepholes, clip, ...).
+    :math:`b_{i*}`, :math:`b_{h*}` those of ``bias_ih``, ``bias_hh``. ``clip`` = :math:`\kappa` > 0
+    (ONNX's) bounds the input :math:`a_*` of each gate's activation (the argument of :math:`\sigma` or
+    tanh above; not :math:`\tanh(c')`'s) first:
+
+    .. math::
+
+        i = \sigma(\operatorname{clip}(a_i, -\kappa, \kappa)), \quad \ldots, \quad
+        g = \tanh(\operatorname{clip}(a_g, -\kappa, \kappa)), \quad \ldots
+
+    The layer :class:`fusedrnn.LSTM` has the other options (projection, peepholes, ...).
 
     Parameters
     ----------
@@ -290,6 +316,8 @@ class LSTMCell(_CellBase):
         H, the number of features of the state.
     bias : bool, default True
         False: no ``bias_ih``, ``bias_hh`` (the b terms are zero).
+    clip : float, default 0.0
+        :math:`\kappa`, the bound of the activations' inputs; 0 for none.
     dtype : numpy.float32 or numpy.float64, default numpy.float32
         The parameters' dtype and that of every computation: inputs are converted to it.
     seed : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
@@ -322,11 +350,18 @@ class LSTMCell(_CellBase):
         hidden_size: int,
         bias: bool = True,
         *,
+        clip: float = 0.0,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
         super().__init__(
-            cell_kind_from_torch_class("LSTMCell"), input_size, hidden_size, bias, dtype=dtype, seed=seed
+            cell_kind_from_torch_class("LSTMCell"),
+            input_size,
+            hidden_size,
+            bias,
+            clip=clip,
+            dtype=dtype,
+            seed=seed,
         )
 
     def __call__(self, x: Any, state: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -365,6 +400,15 @@ class GRUCell(_CellBase):
 
         n = \tanh(W_{in} x + b_{in} + W_{hn} (r \odot h) + b_{hn})
 
+    ``clip`` = :math:`\kappa` > 0 (ONNX's, as ONNX Runtime computes it) bounds the input :math:`a_*` of each
+    of the three activations (the whole argument of :math:`\sigma` or tanh above, in either form) first:
+
+    .. math::
+
+        r = \sigma(\operatorname{clip}(a_r, -\kappa, \kappa)), \quad
+        z = \sigma(\operatorname{clip}(a_z, -\kappa, \kappa)), \quad
+        n = \tanh(\operatorname{clip}(a_n, -\kappa, \kappa))
+
     Parameters
     ----------
     input_size : int
@@ -375,6 +419,8 @@ class GRUCell(_CellBase):
         False: no ``bias_ih``, ``bias_hh`` (the b terms are zero).
     linear_before_reset : bool, default True
         The form of the n gate: True linear-before-reset (PyTorch's), False reset-before.
+    clip : float, default 0.0
+        :math:`\kappa`, the bound of the activations' inputs; 0 for none.
     dtype : numpy.float32 or numpy.float64, default numpy.float32
         The parameters' dtype and that of every computation: inputs are converted to it.
     seed : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
@@ -407,6 +453,7 @@ class GRUCell(_CellBase):
         bias: bool = True,
         *,
         linear_before_reset: bool = True,
+        clip: float = 0.0,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -416,6 +463,7 @@ class GRUCell(_CellBase):
             hidden_size,
             bias,
             linear_before_reset=linear_before_reset,
+            clip=clip,
             dtype=dtype,
             seed=seed,
         )

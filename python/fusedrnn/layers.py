@@ -14,6 +14,9 @@ with x_t the layer's input at step t and h the previous state::
           n = tanh(W_in x_t + b_in + W_hn (r * h) + b_hn)       linear_before_reset=False (ONNX default)
           h_t = (1 - z) * n + z * h
 
+With ``clip`` > 0 (ONNX's, every cell) the input of each gate's activation above (sig, tanh, act; not the
+LSTM's tanh(c_t)) is clipped to [-clip, clip] first.
+
 Arrays: x is (T, N, I), (N, T, I) with ``batch_first`` or (T, I) unbatched; y is (T, N, D*H_out) (forward
 direction's features first); h0/h_n are (D*L, N, H_out) and c0/c_n (D*L, N, H), index layer*D + direction;
 unbatched, the N axis is absent. ``lengths`` gives PyTorch's packed-sequence semantics without packing.
@@ -128,14 +131,11 @@ class RNNBase(_Recurrent):
         self.residual = v.check_bool("residual", residual)
         peephole = v.check_bool("peephole", peephole)
         input_forget = v.check_bool("input_forget", input_forget)
-        if isinstance(clip, bool) or not isinstance(clip, (int, float, np.integer, np.floating)):
-            raise TypeError(f"clip: expected a number >= 0 (0 for none), got {v.describe(clip)}")
-        clip = float(clip)
-        if not clip >= 0 or math.isinf(clip):
-            raise ValueError(f"clip: expected a finite number >= 0 (0 for none), got {clip}")
+        clip = v.check_clip(clip)
         given = {"peephole": peephole, "input_forget": input_forget, "clip": clip}
-        if any(value and option not in kind.options for option, value in given.items()):
-            raise ValueError(f"peephole, clip, input_forget: LSTM options, got them for {mode}")
+        refused = [f"{name}={value}" for name, value in given.items() if value and name not in kind.options]
+        if refused:
+            raise ValueError(f"{', '.join(refused)}: options of the LSTM only, given for {mode}")
         v.check_choice("gate_activation", gate_activation, list(GATE_ACTIVATIONS))
         hard_gates = gate_activation == "hard_sigmoid"
         if hard_gates and "hard_gates" not in kind.options:
@@ -250,14 +250,14 @@ class RNNBase(_Recurrent):
         # x in the kernels' layout, y, and the outputs of the inner layers (two, used in turn)
         per_row = c.input_size + D * H_out + (min(2, c.num_layers - 1) * D * H_out if not training else 0)
         if training:
-            # the tape: every layer's input, and per layer and direction the gates (LSTM with clipping:
-            # their inputs too; GRU linear_before_reset: U_n h + b_hn too), h and c entering every step;
-            # the dropout masks
+            # the tape: every layer's input, and per layer and direction the gates (GRU
+            # linear_before_reset: U_n h + b_hn too; with clipping: the activations' inputs too), h and
+            # c entering every step; the dropout masks
             saved_gates = c.gates
-            if c.uses("clip"):
-                saved_gates *= 2
-            elif c.uses("linear_before_reset"):
+            if c.uses("linear_before_reset"):
                 saved_gates += 1
+            if c.uses("clip"):
+                saved_gates += c.gates
             per_row += c.input_size + (c.num_layers - 1) * D * H_out
             per_row += c.num_layers * D * (saved_gates * H + H_out + (H if self._has_cell_state else 0))
             if self.dropout:
@@ -397,6 +397,17 @@ class RNN(RNNBase):
     ``weight_hh_l{k}``, :math:`b_{ih}` = ``bias_ih_l{k}``, :math:`b_{hh}` = ``bias_hh_l{k}`` (zero with
     ``bias=False``).
 
+    ``clip`` = :math:`\kappa` > 0 (ONNX's ``clip``, as ONNX Runtime computes it) bounds the activation's
+    input :math:`a_t = W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}` first, with either nonlinearity:
+
+    .. math::
+
+        h_t = \tanh(\operatorname{clip}(a_t, -\kappa, \kappa)) \quad \text{or} \quad
+        h_t = \max(0,\ \operatorname{clip}(a_t, -\kappa, \kappa)), \qquad
+        \operatorname{clip}(a, l, u) = \min(\max(a, l), u)
+
+    Its gradient is zero where the clip bounds :math:`a_t` (:math:`|a_t| \ge \kappa`).
+
     Layer k >= 1 reads layer k-1's output: :math:`x^{(k)}_t = \delta^{(k-1)}_t \odot y^{(k-1)}_t`,
     where :math:`\odot` is the elementwise product and :math:`\delta` is 1 in a call, and in
     :meth:`record` a dropout mask (Bernoulli(1 - p) / (1 - p), p = ``dropout``). A layer's output
@@ -432,6 +443,8 @@ class RNN(RNNBase):
     residual : bool, default False
         True: the residual connections above (the layers' input and output widths are equal after the
         first layer, D*H).
+    clip : float, default 0.0
+        :math:`\kappa`, the bound of the activation's input; 0 for none.
     dtype : numpy.float32 or numpy.float64, default numpy.float32
         The parameters' dtype and that of every computation: inputs are converted to it.
     seed : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
@@ -484,6 +497,7 @@ class RNN(RNNBase):
         bidirectional: bool = False,
         *,
         residual: bool = False,
+        clip: float = 0.0,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -499,6 +513,7 @@ class RNN(RNNBase):
             dropout,
             bidirectional,
             residual=residual,
+            clip=clip,
             dtype=dtype,
             seed=seed,
         )
@@ -820,6 +835,18 @@ class GRU(RNNBase):
 
         \hat\sigma(a) = \operatorname{clip}(a / 6 + 1/2,\ 0,\ 1) = \min(\max(a / 6 + 1/2,\ 0),\ 1)
 
+    ``clip`` = :math:`\kappa` > 0 (ONNX's ``clip``, as ONNX Runtime computes it) bounds the input
+    :math:`a_*` of each of the three activations (the whole argument of :math:`\sigma` or tanh above, in
+    either form: for n, :math:`a_n = W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn})` or its
+    reset-before counterpart) first; its gradient is zero where the clip bounds :math:`a_*`
+    (:math:`|a_*| \ge \kappa`):
+
+    .. math::
+
+        r_t = \sigma(\operatorname{clip}(a_r, -\kappa, \kappa)), \quad
+        z_t = \sigma(\operatorname{clip}(a_z, -\kappa, \kappa)), \quad
+        n_t = \tanh(\operatorname{clip}(a_n, -\kappa, \kappa))
+
     Layer k >= 1 reads layer k-1's output: :math:`x^{(k)}_t = \delta^{(k-1)}_t \odot y^{(k-1)}_t`, where
     :math:`\delta` is 1 in a call, and in :meth:`record` a dropout mask (Bernoulli(1 - p) / (1 - p),
     p = ``dropout``). A layer's output :math:`y^{(k)}_t` is its :math:`h_t`, or with
@@ -856,6 +883,8 @@ class GRU(RNNBase):
         The residual connections above.
     gate_activation : {"sigmoid", "hard_sigmoid"}, default "sigmoid"
         The activation of the gates r and z.
+    clip : float, default 0.0
+        :math:`\kappa`, the bound of the activations' inputs; 0 for none.
     dtype : numpy.float32 or numpy.float64, default numpy.float32
         The parameters' dtype and that of every computation: inputs are converted to it.
     seed : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
@@ -909,6 +938,7 @@ class GRU(RNNBase):
         linear_before_reset: bool = True,
         residual: bool = False,
         gate_activation: str = "sigmoid",
+        clip: float = 0.0,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -923,6 +953,7 @@ class GRU(RNNBase):
             bidirectional,
             linear_before_reset=linear_before_reset,
             residual=residual,
+            clip=clip,
             gate_activation=gate_activation,
             dtype=dtype,
             seed=seed,

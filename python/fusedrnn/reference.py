@@ -27,9 +27,11 @@ Stack: layer 0 reads x; layer k+1 reads ``y_k * dropout_masks[k]`` (masks alread
 With ``config.residual``, every layer k > 0 adds its input to its output: ``y_k = layer_k(in_k) + in_k``.
 
 Cells: each step function states its equations beside its backward step: :func:`rnn_step` (tanh or
-relu), :func:`lstm_step` (with the options peephole, clip, input_forget, hard-sigmoid gates and the
+relu), :func:`lstm_step` (with the options peephole, input_forget, hard-sigmoid gates and the
 projection), :func:`gru_step` (linear-before-reset, PyTorch's) and :func:`gru_reset_before_step`
-(ONNX's default); :func:`hard_sigmoid` is the gates' activation with ``config.hard_gates``.
+(ONNX's default); :func:`hard_sigmoid` is the gates' activation with ``config.hard_gates``. Every cell
+takes ``clip`` (ONNX's, as ONNX Runtime computes it): each gate's activation input is clipped to
+[-clip, clip] first, and its gradient is zero where the clip bounds it (``|a| >= clip``).
 """
 
 from __future__ import annotations
@@ -100,24 +102,37 @@ def _accumulate_affine(
 class RNNStepCache(NamedTuple):
     x: np.ndarray  # (n, I)  input rows of this step
     h_prev: np.ndarray  # (n, H)  state before the step
-    pre: np.ndarray  # (n, H)  pre-activation a
-    h: np.ndarray  # (n, H)  state after the step, act(a)
+    pre: np.ndarray  # (n, H)  pre-activation a (before clipping)
+    h: np.ndarray  # (n, H)  state after the step, act(clip(a))
 
 
-def rnn_step(p, x, h_prev, c_prev=None, *, relu=False):
-    """Vanilla RNN step: ``a = W x + b_ih + U h_prev + b_hh``, ``h = tanh(a)`` (or ``max(a, 0)``).
+def _clip(a: np.ndarray, clip: float) -> np.ndarray:
+    return np.clip(a, -clip, clip) if clip > 0 else a
+
+
+def _clip_grad(a: np.ndarray, clip: float) -> np.ndarray | float:
+    """Derivative of the clip: 1 strictly inside [-clip, clip], else 0."""
+    return (np.abs(a) < clip).astype(a.dtype) if clip > 0 else 1.0
+
+
+def rnn_step(p, x, h_prev, c_prev=None, *, relu=False, clip=0.0):
+    """Vanilla RNN step: ``a = W x + b_ih + U h_prev + b_hh``, ``h = tanh(a)`` (or ``max(a, 0)``);
+    with clip > 0, ``h = tanh(clip(a))`` (or ``max(clip(a), 0)``), ``clip(a)`` = a bounded to
+    [-clip, clip].
 
     x: (n, I), h_prev: (n, H) -> h: (n, H)."""
     a = _affine(x, p["weight_ih"], p.get("bias_ih")) + _affine(h_prev, p["weight_hh"], p.get("bias_hh"))
-    h = np.maximum(a, 0) if relu else np.tanh(a)
+    bounded = _clip(a, clip)
+    h = np.maximum(bounded, 0) if relu else np.tanh(bounded)
     return h, None, RNNStepCache(x, h_prev, a, h)
 
 
-def rnn_step_backward(p, cache: RNNStepCache, dh, dc=None, grads=None, *, relu=False):
-    """Backward of :func:`rnn_step`: ``da = dh * act'(a)`` with tanh' = 1 - h^2 and relu' = [a > 0];
-    ``dx = da W``, ``dh_prev = da U``, ``dW += da^T x``, ``dU += da^T h_prev``,
-    ``db_ih += sum_n da``, ``db_hh += sum_n da``."""
+def rnn_step_backward(p, cache: RNNStepCache, dh, dc=None, grads=None, *, relu=False, clip=0.0):
+    """Backward of :func:`rnn_step`: ``da = dh * act'(clip(a)) * clip'(a)`` with tanh' = 1 - h^2,
+    relu' = [a > 0] and clip' = [|a| < clip] (1 without clip); ``dx = da W``, ``dh_prev = da U``,
+    ``dW += da^T x``, ``dU += da^T h_prev``, ``db_ih += sum_n da``, ``db_hh += sum_n da``."""
     da = dh * (cache.pre > 0) if relu else dh * (1 - cache.h * cache.h)
+    da = da * _clip_grad(cache.pre, clip)
     g = da.shape[1]
     _accumulate_affine(grads, "weight_ih", "bias_ih", da, cache.x, 0, g)
     _accumulate_affine(grads, "weight_hh", "bias_hh", da, cache.h_prev, 0, g)
@@ -136,15 +151,6 @@ class LSTMStepCache(NamedTuple):
     tanh_c: np.ndarray  # (n, H)  tanh(c)
     m: np.ndarray  # (n, H)  o * tanh(c), the input of the projection (same as h without projection)
     pre: np.ndarray  # (n, 4H) the activations' inputs before clipping (peephole terms included)
-
-
-def _clip(a: np.ndarray, clip: float) -> np.ndarray:
-    return np.clip(a, -clip, clip) if clip > 0 else a
-
-
-def _clip_grad(a: np.ndarray, clip: float) -> np.ndarray | float:
-    """Derivative of the clip: 1 strictly inside [-clip, clip], else 0."""
-    return (np.abs(a) < clip).astype(a.dtype) if clip > 0 else 1.0
 
 
 def lstm_step(p, x, h_prev, c_prev, *, clip=0.0, input_forget=False, hard=False):
@@ -240,49 +246,54 @@ class GRUStepCache(NamedTuple):
     z: np.ndarray  # (n, H)  update gate (after sigmoid)
     n: np.ndarray  # (n, H)  candidate (after tanh)
     hn: np.ndarray | None  # (n, H)  U_n h_prev + b_hn (linear-before-reset only; None for reset-before)
+    pre: np.ndarray  # (n, 3H) the inputs of the activations of r, z and n, before clipping
 
 
-def gru_step(p, x, h_prev, c_prev=None, *, hard=False):
+def gru_step(p, x, h_prev, c_prev=None, *, hard=False, clip=0.0):
     """GRU step, linear-before-reset (PyTorch's form), gate order r, z, n::
 
-        r = sigmoid(W_r x + b_ir + U_r h_prev + b_hr)
-        z = sigmoid(W_z x + b_iz + U_z h_prev + b_hz)
-        n = tanh(W_n x + b_in + r * (U_n h_prev + b_hn))
+        a_r = W_r x + b_ir + U_r h_prev + b_hr;  r = sigmoid(clip(a_r))
+        a_z = W_z x + b_iz + U_z h_prev + b_hz;  z = sigmoid(clip(a_z))
+        a_n = W_n x + b_in + r * (U_n h_prev + b_hn);  n = tanh(clip(a_n))
         h = (1 - z) * n + z * h_prev
 
-    x: (n, I), h_prev: (n, H) -> h: (n, H)."""
+    ``clip(a)`` bounds a to [-clip, clip] (the identity for clip = 0): the whole of n's input is
+    clipped, as ONNX Runtime does. x: (n, I), h_prev: (n, H) -> h: (n, H)."""
     hs = h_prev.shape[1]
     ai = _affine(x, p["weight_ih"], p.get("bias_ih"))  # (n, 3H)
     ah = _affine(h_prev, p["weight_hh"], p.get("bias_hh"))  # (n, 3H)
-    r = _gate(ai[:, 0:hs] + ah[:, 0:hs], hard)
-    z = _gate(ai[:, hs : 2 * hs] + ah[:, hs : 2 * hs], hard)
+    a_rz = ai[:, 0 : 2 * hs] + ah[:, 0 : 2 * hs]
+    r = _gate(_clip(a_rz[:, 0:hs], clip), hard)
+    z = _gate(_clip(a_rz[:, hs:], clip), hard)
     hn = ah[:, 2 * hs : 3 * hs]
-    n = np.tanh(ai[:, 2 * hs : 3 * hs] + r * hn)
+    a_n = ai[:, 2 * hs : 3 * hs] + r * hn
+    n = np.tanh(_clip(a_n, clip))
     h = (1 - z) * n + z * h_prev
-    return h, None, GRUStepCache(x, h_prev, r, z, n, hn)
+    return h, None, GRUStepCache(x, h_prev, r, z, n, hn, np.concatenate([a_rz, a_n], axis=1))
 
 
-def gru_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=False):
+def gru_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=False, clip=0.0):
     """Backward of :func:`gru_step`.
 
-    Step by step::
+    Step by step, clip'(a) = [|a| < clip] (1 without clip)::
 
         dn = dh * (1 - z);  dz = dh * (h_prev - n)
-        da_n = dn * (1 - n^2)                       (gradient of the pre-tanh sum)
+        da_n = dn * (1 - n^2) * clip'(a_n)          (gradient of n's input)
         dr = da_n * hn;  dhn = da_n * r
-        da_r = dr * r (1 - r);  da_z = dz * z (1 - z)
+        da_r = dr * r (1 - r) * clip'(a_r);  da_z = dz * z (1 - z) * clip'(a_z)
         input side:     dai = [da_r, da_z, da_n]   -> dx = dai W, dW += dai^T x, db_ih += sum_n dai
         recurrent side: dah = [da_r, da_z, dhn]    -> dU += dah^T h_prev, db_hh += sum_n dah
         dh_prev = dh * z + dah U
     """
-    r, z, n, hn = cache.r, cache.z, cache.n, cache.hn
+    r, z, n, hn, pre = cache.r, cache.z, cache.n, cache.hn, cache.pre
+    hs = r.shape[1]
     dn = dh * (1 - z)
     dz = dh * (cache.h_prev - n)
-    da_n = dn * (1 - n * n)
+    da_n = dn * (1 - n * n) * _clip_grad(pre[:, 2 * hs :], clip)
     dr = da_n * hn
     dhn = da_n * r
-    da_r = dr * _gate_grad(r, hard)
-    da_z = dz * _gate_grad(z, hard)
+    da_r = dr * _gate_grad(r, hard) * _clip_grad(pre[:, 0:hs], clip)
+    da_z = dz * _gate_grad(z, hard) * _clip_grad(pre[:, hs : 2 * hs], clip)
     dai = np.concatenate([da_r, da_z, da_n], axis=1)
     dah = np.concatenate([da_r, da_z, dhn], axis=1)
     g3 = dai.shape[1]
@@ -291,50 +302,53 @@ def gru_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=F
     return dai @ p["weight_ih"], dh * z + dah @ p["weight_hh"], None
 
 
-def gru_reset_before_step(p, x, h_prev, c_prev=None, *, hard=False):
+def gru_reset_before_step(p, x, h_prev, c_prev=None, *, hard=False, clip=0.0):
     """GRU step, reset-before form (ONNX default, Keras reset_after=False), gate order r, z, n::
 
-        r = sigmoid(W_r x + b_ir + U_r h_prev + b_hr)
-        z = sigmoid(W_z x + b_iz + U_z h_prev + b_hz)
-        n = tanh(W_n x + b_in + U_n (r * h_prev) + b_hn)
+        a_r = W_r x + b_ir + U_r h_prev + b_hr;  r = sigmoid(clip(a_r))
+        a_z = W_z x + b_iz + U_z h_prev + b_hz;  z = sigmoid(clip(a_z))
+        a_n = W_n x + b_in + U_n (r * h_prev) + b_hn;  n = tanh(clip(a_n))
         h = (1 - z) * n + z * h_prev
 
-    x: (n, I), h_prev: (n, H) -> h: (n, H). The n-gate's recurrent product needs r first."""
+    ``clip(a)`` bounds a to [-clip, clip] (the identity for clip = 0). x: (n, I), h_prev: (n, H) ->
+    h: (n, H). The n-gate's recurrent product needs r first."""
     hs = h_prev.shape[1]
     w_hh, b_hh = p["weight_hh"], p.get("bias_hh")
     ai = _affine(x, p["weight_ih"], p.get("bias_ih"))  # (n, 3H)
     ah_rz = _affine(h_prev, w_hh[0 : 2 * hs], _part(b_hh, 0, 2 * hs))  # (n, 2H)
-    r = _gate(ai[:, 0:hs] + ah_rz[:, 0:hs], hard)
-    z = _gate(ai[:, hs : 2 * hs] + ah_rz[:, hs : 2 * hs], hard)
+    a_rz = ai[:, 0 : 2 * hs] + ah_rz
+    r = _gate(_clip(a_rz[:, 0:hs], clip), hard)
+    z = _gate(_clip(a_rz[:, hs:], clip), hard)
     ah_n = _affine(r * h_prev, w_hh[2 * hs : 3 * hs], _part(b_hh, 2 * hs, 3 * hs))
-    n = np.tanh(ai[:, 2 * hs : 3 * hs] + ah_n)
+    a_n = ai[:, 2 * hs : 3 * hs] + ah_n
+    n = np.tanh(_clip(a_n, clip))
     h = (1 - z) * n + z * h_prev
-    return h, None, GRUStepCache(x, h_prev, r, z, n, None)
+    return h, None, GRUStepCache(x, h_prev, r, z, n, None, np.concatenate([a_rz, a_n], axis=1))
 
 
-def gru_reset_before_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=False):
+def gru_reset_before_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=False, clip=0.0):
     """Backward of :func:`gru_reset_before_step`.
 
-    Step by step::
+    Step by step, clip'(a) = [|a| < clip] (1 without clip)::
 
-        dn = dh * (1 - z);  dz = dh * (h_prev - n);  da_n = dn * (1 - n^2)
+        dn = dh * (1 - z);  dz = dh * (h_prev - n);  da_n = dn * (1 - n^2) * clip'(a_n)
         d(rh) = da_n U_n;  dU_n += da_n^T (r * h_prev);  db_hn += sum_n da_n
-        dr = d(rh) * h_prev;  da_r = dr * r (1 - r);  da_z = dz * z (1 - z)
+        dr = d(rh) * h_prev;  da_r = dr * r (1 - r) * clip'(a_r);  da_z = dz * z (1 - z) * clip'(a_z)
         dU_rz += [da_r, da_z]^T h_prev;  db_h{r,z} += sum_n [da_r, da_z]
         dai = [da_r, da_z, da_n] -> dx = dai W, dW += dai^T x, db_ih += sum_n dai
         dh_prev = dh * z + d(rh) * r + [da_r, da_z] U_rz
     """
-    h_prev, r, z, n = cache.h_prev, cache.r, cache.z, cache.n
+    h_prev, r, z, n, pre = cache.h_prev, cache.r, cache.z, cache.n, cache.pre
     hs = h_prev.shape[1]
     w_hh = p["weight_hh"]
     dn = dh * (1 - z)
     dz = dh * (h_prev - n)
-    da_n = dn * (1 - n * n)
+    da_n = dn * (1 - n * n) * _clip_grad(pre[:, 2 * hs :], clip)
     d_rh = da_n @ w_hh[2 * hs : 3 * hs]
     _accumulate_affine(grads, "weight_hh", "bias_hh", da_n, r * h_prev, 2 * hs, 3 * hs)
     dr = d_rh * h_prev
-    da_r = dr * _gate_grad(r, hard)
-    da_z = dz * _gate_grad(z, hard)
+    da_r = dr * _gate_grad(r, hard) * _clip_grad(pre[:, 0:hs], clip)
+    da_z = dz * _gate_grad(z, hard) * _clip_grad(pre[:, hs : 2 * hs], clip)
     da_rz = np.concatenate([da_r, da_z], axis=1)
     _accumulate_affine(grads, "weight_hh", "bias_hh", da_rz, h_prev, 0, 2 * hs)
     dai = np.concatenate([da_r, da_z, da_n], axis=1)
@@ -347,8 +361,8 @@ StepFn = Callable[..., Any]
 
 
 def _rnn_functions(config: StackConfig) -> tuple[StepFn, StepFn]:
-    relu = config.kind.nonlinearity == "relu"
-    return partial(rnn_step, relu=relu), partial(rnn_step_backward, relu=relu)
+    options = {"relu": config.kind.nonlinearity == "relu", "clip": config.clip}
+    return partial(rnn_step, **options), partial(rnn_step_backward, **options)
 
 
 def _lstm_functions(config: StackConfig) -> tuple[StepFn, StepFn]:
@@ -357,10 +371,10 @@ def _lstm_functions(config: StackConfig) -> tuple[StepFn, StepFn]:
 
 
 def _gru_functions(config: StackConfig) -> tuple[StepFn, StepFn]:
-    hard = config.hard_gates
+    options = {"hard": config.hard_gates, "clip": config.clip}
     if config.linear_before_reset:
-        return partial(gru_step, hard=hard), partial(gru_step_backward, hard=hard)
-    return partial(gru_reset_before_step, hard=hard), partial(gru_reset_before_step_backward, hard=hard)
+        return partial(gru_step, **options), partial(gru_step_backward, **options)
+    return partial(gru_reset_before_step, **options), partial(gru_reset_before_step_backward, **options)
 
 
 # The step functions of each cell family (``CellKind.family``), bound to a configuration's options.

@@ -6,7 +6,10 @@
 //   so the step has two phases:
 //     n = tanh(W_n x + b_in + U_n (r ⊙ h) + b_hn)
 // b_hn stays inside the step in the first form (it is scaled by r); it folds in the second.
-// Forward saves r, z, n (and U_n h + b_hn in the first form); the layer saves h entering the step.
+// clip (ONNX's GRU, as ONNX Runtime computes it) bounds the three activations' inputs to [-clip, clip]:
+// those of r and z, and the whole of n's (W_n x + b_in + r ⊙ (U_n h + b_hn) in the first form).
+// Forward saves r, z, n (and U_n h + b_hn in the first form), then with clip the three inputs before
+// clipping (backward's mask); the layer saves h entering the step.
 #pragma once
 
 #include "fusedrnn/cells/traits.hpp"
@@ -19,14 +22,15 @@ struct GruCell {
   static constexpr Index kGates = 3;
   static constexpr Index kSavedGates = kLinearBeforeReset ? 4 : 3;  // r, z, n [, U_n h + b_hn]
   static constexpr bool kHasCellState = false;
-  static constexpr unsigned kOptions = kOptionLinearBeforeReset | kOptionHardGates;
+  static constexpr unsigned kOptions = kOptionLinearBeforeReset | kOptionHardGates | kOptionClip;
   static constexpr Index kPeepholeVectors = 0;
   static constexpr StepPhases kPhases = kLinearBeforeReset ? StepPhases::kPointwise : StepPhases::kSecondProduct;
   // Linear-before-reset scales U_n h by r; reset-before's U_n sees r ⊙ h, handled by the layer.
   static constexpr bool kSeparateHiddenGrad = true;
   static constexpr bool kDirectHiddenGrad = true;  // z ⊙ h
 
-  static Index saved_gates(const CellOptions<T>&) { return kSavedGates; }
+  // With clip, the activations' inputs of r, z and n before clipping follow, at kSavedGates * H.
+  static Index saved_gates(const CellOptions<T>& options) { return kSavedGates + (options.clip > 0 ? 3 : 0); }
 
   static void split_bias(const RowVector<T>& b_ih, const RowVector<T>& b_hh, Index H, RowVector<T>& bias_x,
                          RowVector<T>& bias_h) {
@@ -38,11 +42,25 @@ struct GruCell {
     }
   }
 
+  // r and z (both forms).
+  static void forward_rz(const CellRow<T>& r) {
+    const Index H = r.units;
+    const CellOptions<T>& opt = *r.options;
+    Vec<T> rz(r.gates, 2 * H);
+    if (opt.clip > 0) {
+      Vec<T> pre(r.gates + kSavedGates * H, 2 * H);
+      pre = ConstVec<T>(r.xg, 2 * H) + ConstVec<T>(r.hg, 2 * H);
+      clip_into(rz, pre, opt.clip);
+      gate_into(rz, rz, opt.hard_gates);
+    } else {
+      gate_into(rz, ConstVec<T>(r.xg, 2 * H) + ConstVec<T>(r.hg, 2 * H), opt.hard_gates);
+    }
+  }
+
   // Reset-before, first phase: r, z, and r ⊙ h for the n gate's product.
   static void forward_row_first(const CellRow<T>& r) {
     const Index H = r.units;
-    Vec<T> rz(r.gates, 2 * H);
-    gate_into(rz, ConstVec<T>(r.xg, 2 * H) + ConstVec<T>(r.hg, 2 * H), r.options->hard_gates);
+    forward_rz(r);
     Vec<T>(r.rh, H) = Vec<T>(r.gates, H) * ConstVec<T>(r.h_prev, H);
   }
 
@@ -50,20 +68,35 @@ struct GruCell {
   // holds U_n (r ⊙ h) and bias_x already has b_hn).
   static void forward_row(const CellRow<T>& r) {
     const Index H = r.units;
-    if (kLinearBeforeReset) {
-      Vec<T> rz(r.gates, 2 * H);
-      gate_into(rz, ConstVec<T>(r.xg, 2 * H) + ConstVec<T>(r.hg, 2 * H), r.options->hard_gates);
-    }
+    const CellOptions<T>& opt = *r.options;
+    if (kLinearBeforeReset) forward_rz(r);
     ConstVec<T> rg(r.gates, H), z(r.gates + H, H), xn(r.xg + 2 * H, H), h_prev(r.h_prev, H);
     Vec<T> n(r.gates + 2 * H, H);
     if (kLinearBeforeReset) {
       Vec<T> hn(r.gates + 3 * H, H);
       hn = ConstVec<T>(r.hg + 2 * H, H) + ConstVec<T>(r.bias_h + 2 * H, H);
-      tanh_into(n, xn + rg * hn);
+    }
+    if (opt.clip > 0) {
+      Vec<T> pre(r.gates + (kSavedGates + 2) * H, H);
+      if (kLinearBeforeReset)
+        pre = xn + rg * ConstVec<T>(r.gates + 3 * H, H);
+      else
+        pre = xn + ConstVec<T>(r.hg + 2 * H, H);
+      clip_into(n, pre, opt.clip);
+      tanh_into(n, n);
+    } else if (kLinearBeforeReset) {
+      tanh_into(n, xn + rg * ConstVec<T>(r.gates + 3 * H, H));
     } else {
       tanh_into(n, xn + ConstVec<T>(r.hg + 2 * H, H));
     }
     Vec<T>(r.h, H) = n + z * (h_prev - n);
+  }
+
+  // d (gradients of consecutive gate blocks, block `first` first) *= the clip's derivative, from the
+  // inputs forward saved before clipping; nothing without clip.
+  static void mul_clip_grads(const CellGradRow<T>& r, Vec<T> d, Index first) {
+    const T bound = r.options->clip;
+    if (bound > 0) mul_clip_grad(d, ConstVec<T>(r.gates + (kSavedGates + first) * r.units, d.size()), bound);
   }
 
   // z and n pre-activation gradients (both forms).
@@ -74,6 +107,7 @@ struct GruCell {
     Vec<T> dz(r.dg_in + H, H);
     dz = dh * (h_prev - n);
     mul_gate_grad(dz, z, r.options->hard_gates);
+    mul_clip_grads(r, Vec<T>(r.dg_in + H, 2 * H), 1);
   }
 
   // Linear-before-reset: the whole gate-gradient pass.
@@ -85,6 +119,7 @@ struct GruCell {
     Vec<T> dr(r.dg_in, H);
     dr = dn * hn;
     mul_gate_grad(dr, rg, r.options->hard_gates);
+    mul_clip_grads(r, dr, 0);
     Vec<T>(r.dg_hid, 2 * H) = Vec<T>(r.dg_in, 2 * H);
     Vec<T>(r.dg_hid + 2 * H, H) = dn * rg;
     Vec<T>(r.dh_direct, H) = dh * z;
@@ -100,6 +135,7 @@ struct GruCell {
     Vec<T> dr(r.dg_in, H);
     dr = drh * h_prev;
     mul_gate_grad(dr, rg, r.options->hard_gates);
+    mul_clip_grads(r, dr, 0);
     Vec<T>(r.dg_hid, 2 * H) = Vec<T>(r.dg_in, 2 * H);
     Vec<T>(r.dg_hid + 2 * H, H).setZero();  // U_n's gradient goes through r ⊙ h (the layer adds it)
     Vec<T>(r.dh_direct, H) = dh * z + drh * rg;

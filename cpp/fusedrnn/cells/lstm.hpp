@@ -48,7 +48,7 @@ struct LstmCell {
       }
       if (opt.clip > 0) {
         Vec<T>(r.gates + 4 * H, 3 * H) = pre.head(3 * H);
-        pre.head(3 * H) = pre.head(3 * H).max(-opt.clip).min(opt.clip);
+        clip_into(pre.head(3 * H), pre.head(3 * H), opt.clip);
       }
       gate_into(i, i, opt.hard_gates);
       if (opt.input_forget)
@@ -60,7 +60,7 @@ struct LstmCell {
       if (opt.peephole) o += ConstVec<T>(r.peephole + 2 * H, H) * c;
       if (opt.clip > 0) {
         Vec<T>(r.gates + 7 * H, H) = o;
-        o = o.max(-opt.clip).min(opt.clip);
+        clip_into(o, o, opt.clip);
       }
       gate_into(o, o, opt.hard_gates);
       Vec<T>(r.h, H) = o * c.tanh();
@@ -84,7 +84,7 @@ struct LstmCell {
     Vec<T> di(r.dg_in, H), df(r.dg_in + H, H), dg(r.dg_in + 2 * H, H), d_o(r.dg_in + 3 * H, H);
     d_o = dm * tanh_c;
     mul_gate_grad(d_o, o, opt.hard_gates);
-    if (opt.clip > 0) d_o *= (ConstVec<T>(r.gates + 7 * H, H).abs() < opt.clip).template cast<T>();
+    if (opt.clip > 0) mul_clip_grad(d_o, ConstVec<T>(r.gates + 7 * H, H), opt.clip);
     dc += dm * o * tanh_grad(tanh_c);  // now the total gradient wrt c'
     if (opt.peephole) dc += d_o * ConstVec<T>(r.peephole + 2 * H, H);
     di = dc * g;
@@ -98,8 +98,7 @@ struct LstmCell {
     }
     mul_gate_grad(di, i, opt.hard_gates);
     if (opt.clip > 0) {
-      ConstVec<T> pre(r.gates + 4 * H, 3 * H);
-      Vec<T>(r.dg_in, 3 * H) *= (pre.abs() < opt.clip).template cast<T>();
+      mul_clip_grad(Vec<T>(r.dg_in, 3 * H), ConstVec<T>(r.gates + 4 * H, 3 * H), opt.clip);
     }
     dc *= f;  // gradient wrt c entering the step
     if (opt.peephole) {

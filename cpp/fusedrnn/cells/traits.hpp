@@ -6,7 +6,8 @@
 //
 //   kName              its name in StackConfig and in Python ("lstm", ...)
 //   kGates             G, the gate blocks of W_ih / W_hh (PyTorch's row order inside each)
-//   kSavedGates        values per unit that training forward saves for backward (at most; see saved_gates)
+//   kSavedGates        values per unit that forward saves for backward without options (saved_gates
+//                      gives the count for a configuration: with clip, the activations' inputs too)
 //   kHasCellState      an LSTM-style c beside h
 //   kOptions           the CellOption bits it accepts (StackConfig::validate refuses the others)
 //   kPeepholeVectors   peephole weights per unit when kOptionPeephole is set (else 0)

@@ -124,17 +124,41 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "forget_bias": "float",
         "gate_activation": ("sigmoid", "hard_sigmoid"),
     },
-    "GRU": {**_COMMON_LAYER, "linear_before_reset": "bool", "gate_activation": ("sigmoid", "hard_sigmoid")},
-    "RNN": {**_COMMON_LAYER, "nonlinearity": ("tanh", "relu")},
-    "LSTMCell": {"input_size": "int", "hidden_size": "int", "bias": "bool"},
-    "GRUCell": {"input_size": "int", "hidden_size": "int", "bias": "bool", "linear_before_reset": "bool"},
-    "RNNCell": {"input_size": "int", "hidden_size": "int", "bias": "bool", "nonlinearity": ("tanh", "relu")},
+    "GRU": {
+        **_COMMON_LAYER,
+        "linear_before_reset": "bool",
+        "gate_activation": ("sigmoid", "hard_sigmoid"),
+        "clip": "float",
+    },
+    "RNN": {**_COMMON_LAYER, "nonlinearity": ("tanh", "relu"), "clip": "float"},
+    "LSTMCell": {"input_size": "int", "hidden_size": "int", "bias": "bool", "clip": "float"},
+    "GRUCell": {
+        "input_size": "int",
+        "hidden_size": "int",
+        "bias": "bool",
+        "linear_before_reset": "bool",
+        "clip": "float",
+    },
+    "RNNCell": {
+        "input_size": "int",
+        "hidden_size": "int",
+        "bias": "bool",
+        "nonlinearity": ("tanh", "relu"),
+        "clip": "float",
+    },
 }
 # The cell options a layer's constructor takes as the StackConfig holds them (those its cell takes), in the
 # order files list them; hard_gates is written as gate_activation.
 _CELL_OPTIONS = ("proj_size", "peephole", "clip", "input_forget", "linear_before_reset")
 # Written only when not the default, so that files of models without them read in older versions too.
-_OPTIONAL = {"LSTM": {"forget_bias", "gate_activation"}, "GRU": {"gate_activation"}}
+_OPTIONAL = {
+    "LSTM": {"forget_bias", "gate_activation"},
+    "GRU": {"gate_activation", "clip"},
+    "RNN": {"clip"},
+    "LSTMCell": {"clip"},
+    "GRUCell": {"clip"},
+    "RNNCell": {"clip"},
+}
 # StackConfig fields written from a layer (anything else the config gains must be added here first,
 # so that a layer using it is never saved without it).
 _CONFIG_FIELDS = {
@@ -227,7 +251,14 @@ def _describe(obj: Any, tensors: dict[str, np.ndarray], depth: int) -> dict[str,
             "bidirectional": c.bidirectional,
             "residual": c.residual,
         }
-        options.update({option: getattr(c, option) for option in _CELL_OPTIONS if option in c.kind.options})
+        optional = _OPTIONAL.get(kind, set())
+        options.update(
+            {
+                option: getattr(c, option)
+                for option in _CELL_OPTIONS
+                if option in c.kind.options and (option not in optional or getattr(c, option))
+            }
+        )
         if getattr(obj, "forget_bias", 0.0):  # initialization only, kept so that the model reads the same
             options["forget_bias"] = float(obj.forget_bias)
         if c.kind.nonlinearity is not None:
@@ -242,6 +273,8 @@ def _describe(obj: Any, tensors: dict[str, np.ndarray], depth: int) -> dict[str,
             options["linear_before_reset"] = obj.linear_before_reset
         if cell.nonlinearity is not None:
             options["nonlinearity"] = cell.nonlinearity
+        if obj.config.clip:
+            options["clip"] = obj.config.clip
     else:
         raise TypeError(f"save expects a fusedrnn layer, cell or wrapper, got {v.describe(obj)}")
     for name, arr in obj.state_dict().items():
@@ -603,6 +636,7 @@ def _stack_config(kind: str, options: dict[str, Any]) -> StackConfig:
             False,
             0,
             options.get("linear_before_reset", True),
+            clip=options.get("clip", 0.0),
         )
     return StackConfig(
         cell,

@@ -19,7 +19,7 @@ P [D, 3*H] (LSTM)      ``weight_ph_l0[_reverse]`` with peephole=True; ONNX order
 direction              "forward", "bidirectional": the layer; "reverse": ``Reverse(layer)``
 layout 0 / 1           batch_first=False / True (states: ONNX (N, D, H) with layout 1, see call_as_onnx)
 linear_before_reset    GRU(linear_before_reset=bool(value))
-clip (LSTM)            LSTM(clip=value)
+clip                   clip=value (LSTM, GRU, RNN)
 input_forget (LSTM)    LSTM(input_forget=bool(value))
 activations            the defaults only (LSTM Sigmoid,Tanh,Tanh; GRU Sigmoid,Tanh; RNN Tanh or Relu)
 sequence_lens          ``lengths=``; a constant one: ``WithDefaults(layer, lengths=...)``
@@ -374,9 +374,7 @@ def _layer_options(kind: CellKind, label: str, attrs: dict[str, Any]) -> dict[st
     clip = attrs.get("clip")
     if clip is not None:
         if "clip" not in kind.options:
-            raise NotImplementedError(
-                f"{label}: clip={clip}: fusedrnn's {kind.onnx_op} has no clip (its LSTM has)"
-            )
+            raise NotImplementedError(f"{label}: clip={clip}: fusedrnn's {kind.onnx_op} has no clip")
         if not (math.isfinite(clip) and clip > 0):
             raise ValueError(f"{label}: attribute clip must be a finite positive number, got {clip}")
         # ONNX holds float32: its shortest decimal (0.9, not 0.8999999761581421), the same float32
@@ -709,12 +707,11 @@ def from_onnx(model: Any) -> dict[str, Any]:
     configured to reproduce the node (see the module docstring for the mapping), wrapped in ``Reverse``
     for ``direction="reverse"`` and in ``WithDefaults`` when initial states or lengths are nonzero
     constants. ``call_as_onnx(layer, X, ...)`` runs it with the node's own input and output layouts.
-    Options the kernels do not compute (activations other than the defaults; clip on GRU and RNN;
-    constant zero lengths) raise NotImplementedError naming the attribute. A malformed node (an
-    attribute of the wrong ONNX type or out of range, arrays of the wrong shape) raises ValueError, and
-    arrays of the wrong dtype TypeError, naming the node, the attribute or input, the expected and the
-    actual. Nodes whose weights are graph inputs are skipped with a warning; a model with no importable
-    node raises ValueError.
+    Options the kernels do not compute (activations other than the defaults; constant zero lengths)
+    raise NotImplementedError naming the attribute. A malformed node (an attribute of the wrong ONNX
+    type or out of range, arrays of the wrong shape) raises ValueError, and arrays of the wrong dtype
+    TypeError, naming the node, the attribute or input, the expected and the actual. Nodes whose weights
+    are graph inputs are skipped with a warning; a model with no importable node raises ValueError.
 
     External data (a model given by its path) is read by fusedrnn, not onnx, and only from regular files
     inside the model's folder (after following symlinks), within the file's size; anything else raises
@@ -1008,8 +1005,8 @@ def _recurrent_nodes(
 
 
 def to_onnx(layer: Any, path: Any = None, *, state: bool = False, lengths: bool = False) -> Any:
-    """Export a fusedrnn layer (LSTM, GRU, RNN: stacked, bidirectional, batch_first, residual, LSTM
-    peepholes / clip / input_forget, reset-before GRU), a cell, or a layer in ``Reverse`` /
+    """Export a fusedrnn layer (LSTM, GRU, RNN: stacked, bidirectional, batch_first, residual, clip, LSTM
+    peepholes / input_forget, reset-before GRU), a cell, or a layer in ``Reverse`` /
     ``SumDirections`` / ``WithDefaults`` as a standard ONNX model (opset 14) with one ONNX LSTM/GRU/RNN
     node per layer; saved to ``path`` when given; returns the ``onnx.ModelProto``.
 
@@ -1149,7 +1146,7 @@ def _export_cell(g: _GraphBuilder, cell: Any, path: Any, state: bool) -> Any:
 
     kind = cell.config.kind
     lstm = kind.has_cell_state  # the state is (h, c)
-    kwargs: dict[str, Any] = dict(bias=cell.bias, dtype=cell.dtype)
+    kwargs: dict[str, Any] = dict(bias=cell.bias, clip=cell.config.clip, dtype=cell.dtype)
     if "linear_before_reset" in kind.options:
         kwargs["linear_before_reset"] = cell.linear_before_reset
     if kind.nonlinearity is not None:

@@ -141,6 +141,8 @@ def to_torch(layer: Any, fused: bool = True) -> Any:
     elif isinstance(layer, (LSTMCell, GRUCell, RNNCell)):
         if isinstance(layer, GRUCell) and not layer.linear_before_reset:
             raise ValueError("to_torch: PyTorch's GRUCell has no linear_before_reset=False")
+        if layer.config.clip:
+            raise ValueError(f"to_torch: PyTorch's {type(layer).__name__} has no clip")
         if isinstance(layer, LSTMCell):
             module = ns.LSTMCell(layer.input_size, layer.hidden_size, layer.bias, dtype=dtype)
         elif isinstance(layer, GRUCell):
