@@ -129,7 +129,7 @@ def rnn_step(p, x, h_prev, c_prev=None, *, relu=False, clip=0.0):
 
 def rnn_step_backward(p, cache: RNNStepCache, dh, dc=None, grads=None, *, relu=False, clip=0.0):
     """Backward of :func:`rnn_step`: ``da = dh * act'(clip(a)) * clip'(a)`` with tanh' = 1 - h^2,
-    relu' = [a > 0] and clip' = [|a| < clip] (1 without clip); ``dx = da W``, ``dh_prev = da U``,
+    relu' = [a > 0] and ``clip' = [|a| < clip]`` (1 without clip); ``dx = da W``, ``dh_prev = da U``,
     ``dW += da^T x``, ``dU += da^T h_prev``, ``db_ih += sum_n da``, ``db_hh += sum_n da``."""
     da = dh * (cache.pre > 0) if relu else dh * (1 - cache.h * cache.h)
     da = da * _clip_grad(cache.pre, clip)
@@ -275,7 +275,7 @@ def gru_step(p, x, h_prev, c_prev=None, *, hard=False, clip=0.0):
 def gru_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=False, clip=0.0):
     """Backward of :func:`gru_step`.
 
-    Step by step, clip'(a) = [|a| < clip] (1 without clip)::
+    Step by step, ``clip'(a) = [|a| < clip]`` (1 without clip)::
 
         dn = dh * (1 - z);  dz = dh * (h_prev - n)
         da_n = dn * (1 - n^2) * clip'(a_n)          (gradient of n's input)
@@ -329,7 +329,7 @@ def gru_reset_before_step(p, x, h_prev, c_prev=None, *, hard=False, clip=0.0):
 def gru_reset_before_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=False, clip=0.0):
     """Backward of :func:`gru_reset_before_step`.
 
-    Step by step, clip'(a) = [|a| < clip] (1 without clip)::
+    Step by step, ``clip'(a) = [|a| < clip]`` (1 without clip)::
 
         dn = dh * (1 - z);  dz = dh * (h_prev - n);  da_n = dn * (1 - n^2) * clip'(a_n)
         d(rh) = da_n U_n;  dU_n += da_n^T (r * h_prev);  db_hn += sum_n da_n
