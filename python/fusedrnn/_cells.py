@@ -33,11 +33,32 @@ __all__ = [
 
 # The StackConfig fields that only some cells take (every cell takes the others: sizes, layers, bias,
 # directions, residual).
-CELL_OPTIONS = ("proj_size", "peephole", "clip", "input_forget", "hard_gates", "linear_before_reset")
+CELL_OPTIONS = (
+    "proj_size",
+    "peephole",
+    "clip",
+    "input_forget",
+    "hard_gates",
+    "linear_before_reset",
+    "layer_norm",
+)
 
 # Parameter roles beyond the two weight matrices, each with the StackConfig field that brings it: a layer
 # has the role when its cell may have it and the field is set (True, or a size > 0).
-_ROLE_FIELDS = {"bias_ih": "bias", "bias_hh": "bias", "weight_hr": "proj_size", "weight_ph": "peephole"}
+_ROLE_FIELDS = {
+    "bias_ih": "bias",
+    "bias_hh": "bias",
+    "weight_hr": "proj_size",
+    "weight_ph": "peephole",
+    "ln_weight_ih": "layer_norm",
+    "ln_weight_hh": "layer_norm",
+    "ln_weight_c": "layer_norm",
+    "ln_bias_c": "layer_norm",
+}
+
+# The layer normalization's parameters (layer_norm=True): gamma_x, gamma_h over the G*H gate rows, and
+# the LSTM's gamma_c, beta_c over the H units of the cell state. They start at 1 (gains) and 0 (shift).
+LAYER_NORM_ROLES = {"ln_weight_ih": 1.0, "ln_weight_hh": 1.0, "ln_weight_c": 1.0, "ln_bias_c": 0.0}
 
 
 @dataclass(frozen=True)
@@ -93,6 +114,10 @@ class CellKind:
             "bias_hh": (gate_rows,),
             "weight_hr": (config.proj_size, config.hidden_size),
             "weight_ph": (3 * config.hidden_size,),  # p_i, p_f, p_o
+            "ln_weight_ih": (gate_rows,),
+            "ln_weight_hh": (gate_rows,),
+            "ln_weight_c": (config.hidden_size,),
+            "ln_bias_c": (config.hidden_size,),
         }
         return [(role, shapes[role]) for role in self.roles(config)]
 
@@ -102,8 +127,10 @@ class CellKind:
 
 
 _RNN_OPTIONS = frozenset({"clip"})
-_LSTM_OPTIONS = frozenset({"proj_size", "peephole", "clip", "input_forget", "hard_gates"})
-_GRU_OPTIONS = frozenset({"linear_before_reset", "hard_gates", "clip"})
+_LSTM_OPTIONS = frozenset({"proj_size", "peephole", "clip", "input_forget", "hard_gates", "layer_norm"})
+_GRU_OPTIONS = frozenset({"linear_before_reset", "hard_gates", "clip", "layer_norm"})
+# What layer_norm=True combines with (the layer-normalized cells take no other option).
+LAYER_NORM_COMPANIONS = frozenset({"layer_norm", "hard_gates", "linear_before_reset"})
 _ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
@@ -136,7 +163,7 @@ CELL_KINDS: dict[str, CellKind] = {
             has_cell_state=True,
             nonlinearity=None,
             options=_LSTM_OPTIONS,
-            param_roles=(*_ROLES, "weight_hr", "weight_ph"),
+            param_roles=(*_ROLES, "weight_hr", "weight_ph", *LAYER_NORM_ROLES),
             torch_mode="LSTM",
             torch_layer="LSTM",
             torch_cell="LSTMCell",
@@ -150,7 +177,7 @@ CELL_KINDS: dict[str, CellKind] = {
             has_cell_state=False,
             nonlinearity=None,
             options=_GRU_OPTIONS,
-            param_roles=_ROLES,
+            param_roles=(*_ROLES, "ln_weight_ih", "ln_weight_hh"),
             torch_mode="GRU",
             torch_layer="GRU",
             torch_cell="GRUCell",

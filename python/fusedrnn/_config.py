@@ -41,6 +41,9 @@ class StackConfig:
     clip: float = 0.0
     input_forget: bool = False
     hard_gates: bool = False  # LSTM/GRU gates: Keras 3's hard sigmoid clip(x / 6 + 1/2, 0, 1)
+    # LSTM/GRU: layer normalization of W_ih x, W_hh h (and the LSTM's c') over each row, with the
+    # parameters ln_weight_ih, ln_weight_hh (and ln_weight_c, ln_bias_c); linear-before-reset GRU only.
+    layer_norm: bool = False
 
     @property
     def kind(self) -> CellKind:
