@@ -41,15 +41,18 @@ SET_VALUES = {
     "input_forget": True,
     "hard_gates": True,
     "linear_before_reset": False,
+    "layer_norm": True,
 }
+# The only option the layer-normalized cells combine with (the GRU's in its linear-before-reset form).
+LAYER_NORM_COMBINES_WITH = {"hard_gates"}
 # The constructor keyword of each option, where it is not the option's own name.
 KEYWORDS = {"hard_gates": "gate_activation"}
 # The options the one-step cells (fr.RNNCell, ...) take: ONNX's clip on every cell, and the GRU's form.
 CELL_KEYWORDS = {
     "rnn_tanh": {"clip"},
     "rnn_relu": {"clip"},
-    "lstm": {"clip"},
-    "gru": {"clip", "linear_before_reset"},
+    "lstm": {"clip", "layer_norm"},
+    "gru": {"clip", "linear_before_reset", "layer_norm"},
 }
 
 
@@ -60,12 +63,13 @@ def compiled_shapes(config: StackConfig) -> list[tuple[int, ...]]:
 
 
 def option_sets(kind) -> list[dict]:
-    """Every combination of the options ``kind`` takes, each at its default or set."""
+    """Every valid combination of the options ``kind`` takes, each at its default or set."""
     options = sorted(kind.options)
-    return [
+    sets = [
         {option: SET_VALUES[option] for option, on in zip(options, chosen) if on}
         for chosen in itertools.product([False, True], repeat=len(options))
     ]
+    return [s for s in sets if "layer_norm" not in s or set(s) - {"layer_norm"} <= LAYER_NORM_COMBINES_WITH]
 
 
 # -- the registry -------------------------------------------------------------------------------------
@@ -173,6 +177,14 @@ def test_compiled_stacks_refuse_the_options_a_cell_does_not_take(kind):
     # linear_before_reset is the exception: the kernels ignore it outside the GRU.
     for option in set(CELL_OPTIONS) - kind.options - {"linear_before_reset"}:
         config = StackConfig(kind.name, 4, 6, **{option: SET_VALUES[option]})
+        with pytest.raises(ValueError, match=option):
+            compiled_shapes(config)
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if "layer_norm" in k.options], ids=["lstm", "gru"])
+def test_compiled_stacks_refuse_what_layer_norm_does_not_combine_with(kind):
+    for option in kind.options - LAYER_NORM_COMBINES_WITH - {"layer_norm"}:
+        config = StackConfig(kind.name, 4, 6, layer_norm=True, **{option: SET_VALUES[option]})
         with pytest.raises(ValueError, match=option):
             compiled_shapes(config)
 

@@ -258,7 +258,7 @@ void register_config(py::module_& m) {
                           "What a compiled stack is, independent of its weights (fusedrnn._config.StackConfig).")
       .def(py::init([](const std::string& cell, Index input_size, Index hidden_size, Index num_layers, bool bias,
                        bool bidirectional, Index proj_size, bool linear_before_reset, bool residual, bool peephole,
-                       double clip, bool input_forget, bool hard_gates) {
+                       double clip, bool input_forget, bool hard_gates, bool layer_norm) {
              StackConfig cfg;
              cfg.cell = fusedrnn::parse_cell_kind(cell);
              cfg.input_size = input_size;
@@ -273,13 +273,15 @@ void register_config(py::module_& m) {
              cfg.clip = clip;
              cfg.input_forget = input_forget;
              cfg.hard_gates = hard_gates;
+             cfg.layer_norm = layer_norm;
              cfg.validate();
              return cfg;
            }),
            py::kw_only(), py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers") = 1,
            py::arg("bias") = true, py::arg("bidirectional") = false, py::arg("proj_size") = 0,
            py::arg("linear_before_reset") = true, py::arg("residual") = false, py::arg("peephole") = false,
-           py::arg("clip") = 0.0, py::arg("input_forget") = false, py::arg("hard_gates") = false)
+           py::arg("clip") = 0.0, py::arg("input_forget") = false, py::arg("hard_gates") = false,
+           py::arg("layer_norm") = false)
       .def_property_readonly("cell", [](const StackConfig& c) { return c.info().name; })
       .def_readonly("input_size", &StackConfig::input_size)
       .def_readonly("hidden_size", &StackConfig::hidden_size)
@@ -292,7 +294,8 @@ void register_config(py::module_& m) {
       .def_readonly("peephole", &StackConfig::peephole)
       .def_readonly("clip", &StackConfig::clip)
       .def_readonly("input_forget", &StackConfig::input_forget)
-      .def_readonly("hard_gates", &StackConfig::hard_gates);
+      .def_readonly("hard_gates", &StackConfig::hard_gates)
+      .def_readonly("layer_norm", &StackConfig::layer_norm);
 }
 
 void register_handles(py::module_& m) {

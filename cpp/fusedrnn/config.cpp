@@ -7,7 +7,7 @@ namespace fusedrnn {
 CellKind parse_cell_kind(const std::string& name) {
   std::string choices;
   for (CellKind kind : kCellKinds) {
-    const std::string known = with_cell<float>(kind, true, [](auto cell) { return decltype(cell)::kName; });
+    const std::string known = with_cell<float>(kind, true, false, [](auto cell) { return decltype(cell)::kName; });
     if (name == known) return kind;
     choices += (choices.empty() ? "'" : ", '") + known + "'";
   }
@@ -22,7 +22,7 @@ CellInfo StackConfig::info() const {
 static std::string option_names(unsigned options) {
   static const std::pair<unsigned, const char*> names[] = {
       {kOptionProjection, "proj_size"}, {kOptionPeephole, "peephole"},       {kOptionClip, "clip"},
-      {kOptionInputForget, "input_forget"}, {kOptionHardGates, "hard_gates"}};
+      {kOptionInputForget, "input_forget"}, {kOptionHardGates, "hard_gates"}, {kOptionLayerNorm, "layer_norm"}};
   std::string out;
   for (const auto& [bit, name] : names)
     if (options & bit) out += (out.empty() ? "" : ", ") + std::string(name);
@@ -35,6 +35,9 @@ void StackConfig::validate() const {
   if (hidden_size < 1) fail("hidden_size: expected >= 1, got " + std::to_string(hidden_size));
   if (num_layers < 1) fail("num_layers: expected >= 1, got " + std::to_string(num_layers));
   if (!(clip >= 0.0)) fail("clip: expected >= 0 (0 = none), got " + std::to_string(clip));
+  if (layer_norm && cell == CellKind::kGru && !linear_before_reset)
+    fail("layer_norm: the gru cell is normalized in its linear-before-reset form only, got linear_before_reset "
+         "false");
   const CellInfo cell_kind = info();
   const unsigned refused = options() & ~cell_kind.options;
   if (refused != 0)

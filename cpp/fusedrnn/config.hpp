@@ -18,8 +18,19 @@ constexpr CellKind kCellKinds[] = {CellKind::kRnnTanh, CellKind::kRnnRelu, CellK
 CellKind parse_cell_kind(const std::string& name);
 
 // The parameter arrays of one layer-direction, in PyTorch's order (w_ih, w_hh, b_ih, b_hh, w_hr) with
-// the peepholes last.
-enum class ParamRole { kInputWeights, kRecurrentWeights, kInputBias, kRecurrentBias, kProjection, kPeephole };
+// the peepholes, then the layer normalization's gains and shift.
+enum class ParamRole {
+  kInputWeights,
+  kRecurrentWeights,
+  kInputBias,
+  kRecurrentBias,
+  kProjection,
+  kPeephole,
+  kNormInputGain,      // [G*H] gamma of LN(W_ih x)
+  kNormRecurrentGain,  // [G*H] gamma of LN(W_hh h)
+  kNormCellGain,       // [H] gamma of LN(c') (LSTM)
+  kNormCellShift,      // [H] beta of LN(c') (LSTM)
+};
 
 struct StackConfig {
   CellKind cell = CellKind::kLstm;
@@ -39,6 +50,9 @@ struct StackConfig {
   // LSTM and GRU: the gates (LSTM i, f, o; GRU r, z) use Keras 3's hard sigmoid clip(x / 6 + 1/2, 0, 1)
   // instead of the logistic function.
   bool hard_gates = false;
+  // LSTM and GRU (linear-before-reset): layer normalization of W_ih x, W_hh h and the LSTM's c'
+  // (cells/layer_norm_lstm.hpp, layer_norm_gru.hpp).
+  bool layer_norm = false;
 
   // What the cell declares about itself (cells/traits.hpp).
   CellInfo info() const;
@@ -50,7 +64,7 @@ struct StackConfig {
   unsigned options() const {
     return (proj_size != 0 ? kOptionProjection : 0u) | (peephole ? kOptionPeephole : 0u) |
            (clip != 0.0 ? kOptionClip : 0u) | (input_forget ? kOptionInputForget : 0u) |
-           (hard_gates ? kOptionHardGates : 0u);
+           (hard_gates ? kOptionHardGates : 0u) | (layer_norm ? kOptionLayerNorm : 0u);
   }
   Index directions() const { return bidirectional ? 2 : 1; }
   Index output_size() const { return proj_size > 0 ? proj_size : hidden_size; }  // H_out
@@ -62,6 +76,10 @@ struct StackConfig {
     if (bias) roles.insert(roles.end(), {ParamRole::kInputBias, ParamRole::kRecurrentBias});
     if (proj_size > 0) roles.push_back(ParamRole::kProjection);
     if (peephole) roles.push_back(ParamRole::kPeephole);
+    if (layer_norm) {
+      roles.insert(roles.end(), {ParamRole::kNormInputGain, ParamRole::kNormRecurrentGain});
+      if (has_cell_state()) roles.insert(roles.end(), {ParamRole::kNormCellGain, ParamRole::kNormCellShift});
+    }
     return roles;
   }
   Index params_per_layer_direction() const { return static_cast<Index>(param_roles().size()); }
@@ -71,7 +89,11 @@ struct StackConfig {
       case ParamRole::kInputWeights: return {GH, layer_input_size(layer)};
       case ParamRole::kRecurrentWeights: return {GH, output_size()};
       case ParamRole::kInputBias:
-      case ParamRole::kRecurrentBias: return {GH};
+      case ParamRole::kRecurrentBias:
+      case ParamRole::kNormInputGain:
+      case ParamRole::kNormRecurrentGain: return {GH};
+      case ParamRole::kNormCellGain:
+      case ParamRole::kNormCellShift: return {hidden_size};
       case ParamRole::kProjection: return {proj_size, hidden_size};
       case ParamRole::kPeephole: return {info().peephole_vectors * hidden_size};
     }
@@ -91,6 +113,10 @@ struct StackConfig {
         case ParamRole::kRecurrentBias: arrays.b_hh = array; break;
         case ParamRole::kProjection: arrays.w_hr = array; break;
         case ParamRole::kPeephole: arrays.peephole = array; break;
+        case ParamRole::kNormInputGain: arrays.norm_input_gain = array; break;
+        case ParamRole::kNormRecurrentGain: arrays.norm_recurrent_gain = array; break;
+        case ParamRole::kNormCellGain: arrays.norm_cell_gain = array; break;
+        case ParamRole::kNormCellShift: arrays.norm_cell_shift = array; break;
       }
     }
     return arrays;

@@ -55,6 +55,9 @@ struct LayerWeights {
   // units at V*u0 (the LSTM's p_i, p_f, p_o).
   Index peephole_vectors = 0;
   RowVector<T> peep;
+  // A whole-row cell's (StepPhases::kWholeRow) own parameters, biases included, in the layout its
+  // pack_row_parameters writes (Cell::row_parameters(H) values; empty for the other cells).
+  RowVector<T> row_params;
   // The same weights packed for the panel products, in the storage type S (pack_weights).
   PanelWeights<S> panels;
 
@@ -89,6 +92,10 @@ struct ParamArrays {
   Ptr b_hh = nullptr;      // [G*H]
   Ptr w_hr = nullptr;      // [P, H]
   Ptr peephole = nullptr;  // [V*H] (LSTM: p_i; p_f; p_o)
+  Ptr norm_input_gain = nullptr;      // [G*H] layer normalization: gamma of LN(W_ih x)
+  Ptr norm_recurrent_gain = nullptr;  // [G*H] gamma of LN(W_hh h)
+  Ptr norm_cell_gain = nullptr;       // [H] gamma of LN(c') (LSTM)
+  Ptr norm_cell_shift = nullptr;      // [H] beta of LN(c') (LSTM)
 };
 
 template <typename T>
@@ -143,6 +150,7 @@ struct CellRow {
   T* rh = nullptr;          // [Hs] out (GRU reset-before, first phase): r ⊙ h_prev
   const CellOptions<T>* options = nullptr;
   const T* peephole = nullptr;  // [V*Hs] this slice's peepholes, or nullptr
+  const T* row_params = nullptr;  // a whole-row cell's parameters (LayerWeights::row_params), or nullptr
 };
 
 // One row of one slice, for a cell's gate-gradient pass.
@@ -161,6 +169,8 @@ struct CellGradRow {
   const CellOptions<T>* options = nullptr;
   const T* peephole = nullptr;       // [V*Hs] this slice's peepholes, or nullptr
   T* peephole_grad = nullptr;        // [V*Hs] accumulated gradient of the peepholes
+  const T* row_params = nullptr;     // a whole-row cell's parameters, or nullptr
+  T* row_params_grad = nullptr;      // their accumulated gradient, same layout
 };
 
 }  // namespace fusedrnn

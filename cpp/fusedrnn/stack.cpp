@@ -30,6 +30,15 @@ static std::vector<Index> unit_slices(Index H, StepPhases phases) {
   return begin;
 }
 
+// How many parameters of its own a whole-row cell keeps per layer-direction (0 for the other cells).
+static Index row_parameters(const StackConfig& config, Index H) {
+  return with_cell<float>(config, [&](auto cell) -> Index {
+    using Cell = decltype(cell);
+    if constexpr (Cell::kPhases == StepPhases::kWholeRow) return Cell::row_parameters(H);
+    return 0;
+  });
+}
+
 template <typename T>
 Stack<T>::Stack(const StackConfig& config) : config_(config) {
   config_.validate();
@@ -59,6 +68,7 @@ Stack<T>::Stack(const StackConfig& config) : config_(config) {
       w.options.hard_gates = config_.hard_gates;
       w.peephole_vectors = config_.peephole ? cell.peephole_vectors : 0;
       w.peep.setZero(w.peephole_vectors * H);
+      w.row_params.setZero(row_parameters(config_, H));
     }
   weights_ = std::move(weights);
 }
@@ -103,6 +113,7 @@ void Stack<T>::set_weights(const std::vector<const T*>& params) {
     w.bias_h.resize(GH);
     w.w_hr_t.resize(old.w_hr_t.rows(), old.w_hr_t.cols());
     w.peep.resize(old.peep.size());
+    w.row_params.resize(old.row_params.size());
     const ConstMatrixMap<T> w_ih(p.w_ih, GH, w.input_size), w_hh(p.w_hh, GH, H_out);
     RowVector<T> b_ih = RowVector<T>::Zero(GH), b_hh = RowVector<T>::Zero(GH), bias_x, bias_h;
     if (p.b_ih) {
@@ -134,6 +145,10 @@ void Stack<T>::set_weights(const std::vector<const T*>& params) {
           for (Index u = 0; u < Hs; ++u) w.peep[V * u0 + j * Hs + u] = p.peephole[j * H + u0 + u];
       }
     }
+    with_cell<T>(config_, [&](auto cell) {
+      using Cell = decltype(cell);
+      if constexpr (Cell::kPhases == StepPhases::kWholeRow) Cell::pack_row_parameters(p, H, w.row_params.data());
+    });
     pack_weights(w);
   }
   std::lock_guard<std::mutex> lock(mutex_);

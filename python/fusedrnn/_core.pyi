@@ -60,6 +60,7 @@ class StackConfig:
         clip: float = 0.0,
         input_forget: bool = False,
         hard_gates: bool = False,
+        layer_norm: bool = False,
     ) -> None: ...
     cell: str
     input_size: int
@@ -74,6 +75,7 @@ class StackConfig:
     clip: float
     input_forget: bool
     hard_gates: bool
+    layer_norm: bool
 
 class StackBase:
     """What the stacks of every dtype have in common."""

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _validation as v
+from ._cells import LAYER_NORM_ROLES
 from ._config import StackConfig
 from ._runtime import Runtime
 from ._state import parse_state
@@ -22,6 +23,18 @@ __all__ = ["IncompatibleKeys"]
 # and dict entry, the kernels' per-layer structures): about 900 bytes measured. It dominates the cost of
 # a very deep stack of tiny layers.
 _BYTES_PER_ARRAY = 512
+
+
+def _constant_initial_values(config: StackConfig) -> dict[str, float]:
+    """The parameters (stack names) that start at a constant rather than at random: the layer
+    normalization's gains (1) and shift (0)."""
+    values = {}
+    for layer in range(config.num_layers):
+        for direction in range(config.num_directions):
+            for role, name in config.layer_param_names(layer, direction).items():
+                if role in LAYER_NORM_ROLES:
+                    values[name] = LAYER_NORM_ROLES[role]
+    return values
 
 
 class IncompatibleKeys(NamedTuple):
@@ -94,8 +107,12 @@ class _Recurrent:
         named_shapes = config.param_shapes()
         self._names = self._param_names([name for name, _ in named_shapes])
         bound = 1.0 / math.sqrt(config.hidden_size)
+        constants = _constant_initial_values(config)
         params: dict[str, np.ndarray] = {}
-        for name, (_, shape) in zip(self._names, named_shapes):
+        for name, (stack_name, shape) in zip(self._names, named_shapes):
+            if stack_name in constants:  # layer normalization: gains 1, shift 0
+                params[name] = np.full(shape, constants[stack_name], dtype=self._dtype)
+                continue
             # U(-1/sqrt(H), 1/sqrt(H)), PyTorch's default for every parameter.
             arr = self._rng.random(shape, dtype=self._dtype)
             arr *= 2 * bound

@@ -54,6 +54,7 @@ class _CellBase(_Recurrent):
         *,
         linear_before_reset: bool = True,
         clip: float = 0.0,
+        layer_norm: bool = False,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -62,8 +63,24 @@ class _CellBase(_Recurrent):
         self.bias = v.check_bool("bias", bias)
         lbr = v.check_bool("linear_before_reset", linear_before_reset)
         clip = v.check_clip(clip)
+        layer_norm = v.check_bool("layer_norm", layer_norm)
+        if layer_norm and (clip or not lbr):
+            given = "clip" if clip else "linear_before_reset=False"
+            raise ValueError(
+                f"layer_norm=True does not combine with {given} (the layer-normalized GRU has the "
+                "linear-before-reset form only)"
+            )
         config = StackConfig(
-            kind.name, self.input_size, self.hidden_size, 1, self.bias, False, 0, lbr, clip=clip
+            kind.name,
+            self.input_size,
+            self.hidden_size,
+            1,
+            self.bias,
+            False,
+            0,
+            lbr,
+            clip=clip,
+            layer_norm=layer_norm,
         )
         self._init_parameters(config, dtype, seed)
 
@@ -84,6 +101,8 @@ class _CellBase(_Recurrent):
         args += self._extra_repr()
         if self._config.clip:
             args.append(f"clip={self._config.clip}")
+        if self._config.layer_norm:
+            args.append("layer_norm=True")
         if self._dtype != np.float32:
             args.append(f"dtype={self._dtype}")
         return f"{type(self).__name__}({', '.join(args)})"
@@ -351,6 +370,7 @@ class LSTMCell(_CellBase):
         bias: bool = True,
         *,
         clip: float = 0.0,
+        layer_norm: bool = False,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -360,6 +380,7 @@ class LSTMCell(_CellBase):
             hidden_size,
             bias,
             clip=clip,
+            layer_norm=layer_norm,
             dtype=dtype,
             seed=seed,
         )
@@ -454,6 +475,7 @@ class GRUCell(_CellBase):
         *,
         linear_before_reset: bool = True,
         clip: float = 0.0,
+        layer_norm: bool = False,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -464,6 +486,7 @@ class GRUCell(_CellBase):
             bias,
             linear_before_reset=linear_before_reset,
             clip=clip,
+            layer_norm=layer_norm,
             dtype=dtype,
             seed=seed,
         )

@@ -48,6 +48,20 @@ GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
 _PROJECTION_BYTES = 8 << 20
 
 
+def _check_layer_norm_companions(mode: str, options: frozenset[str], given: dict[str, Any]) -> None:
+    """ValueError when layer_norm=True comes with an option the layer-normalized cells lack (``given``:
+    each option's value, true when set; linear_before_reset as "the reset-before form is asked for")."""
+    if "layer_norm" not in options:
+        raise ValueError(f"layer_norm=True: an LSTM and GRU option, got it for {mode}")
+    refused = [name for name, value in given.items() if value]
+    if refused:
+        shown = ["linear_before_reset=False" if name == "linear_before_reset" else name for name in refused]
+        raise ValueError(
+            f"layer_norm=True does not combine with {', '.join(shown)} (the layer-normalized {mode} takes "
+            "gate_activation, and the GRU only its linear-before-reset form)"
+        )
+
+
 class RNNBase(_Recurrent):
     """The machinery shared by :class:`RNN`, :class:`LSTM` and :class:`GRU`: build those rather than this.
 
@@ -104,6 +118,7 @@ class RNNBase(_Recurrent):
         clip: float = 0.0,
         input_forget: bool = False,
         gate_activation: str = "sigmoid",
+        layer_norm: bool = False,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -140,6 +155,19 @@ class RNNBase(_Recurrent):
         hard_gates = gate_activation == "hard_sigmoid"
         if hard_gates and "hard_gates" not in kind.options:
             raise ValueError(f"gate_activation='hard_sigmoid': an LSTM and GRU option, got it for {mode}")
+        layer_norm = v.check_bool("layer_norm", layer_norm)
+        if layer_norm:
+            _check_layer_norm_companions(
+                mode,
+                kind.options,
+                {
+                    "proj_size": self.proj_size,
+                    "peephole": peephole,
+                    "clip": clip,
+                    "input_forget": input_forget,
+                    "linear_before_reset": not lbr,
+                },
+            )
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(
                 "dropout applies between recurrent layers, never after the last one, so dropout="
@@ -161,6 +189,7 @@ class RNNBase(_Recurrent):
             clip,
             input_forget,
             hard_gates,
+            layer_norm,
         )
         self._init_parameters(config, dtype, seed)
 
@@ -194,6 +223,8 @@ class RNNBase(_Recurrent):
             args.append(f"clip={self._config.clip}")
         if self._config.hard_gates:
             args.append("gate_activation='hard_sigmoid'")
+        if self._config.layer_norm:
+            args.append("layer_norm=True")
         if getattr(self, "forget_bias", 0.0):
             args.append(f"forget_bias={self.forget_bias}")
         if self._dtype != np.float32:
@@ -252,8 +283,9 @@ class RNNBase(_Recurrent):
         if training:
             # the tape: every layer's input, and per layer and direction the gates (GRU
             # linear_before_reset: U_n h + b_hn too; with clipping: the activations' inputs too), h and
-            # c entering every step; the dropout masks
-            saved_gates = c.gates
+            # c entering every step; the dropout masks. The layer-normalized cells also keep both raw
+            # products (cpp/fusedrnn/cells/layer_norm_*.hpp).
+            saved_gates = c.gates * (3 if c.layer_norm else 1)
             if c.uses("linear_before_reset"):
                 saved_gates += 1
             if c.uses("clip"):
@@ -724,6 +756,7 @@ class LSTM(RNNBase):
         clip: float = 0.0,
         input_forget: bool = False,
         gate_activation: str = "sigmoid",
+        layer_norm: bool = False,
         forget_bias: float = 0.0,
         dtype: Any = np.float32,
         seed: Any = None,
@@ -750,6 +783,7 @@ class LSTM(RNNBase):
             clip=clip,
             input_forget=input_forget,
             gate_activation=gate_activation,
+            layer_norm=layer_norm,
             dtype=dtype,
             seed=seed,
         )
@@ -939,6 +973,7 @@ class GRU(RNNBase):
         residual: bool = False,
         gate_activation: str = "sigmoid",
         clip: float = 0.0,
+        layer_norm: bool = False,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -955,6 +990,7 @@ class GRU(RNNBase):
             residual=residual,
             clip=clip,
             gate_activation=gate_activation,
+            layer_norm=layer_norm,
             dtype=dtype,
             seed=seed,
         )

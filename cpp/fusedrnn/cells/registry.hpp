@@ -3,6 +3,8 @@
 #pragma once
 
 #include "fusedrnn/cells/gru.hpp"
+#include "fusedrnn/cells/layer_norm_gru.hpp"
+#include "fusedrnn/cells/layer_norm_lstm.hpp"
 #include "fusedrnn/cells/lstm.hpp"
 #include "fusedrnn/cells/rnn.hpp"
 #include "fusedrnn/config.hpp"
@@ -10,14 +12,18 @@
 namespace fusedrnn {
 
 // Calls f with a value of the cell type (over scalar T) that the configuration names; returns what f
-// returns.
+// returns. A form the cells lack (layer_norm on the reset-before GRU) gets the plain cell, whose options
+// StackConfig::validate then refuses.
 template <typename T, typename F>
-decltype(auto) with_cell(CellKind kind, bool linear_before_reset, F&& f) {
+decltype(auto) with_cell(CellKind kind, bool linear_before_reset, bool layer_norm, F&& f) {
   switch (kind) {
     case CellKind::kRnnTanh: return f(RnnCell<T, Nonlinearity::kTanh>{});
     case CellKind::kRnnRelu: return f(RnnCell<T, Nonlinearity::kRelu>{});
-    case CellKind::kLstm: return f(LstmCell<T>{});
+    case CellKind::kLstm:
+      if (layer_norm) return f(LayerNormLstmCell<T>{});
+      return f(LstmCell<T>{});
     case CellKind::kGru:
+      if (linear_before_reset && layer_norm) return f(LayerNormGruCell<T>{});
       if (linear_before_reset) return f(GruCell<T, true>{});
       return f(GruCell<T, false>{});
   }
@@ -26,7 +32,7 @@ decltype(auto) with_cell(CellKind kind, bool linear_before_reset, F&& f) {
 
 template <typename T, typename F>
 decltype(auto) with_cell(const StackConfig& config, F&& f) {
-  return with_cell<T>(config.cell, config.linear_before_reset, std::forward<F>(f));
+  return with_cell<T>(config.cell, config.linear_before_reset, config.layer_norm, std::forward<F>(f));
 }
 
 }  // namespace fusedrnn

@@ -23,6 +23,10 @@
 //   kSecondProduct: forward_row_first, backward_row_first, backward_row_second, and
 //                   second_input_from_tape (the first phase's output, recomputed from the tape)
 //   kOptionProjection: output_from_tape (h before the projection, recomputed from the tape)
+//   kWholeRow: row_parameters(H), the count of its own parameters (biases included: the layer adds
+//              none), pack_row_parameters(ParamArrays<const T*>, H, out) and
+//              unpack_row_gradients(grad, H, LayerGrads<T>); CellRow::row_params holds them, and backward
+//              accumulates their gradient into CellGradRow::row_params_grad
 #pragma once
 
 #include <type_traits>
@@ -54,7 +58,8 @@ enum CellOption : unsigned {
   kOptionInputForget = 1u << 3,        // f = 1 - i
   kOptionHardGates = 1u << 4,          // the gates use the hard sigmoid
   kOptionLinearBeforeReset = 1u << 5,  // GRU: which of its two forms (chosen at dispatch)
-  kAllCellOptions = (1u << 6) - 1,
+  kOptionLayerNorm = 1u << 6,          // layer normalization (a cell of its own, chosen at dispatch)
+  kAllCellOptions = (1u << 7) - 1,
 };
 
 // A cell's declarations as one value, for code that has a StackConfig rather than a cell type.
@@ -125,6 +130,17 @@ struct has_output_from_tape<Cell, T,
     : std::true_type {};
 
 template <typename Cell, typename T, typename = void>
+struct has_row_parameters : std::false_type {};
+template <typename Cell, typename T>
+struct has_row_parameters<
+    Cell, T,
+    std::void_t<std::enable_if_t<std::is_same_v<decltype(Cell::row_parameters(Index{})), Index>>,
+                decltype(Cell::pack_row_parameters(std::declval<const ParamArrays<const T*>&>(), Index{},
+                                                   std::declval<T*>())),
+                decltype(Cell::unpack_row_gradients(std::declval<const T*>(), Index{},
+                                                    std::declval<const LayerGrads<T>&>()))>> : std::true_type {};
+
+template <typename Cell, typename T, typename = void>
 struct has_bookkeeping : std::false_type {};
 template <typename Cell, typename T>
 struct has_bookkeeping<
@@ -166,6 +182,13 @@ constexpr bool check_cell() {
     static_assert((Cell::kOptions & kOptionProjection) == 0, "kSecondProduct: the layer has no projection for it");
   } else {
     static_assert(has_backward_row<Cell, T>::value, "backward_row(const CellGradRow<T>&)");
+  }
+  if constexpr (Cell::kPhases == StepPhases::kWholeRow) {
+    static_assert(has_row_parameters<Cell, T>::value,
+                  "kWholeRow: row_parameters(Index H) -> Index, pack_row_parameters(const ParamArrays<const T*>&, "
+                  "Index H, T* out) and unpack_row_gradients(const T* grad, Index H, const LayerGrads<T>&)");
+    static_assert((Cell::kOptions & (kOptionProjection | kOptionPeephole)) == 0,
+                  "kWholeRow: the layer has no projection or peepholes for it");
   }
   if constexpr ((Cell::kOptions & kOptionProjection) != 0)
     static_assert(has_output_from_tape<Cell, T>::value,

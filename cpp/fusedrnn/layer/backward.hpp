@@ -44,6 +44,8 @@ class LayerBackward {
       for (long k = k0_; k < k1_; ++k)
         std::fill(ws_.peephole_grad.data() + V * w_.unit_begin[k], ws_.peephole_grad.data() + V * w_.unit_begin[k + 1],
                   T(0));
+    if (Cell::kPhases == StepPhases::kWholeRow && k0_ < k1_)  // one slice: its member sums every row
+      std::fill(ws_.row_params_grad.data(), ws_.row_params_grad.data() + w_.row_params.size(), T(0));
     for (Index s = a_.steps - 1; s >= 0; --s) {
       if (team_.leaving(a_.steps - 1 - s)) break;
       step(s);
@@ -105,6 +107,8 @@ class LayerBackward {
     row_.dh_direct = Cell::kDirectHiddenGrad ? ws_.direct.data() + n * H_ + u0 : nullptr;
     row_.peephole = w_.peephole_vectors ? w_.peep.data() + w_.peephole_vectors * u0 : nullptr;
     row_.peephole_grad = w_.peephole_vectors ? ws_.peephole_grad.data() + w_.peephole_vectors * u0 : nullptr;
+    row_.row_params = w_.row_params.data();
+    row_.row_params_grad = ws_.row_params_grad.data();
   }
 
   // The gate gradients of slice k (the first phase of a two-phase cell), my rows. ws.m holds the

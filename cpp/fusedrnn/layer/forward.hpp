@@ -162,6 +162,7 @@ class LayerForward {
     row_.h = project_ ? ws_.m.data() + n * H_ + u0 : h_next_ + n * H_out_ + u0;
     row_.rh = ws_.m.data() + n * H_ + u0;
     row_.peephole = w_.peephole_vectors ? w_.peep.data() + w_.peephole_vectors * u0 : nullptr;
+    row_.row_params = w_.row_params.data();
     if constexpr (has_second_product<Cell>()) {
       Cell::forward_row_first(row_);
     } else {

@@ -59,7 +59,9 @@ LayerPlan plan_layer(const LayerWeights<T, S>& w, Index steps, Index batch, int 
   plan.projection_steps = projection_block(w, steps, batch, tuning.projection_per_step);
   plan.claim_others_first = tuning.claim_others_first;
   const bool one_phase = !has_second_product<Cell>() && w.proj_size == 0;
-  const bool rows_apart = one_phase && w.peephole_vectors == 0 && has_panel_kernels<S>();
+  // (A whole-row cell sums its parameters' gradients over the rows, as peepholes do.)
+  const bool rows_apart = one_phase && w.peephole_vectors == 0 && Cell::kPhases != StepPhases::kWholeRow &&
+                          has_panel_kernels<S>();
   if (team_size > 1 && rows_apart && tuning.rows_per_member > 0 && batch >= tuning.rows_per_member * team_size)
     plan.schedule = StepSchedule::kRowsPerMember;
   else if (team_size > 1 && one_phase && tuning.claim_steps)

@@ -95,6 +95,15 @@ class WeightGradients {
   void unpack_slice(long k) {
     const Index u0 = w_.unit_begin[k], Hs = w_.unit_begin[k + 1] - u0, col0 = G * u0, width = G * Hs;
     const LayerGrads<T>& g = a_.grads;
+    if constexpr (Cell::kPhases == StepPhases::kWholeRow) {  // the cell summed its biases with its own
+      for (Index p = col0; p < col0 + width; ++p) {
+        const Index dst = w_.perm[static_cast<std::size_t>(p)];
+        std::copy(ws_.grad_ih.row(p).data(), ws_.grad_ih.row(p).data() + w_.input_size, g.w_ih + dst * w_.input_size);
+        std::copy(ws_.grad_hh.row(p).data(), ws_.grad_hh.row(p).data() + w_.output_size, g.w_hh + dst * w_.output_size);
+      }
+      Cell::unpack_row_gradients(ws_.row_params_grad.data(), H_, g);
+      return;
+    }
     RowVector<T> sum_in = RowVector<T>::Zero(width), sum_hid = RowVector<T>::Zero(width);
     for (Index r = 0; r < rows_; ++r) sum_in += ws_.dg_in.row(r).segment(col0, width);
     if (Cell::kSeparateHiddenGrad && !has_second_product<Cell>())

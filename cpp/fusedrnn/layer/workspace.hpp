@@ -26,6 +26,7 @@ struct LayerWorkspace {
   ScratchMatrix<T> grad_ih; // [G*H, I] packed-order weight gradients before unpacking
   ScratchMatrix<T> grad_hh; // [G*H, H_out]
   ScratchMatrix<T> peephole_grad;  // [1, 3*H] LSTM peepholes, packed order
+  ScratchMatrix<T> row_params_grad;  // [1, row parameters] a whole-row cell's parameters
   // Forward: whether the call's first step sweeps the weights backwards (steps alternate, and so do a
   // stream's one-step calls).
   bool backwards_first = false;
@@ -55,6 +56,7 @@ struct LayerWorkspace {
     grad_ih.resize(GH, max_input);
     grad_hh.resize(GH, w.output_size);
     peephole_grad.setZero(1, w.peephole_vectors * H);
+    row_params_grad.setZero(1, w.row_params.size());
   }
 };
 

@@ -123,21 +123,30 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "input_forget": "bool",
         "forget_bias": "float",
         "gate_activation": ("sigmoid", "hard_sigmoid"),
+        "layer_norm": "bool",
     },
     "GRU": {
         **_COMMON_LAYER,
         "linear_before_reset": "bool",
         "gate_activation": ("sigmoid", "hard_sigmoid"),
         "clip": "float",
+        "layer_norm": "bool",
     },
     "RNN": {**_COMMON_LAYER, "nonlinearity": ("tanh", "relu"), "clip": "float"},
-    "LSTMCell": {"input_size": "int", "hidden_size": "int", "bias": "bool", "clip": "float"},
+    "LSTMCell": {
+        "input_size": "int",
+        "hidden_size": "int",
+        "bias": "bool",
+        "clip": "float",
+        "layer_norm": "bool",
+    },
     "GRUCell": {
         "input_size": "int",
         "hidden_size": "int",
         "bias": "bool",
         "linear_before_reset": "bool",
         "clip": "float",
+        "layer_norm": "bool",
     },
     "RNNCell": {
         "input_size": "int",
@@ -149,14 +158,14 @@ _OPTIONS: dict[str, dict[str, Any]] = {
 }
 # The cell options a layer's constructor takes as the StackConfig holds them (those its cell takes), in the
 # order files list them; hard_gates is written as gate_activation.
-_CELL_OPTIONS = ("proj_size", "peephole", "clip", "input_forget", "linear_before_reset")
+_CELL_OPTIONS = ("proj_size", "peephole", "clip", "input_forget", "linear_before_reset", "layer_norm")
 # Written only when not the default, so that files of models without them read in older versions too.
 _OPTIONAL = {
-    "LSTM": {"forget_bias", "gate_activation"},
-    "GRU": {"gate_activation", "clip"},
+    "LSTM": {"forget_bias", "gate_activation", "layer_norm"},
+    "GRU": {"gate_activation", "clip", "layer_norm"},
     "RNN": {"clip"},
-    "LSTMCell": {"clip"},
-    "GRUCell": {"clip"},
+    "LSTMCell": {"clip", "layer_norm"},
+    "GRUCell": {"clip", "layer_norm"},
     "RNNCell": {"clip"},
 }
 # StackConfig fields written from a layer (anything else the config gains must be added here first,
@@ -175,6 +184,7 @@ _CONFIG_FIELDS = {
     "clip",
     "input_forget",
     "hard_gates",
+    "layer_norm",
 }
 
 
@@ -275,6 +285,8 @@ def _describe(obj: Any, tensors: dict[str, np.ndarray], depth: int) -> dict[str,
             options["nonlinearity"] = cell.nonlinearity
         if obj.config.clip:
             options["clip"] = obj.config.clip
+        if obj.config.layer_norm:
+            options["layer_norm"] = True
     else:
         raise TypeError(f"save expects a fusedrnn layer, cell or wrapper, got {v.describe(obj)}")
     for name, arr in obj.state_dict().items():
@@ -637,6 +649,7 @@ def _stack_config(kind: str, options: dict[str, Any]) -> StackConfig:
             0,
             options.get("linear_before_reset", True),
             clip=options.get("clip", 0.0),
+            layer_norm=options.get("layer_norm", False),
         )
     return StackConfig(
         cell,
@@ -652,6 +665,7 @@ def _stack_config(kind: str, options: dict[str, Any]) -> StackConfig:
         options.get("clip", 0.0),
         options.get("input_forget", False),
         options.get("gate_activation", "sigmoid") == "hard_sigmoid",
+        options.get("layer_norm", False),
     )
 
 
@@ -773,6 +787,7 @@ class _Reader:
             ("input_forget", False),
             ("residual", False),
             ("gate_activation", "sigmoid"),
+            ("layer_norm", False),
         ):
             if kwargs.get(key, default) == default:
                 kwargs.pop(key, None)

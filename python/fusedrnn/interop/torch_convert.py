@@ -97,7 +97,7 @@ def to_torch(layer: Any, fused: bool = True) -> Any:
     """The ``torch.nn`` module equivalent to a fusedrnn layer or cell, with a copy of its weights:
     a ``fusedrnn.torch`` module (running fusedrnn's kernels) when ``fused``, else a plain ``torch.nn`` one.
     Layers with options PyTorch lacks (peepholes, clip, coupled input-forget gate, residual stacks, the
-    reset-before GRU, hard-sigmoid gates) raise ValueError naming the option."""
+    reset-before GRU, hard-sigmoid gates, layer normalization) raise ValueError naming the option."""
     import torch
 
     if fused:
@@ -119,6 +119,7 @@ def to_torch(layer: Any, fused: bool = True) -> Any:
                     "linear_before_reset" in c.kind.options and not c.linear_before_reset,
                 ),
                 ("gate_activation='hard_sigmoid'", c.hard_gates),
+                ("layer_norm", c.layer_norm),
             )
             if value
         ]
@@ -143,6 +144,8 @@ def to_torch(layer: Any, fused: bool = True) -> Any:
             raise ValueError("to_torch: PyTorch's GRUCell has no linear_before_reset=False")
         if layer.config.clip:
             raise ValueError(f"to_torch: PyTorch's {type(layer).__name__} has no clip")
+        if layer.config.layer_norm:
+            raise ValueError(f"to_torch: PyTorch's {type(layer).__name__} has no layer_norm")
         if isinstance(layer, LSTMCell):
             module = ns.LSTMCell(layer.input_size, layer.hidden_size, layer.bias, dtype=dtype)
         elif isinstance(layer, GRUCell):
