@@ -156,7 +156,7 @@ def test_gradients_match_central_differences(case):
     _, cell, options, layers, bidir, states, stack = case
     config = make_config(cell, layers, bidir, **options)
     hard = config.hard_gates
-    # Hard gates: gains of 2 to 3 push some gate inputs past +-3 (saturated); seeds are drawn until no
+    # Hard gates: gains of 1 to 3 push some gate inputs past +-3 (saturated); seeds are drawn until no
     # gate input sits at a kink (see hard_gates_fit_central_differences).
     for seed in range(1000):
         rng = np.random.default_rng(seed)
