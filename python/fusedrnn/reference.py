@@ -14,6 +14,9 @@ Parameters use PyTorch's names, shapes and gate orders (``config.param_shapes()`
 In the formulas, ``W_* x`` means ``x @ weight_ih[rows of gate *].T`` and ``U_* h`` means
 ``h @ weight_hh[rows of gate *].T``; ``b_i*`` / ``b_h*`` are the matching rows of ``bias_ih`` / ``bias_hh``
 (taken as zero when ``bias=False``); ``*`` between vectors is the elementwise product.
+With ``config.layer_norm`` each layer-direction also has ``ln_weight_ih`` and ``ln_weight_hh`` (G*H), the
+gains of the two normalized projections, and the LSTM ``ln_weight_c`` and ``ln_bias_c`` (H), the gain and
+shift of its normalized cell state.
 
 Lengths (PyTorch packed-sequence semantics): sequence j is active at step t iff ``t < lengths[j]``.
 Only active sequences are updated; the others keep their state and output zeros. The forward
@@ -32,6 +35,10 @@ projection), :func:`gru_step` (linear-before-reset, PyTorch's) and :func:`gru_re
 (ONNX's default); :func:`hard_sigmoid` is the gates' activation with ``config.hard_gates``. Every cell
 takes ``clip`` (ONNX's, as ONNX Runtime computes it): each gate's activation input is clipped to
 [-clip, clip] first, and its gradient is zero where the clip bounds it (``|a| >= clip``).
+With ``config.layer_norm`` the cells are :func:`layer_norm_lstm_step` and :func:`layer_norm_gru_step`
+(linear-before-reset only): each projection ``x W^T`` and ``h_prev U^T`` is normalized over its G*H
+values before its gain and the biases are applied (and the LSTM's cell state over its H values before
+the output tanh); they take ``hard_gates`` and no other option.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from ._cells import CELL_OPTIONS, LAYER_NORM_COMPANIONS
 from ._config import StackConfig
 
 __all__ = ["forward", "backward", "ForwardCache", "StepRecord", "sigmoid"]
@@ -91,6 +99,60 @@ def _accumulate_affine(
     grads[w_role][lo:hi] += da.T @ v
     if b_role in grads:
         grads[b_role][lo:hi] += da.sum(axis=0)
+
+
+# torch.nn.LayerNorm's default: small next to a row's variance, it keeps a constant row (a projection of
+# h0 = 0 at the first step) from dividing by zero.
+LAYER_NORM_EPS = 1e-5
+
+
+class LayerNormCache(NamedTuple):
+    normalized: np.ndarray  # (n, K) (v - mean(v)) * rstd, row by row
+    rstd: np.ndarray  # (n, 1) 1 / sqrt(var(v) + eps) of each row
+
+
+def _layer_norm(v: np.ndarray) -> tuple[np.ndarray, LayerNormCache]:
+    """Each row of v (n, K) normalized over its K entries: ``(v - mean(v)) / sqrt(var(v) + eps)``, with
+    the population variance (divided by K) and eps = ``LAYER_NORM_EPS``. No gain or shift: the callers
+    apply their own."""
+    centered = v - v.mean(axis=1, keepdims=True)
+    rstd = 1.0 / np.sqrt((centered * centered).mean(axis=1, keepdims=True) + LAYER_NORM_EPS)
+    normalized = centered * rstd
+    return normalized, LayerNormCache(normalized, rstd)
+
+
+def _layer_norm_backward(d_normalized: np.ndarray, cache: LayerNormCache) -> np.ndarray:
+    """Backward of :func:`_layer_norm`: with v_hat the normalized row and dv_hat its gradient,
+    ``dv = rstd * (dv_hat - mean(dv_hat) - v_hat * mean(dv_hat * v_hat))`` over each row (the two means
+    are the gradient through the row's mean and through its variance)."""
+    v_hat = cache.normalized
+    mean_d = d_normalized.mean(axis=1, keepdims=True)
+    mean_dv = (d_normalized * v_hat).mean(axis=1, keepdims=True)
+    return cache.rstd * (d_normalized - mean_d - v_hat * mean_dv)
+
+
+def _normalized_affine(p, side: str, v: np.ndarray) -> tuple[np.ndarray, LayerNormCache]:
+    """``LN(v @ weight_{side}.T) * ln_weight_{side} + bias_{side}`` for side "ih" or "hh" (no bias
+    without ``config.bias``), and the normalization's cache. v: (n, K) -> (n, G*H)."""
+    normalized, norm = _layer_norm(v @ p["weight_" + side].T)
+    a = normalized * p["ln_weight_" + side]
+    bias = p.get("bias_" + side)
+    return (a if bias is None else a + bias), norm
+
+
+def _normalized_affine_backward(p, grads, side: str, da: np.ndarray, v: np.ndarray, norm: LayerNormCache):
+    """Backward of :func:`_normalized_affine` given ``da`` (n, G*H); accumulates into ``grads`` and
+    returns dv (n, K)::
+
+        d_ln_weight += sum_n da * LN(v W^T);  d_bias += sum_n da   (the bias is added after the norm)
+        d_proj = LN'(da * ln_weight);  dW += d_proj^T v;  dv = d_proj W
+    """
+    grads["ln_weight_" + side] += (da * norm.normalized).sum(axis=0)
+    if "bias_" + side in grads:
+        grads["bias_" + side] += da.sum(axis=0)
+    d_proj = _layer_norm_backward(da * p["ln_weight_" + side], norm)
+    grads["weight_" + side] += d_proj.T @ v
+    return d_proj @ p["weight_" + side]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,7 +307,9 @@ class GRUStepCache(NamedTuple):
     r: np.ndarray  # (n, H)  reset gate (after sigmoid)
     z: np.ndarray  # (n, H)  update gate (after sigmoid)
     n: np.ndarray  # (n, H)  candidate (after tanh)
-    hn: np.ndarray | None  # (n, H)  U_n h_prev + b_hn (linear-before-reset only; None for reset-before)
+    # (n, H)  the n block of the recurrent projection, U_n h_prev + b_hn (its normalized, scaled form plus
+    # b_hn with layer_norm); None for the reset-before GRU
+    hn: np.ndarray | None
     pre: np.ndarray  # (n, 3H) the inputs of the activations of r, z and n, before clipping
 
 
@@ -259,9 +323,17 @@ def gru_step(p, x, h_prev, c_prev=None, *, hard=False, clip=0.0):
 
     ``clip(a)`` bounds a to [-clip, clip] (the identity for clip = 0): the whole of n's input is
     clipped, as ONNX Runtime does. x: (n, I), h_prev: (n, H) -> h: (n, H)."""
-    hs = h_prev.shape[1]
     ai = _affine(x, p["weight_ih"], p.get("bias_ih"))  # (n, 3H)
     ah = _affine(h_prev, p["weight_hh"], p.get("bias_hh"))  # (n, 3H)
+    h, cache = _gru_gates(x, h_prev, ai, ah, hard=hard, clip=clip)
+    return h, None, cache
+
+
+def _gru_gates(x, h_prev, ai, ah, *, hard, clip):
+    """The linear-before-reset GRU from its two projections ``ai = W x + b_ih`` and ``ah = U h_prev +
+    b_hh`` (each (n, 3H)): the equations of :func:`gru_step` after the products, shared with
+    :func:`layer_norm_gru_step`, whose projections are normalized. Returns h and the step's cache."""
+    hs = h_prev.shape[1]
     a_rz = ai[:, 0 : 2 * hs] + ah[:, 0 : 2 * hs]
     r = _gate(_clip(a_rz[:, 0:hs], clip), hard)
     z = _gate(_clip(a_rz[:, hs:], clip), hard)
@@ -269,7 +341,7 @@ def gru_step(p, x, h_prev, c_prev=None, *, hard=False, clip=0.0):
     a_n = ai[:, 2 * hs : 3 * hs] + r * hn
     n = np.tanh(_clip(a_n, clip))
     h = (1 - z) * n + z * h_prev
-    return h, None, GRUStepCache(x, h_prev, r, z, n, hn, np.concatenate([a_rz, a_n], axis=1))
+    return h, GRUStepCache(x, h_prev, r, z, n, hn, np.concatenate([a_rz, a_n], axis=1))
 
 
 def gru_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=False, clip=0.0):
@@ -285,6 +357,16 @@ def gru_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=F
         recurrent side: dah = [da_r, da_z, dhn]    -> dU += dah^T h_prev, db_hh += sum_n dah
         dh_prev = dh * z + dah U
     """
+    dai, dah = _gru_gates_backward(cache, dh, hard=hard, clip=clip)
+    g3 = dai.shape[1]
+    _accumulate_affine(grads, "weight_ih", "bias_ih", dai, cache.x, 0, g3)
+    _accumulate_affine(grads, "weight_hh", "bias_hh", dah, cache.h_prev, 0, g3)
+    return dai @ p["weight_ih"], dh * cache.z + dah @ p["weight_hh"], None
+
+
+def _gru_gates_backward(cache: GRUStepCache, dh, *, hard, clip):
+    """Backward of :func:`_gru_gates`: the gradients dai and dah (each (n, 3H)) of the two projections;
+    h_prev's direct path, ``dh * z``, is left to the caller."""
     r, z, n, hn, pre = cache.r, cache.z, cache.n, cache.hn, cache.pre
     hs = r.shape[1]
     dn = dh * (1 - z)
@@ -296,10 +378,7 @@ def gru_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=F
     da_z = dz * _gate_grad(z, hard) * _clip_grad(pre[:, hs : 2 * hs], clip)
     dai = np.concatenate([da_r, da_z, da_n], axis=1)
     dah = np.concatenate([da_r, da_z, dhn], axis=1)
-    g3 = dai.shape[1]
-    _accumulate_affine(grads, "weight_ih", "bias_ih", dai, cache.x, 0, g3)
-    _accumulate_affine(grads, "weight_hh", "bias_hh", dah, cache.h_prev, 0, g3)
-    return dai @ p["weight_ih"], dh * z + dah @ p["weight_hh"], None
+    return dai, dah
 
 
 def gru_reset_before_step(p, x, h_prev, c_prev=None, *, hard=False, clip=0.0):
@@ -357,6 +436,116 @@ def gru_reset_before_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=No
     return dai @ p["weight_ih"], dh_prev, None
 
 
+class LayerNormLSTMStepCache(NamedTuple):
+    x: np.ndarray  # (n, I)
+    h_prev: np.ndarray  # (n, H)
+    c_prev: np.ndarray  # (n, H)
+    i: np.ndarray  # (n, H)  input gate (after sigmoid)
+    f: np.ndarray  # (n, H)  forget gate (after sigmoid)
+    g: np.ndarray  # (n, H)  cell candidate (after tanh)
+    o: np.ndarray  # (n, H)  output gate (after sigmoid)
+    tanh_c: np.ndarray  # (n, H)  tanh(LN(c) * ln_weight_c + ln_bias_c)
+    norm_ih: LayerNormCache  # of x W^T (n, 4H)
+    norm_hh: LayerNormCache  # of h_prev U^T (n, 4H)
+    norm_c: LayerNormCache  # of the new cell state c (n, H)
+
+
+def layer_norm_lstm_step(p, x, h_prev, c_prev, *, hard=False):
+    """Layer-normalized LSTM step (haste's LayerNormLSTM), gate order i, f, g, o::
+
+        a = LN(x W^T) * ln_weight_ih + LN(h_prev U^T) * ln_weight_hh + b_ih + b_hh      (n, 4H)
+        i = sigmoid(a_i);  f = sigmoid(a_f);  g = tanh(a_g);  o = sigmoid(a_o)
+        c = f * c_prev + i * g
+        h = o * tanh(LN(c) * ln_weight_c + ln_bias_c)
+
+    ``LN(v) = (v - mean(v)) / sqrt(var(v) + 1e-5)`` over each row: all 4H values of a projection (the
+    gates together), the H values of c. The state c itself is carried unnormalized; hard=True puts
+    :func:`hard_sigmoid` in place of sigmoid. x: (n, I), h_prev: (n, H), c_prev: (n, H) -> h, c: (n, H)."""
+    hs = c_prev.shape[1]
+    a_x, norm_ih = _normalized_affine(p, "ih", x)
+    a_h, norm_hh = _normalized_affine(p, "hh", h_prev)
+    a = a_x + a_h
+    i = _gate(a[:, 0:hs], hard)
+    f = _gate(a[:, hs : 2 * hs], hard)
+    g = np.tanh(a[:, 2 * hs : 3 * hs])
+    o = _gate(a[:, 3 * hs :], hard)
+    c = f * c_prev + i * g
+    c_normalized, norm_c = _layer_norm(c)
+    tanh_c = np.tanh(c_normalized * p["ln_weight_c"] + p["ln_bias_c"])
+    h = o * tanh_c
+    return h, c, LayerNormLSTMStepCache(x, h_prev, c_prev, i, f, g, o, tanh_c, norm_ih, norm_hh, norm_c)
+
+
+def layer_norm_lstm_step_backward(p, cache: LayerNormLSTMStepCache, dh, dc, grads, *, hard=False):
+    """Backward of :func:`layer_norm_lstm_step`.
+
+    dh, dc: (n, H) are the gradients of the new state; ``LN'`` is the normalization's backward,
+    ``dv = rstd * (dv_hat - mean(dv_hat) - v_hat * mean(dv_hat * v_hat))`` over each row::
+
+        da_o = dh * tanh_c * o(1-o)
+        d_out = dh * o * (1 - tanh_c^2)           (gradient of LN(c) * ln_weight_c + ln_bias_c)
+        d_ln_weight_c += sum_n d_out * LN(c);  d_ln_bias_c += sum_n d_out
+        dc_tot = dc + LN'(d_out * ln_weight_c)
+        da = [dc_tot * g * i(1-i), dc_tot * c_prev * f(1-f), dc_tot * i * (1-g^2), da_o]   (n, 4H)
+        dc_prev = dc_tot * f
+        db_ih += sum_n da;  db_hh += sum_n da      (the biases add to a, after the normalization)
+        d_ln_weight_ih += sum_n da * LN(x W^T);  d_x_proj = LN'(da * ln_weight_ih)
+        dW += d_x_proj^T x;  dx = d_x_proj W       (and alike for U, h_prev with ln_weight_hh)
+    """
+    da_o = dh * cache.tanh_c * _gate_grad(cache.o, hard)
+    d_out = dh * cache.o * (1 - cache.tanh_c * cache.tanh_c)
+    grads["ln_weight_c"] += (d_out * cache.norm_c.normalized).sum(axis=0)
+    grads["ln_bias_c"] += d_out.sum(axis=0)
+    dc_tot = dc + _layer_norm_backward(d_out * p["ln_weight_c"], cache.norm_c)
+    da_i = dc_tot * cache.g * _gate_grad(cache.i, hard)
+    da_f = dc_tot * cache.c_prev * _gate_grad(cache.f, hard)
+    da_g = dc_tot * cache.i * (1 - cache.g * cache.g)
+    da = np.concatenate([da_i, da_f, da_g, da_o], axis=1)
+    dx = _normalized_affine_backward(p, grads, "ih", da, cache.x, cache.norm_ih)
+    dh_prev = _normalized_affine_backward(p, grads, "hh", da, cache.h_prev, cache.norm_hh)
+    return dx, dh_prev, dc_tot * cache.f
+
+
+class LayerNormGRUStepCache(NamedTuple):
+    gates: GRUStepCache  # the gates' part, as for gru_step (its hn is the normalized, scaled n block + b_hn)
+    norm_ih: LayerNormCache  # of x W^T (n, 3H)
+    norm_hh: LayerNormCache  # of h_prev U^T (n, 3H)
+
+
+def layer_norm_gru_step(p, x, h_prev, c_prev=None, *, hard=False):
+    """Layer-normalized GRU step, linear-before-reset (PyTorch's form), gate order r, z, n::
+
+        ax = LN(x W^T) * ln_weight_ih + b_ih;  ah = LN(h_prev U^T) * ln_weight_hh + b_hh     (n, 3H)
+        r = sigmoid(ax_r + ah_r);  z = sigmoid(ax_z + ah_z)
+        n = tanh(ax_n + r * ah_n)
+        h = (1 - z) * n + z * h_prev
+
+    ``LN(v) = (v - mean(v)) / sqrt(var(v) + 1e-5)`` over each row's 3H values (the gates together);
+    hard=True puts :func:`hard_sigmoid` in place of sigmoid. x: (n, I), h_prev: (n, H) -> h: (n, H)."""
+    ai, norm_ih = _normalized_affine(p, "ih", x)
+    ah, norm_hh = _normalized_affine(p, "hh", h_prev)
+    h, gates = _gru_gates(x, h_prev, ai, ah, hard=hard, clip=0.0)
+    return h, None, LayerNormGRUStepCache(gates, norm_ih, norm_hh)
+
+
+def layer_norm_gru_step_backward(p, cache: LayerNormGRUStepCache, dh, dc=None, grads=None, *, hard=False):
+    """Backward of :func:`layer_norm_gru_step`.
+
+    dai and dah, the gradients of ax and ah, are :func:`gru_step_backward`'s; then, with ``LN'`` the
+    normalization's backward ``dv = rstd * (dv_hat - mean(dv_hat) - v_hat * mean(dv_hat * v_hat))``::
+
+        db_ih += sum_n dai;  d_ln_weight_ih += sum_n dai * LN(x W^T);  d_x_proj = LN'(dai * ln_weight_ih)
+        dW += d_x_proj^T x;  dx = d_x_proj W
+        db_hh += sum_n dah;  d_ln_weight_hh += sum_n dah * LN(h_prev U^T);  d_h_proj = LN'(dah * ln_weight_hh)
+        dU += d_h_proj^T h_prev;  dh_prev = dh * z + d_h_proj U
+    """
+    gates = cache.gates
+    dai, dah = _gru_gates_backward(gates, dh, hard=hard, clip=0.0)
+    dx = _normalized_affine_backward(p, grads, "ih", dai, gates.x, cache.norm_ih)
+    dh_prev = dh * gates.z + _normalized_affine_backward(p, grads, "hh", dah, gates.h_prev, cache.norm_hh)
+    return dx, dh_prev, None
+
+
 StepFn = Callable[..., Any]
 
 
@@ -365,12 +554,35 @@ def _rnn_functions(config: StackConfig) -> tuple[StepFn, StepFn]:
     return partial(rnn_step, **options), partial(rnn_step_backward, **options)
 
 
+def _check_layer_norm_options(config: StackConfig) -> None:
+    """ValueError naming config when layer_norm comes with an option the layer-normalized cells lack."""
+    others = [
+        option for option in CELL_OPTIONS if option not in LAYER_NORM_COMPANIONS and config.uses(option)
+    ]
+    if others:
+        given = ", ".join(f"{option}={getattr(config, option)!r}" for option in others)
+        raise ValueError(f"config: layer_norm combines only with hard_gates, got {given}")
+
+
 def _lstm_functions(config: StackConfig) -> tuple[StepFn, StepFn]:
+    if config.layer_norm:
+        _check_layer_norm_options(config)
+        hard = {"hard": config.hard_gates}
+        return partial(layer_norm_lstm_step, **hard), partial(layer_norm_lstm_step_backward, **hard)
     options = {"clip": config.clip, "input_forget": config.input_forget, "hard": config.hard_gates}
     return partial(lstm_step, **options), partial(lstm_step_backward, **options)
 
 
 def _gru_functions(config: StackConfig) -> tuple[StepFn, StepFn]:
+    if config.layer_norm:
+        _check_layer_norm_options(config)
+        if not config.linear_before_reset:
+            raise ValueError(
+                "config: layer_norm needs the linear-before-reset GRU (linear_before_reset=True), "
+                "got linear_before_reset=False"
+            )
+        hard = {"hard": config.hard_gates}
+        return partial(layer_norm_gru_step, **hard), partial(layer_norm_gru_step_backward, **hard)
     options = {"hard": config.hard_gates, "clip": config.clip}
     if config.linear_before_reset:
         return partial(gru_step, **options), partial(gru_step_backward, **options)
