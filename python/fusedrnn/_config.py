@@ -44,6 +44,9 @@ class StackConfig:
     # LSTM/GRU: layer normalization of W_ih x, W_hh h (and the LSTM's c') over each row, with the
     # parameters ln_weight_ih, ln_weight_hh (and ln_weight_c, ln_bias_c); linear-before-reset GRU only.
     layer_norm: bool = False
+    # Every cell (not with proj_size): zoneout's probability p. A call computes h' = p h + (1 - p) h_new
+    # (and likewise the LSTM's c); training draws per step and unit which keep their previous value.
+    zoneout: float = 0.0
 
     @property
     def kind(self) -> CellKind:

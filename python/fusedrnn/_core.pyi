@@ -61,6 +61,7 @@ class StackConfig:
         input_forget: bool = False,
         hard_gates: bool = False,
         layer_norm: bool = False,
+        zoneout: float = 0.0,
     ) -> None: ...
     cell: str
     input_size: int
@@ -76,6 +77,7 @@ class StackConfig:
     input_forget: bool
     hard_gates: bool
     layer_norm: bool
+    zoneout: float
 
 class StackBase:
     """What the stacks of every dtype have in common."""
