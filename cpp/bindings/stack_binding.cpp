@@ -74,11 +74,12 @@ class PyStack final : public StackBinding {
   }
 
   py::tuple forward(const py::object& x, const py::object& h0, const py::object& c0, const py::object& lengths) {
-    return run_forward(x, h0, c0, lengths, py::none(), false);
+    return run_forward(x, h0, c0, lengths, TrainingMasks{}, false);
   }
   py::tuple forward_train(const py::object& x, const py::object& h0, const py::object& c0,
-                          const py::object& lengths, const py::object& masks) {
-    return run_forward(x, h0, c0, lengths, masks, true);
+                          const py::object& lengths, const py::object& masks, const py::object& recurrent_masks,
+                          const py::object& zoneout_masks) {
+    return run_forward(x, h0, c0, lengths, TrainingMasks{masks, recurrent_masks, zoneout_masks}, true);
   }
   py::tuple backward(const TapeHandle& saved, const py::object& grad_y, const py::object& grad_h_n,
                      const py::object& grad_c_n);
@@ -100,9 +101,18 @@ class PyStack final : public StackBinding {
   py::array step(const py::object& x, const py::object& h, const py::object& c, WorkspaceHandle* workspace) override;
 
  private:
+  // forward_train's masks (stack.hpp), each None or a sequence of arrays.
+  struct TrainingMasks {
+    py::object dropout = py::none();
+    py::object recurrent = py::none();
+    py::object zoneout = py::none();
+  };
   py::tuple run_forward(const py::object& x, const py::object& h0, const py::object& c0, const py::object& lengths,
-                        const py::object& masks, bool training);
+                        const TrainingMasks& masks, bool training);
   std::vector<Array<T>> checked_masks(const py::object& masks, Index steps, Index batch) const;
+  // A list of `count` arrays of one shape, named `name` in errors; none when masks is None.
+  std::vector<Array<T>> checked_mask_list(const py::object& masks, const char* name, Index count,
+                                          const std::vector<Index>& shape) const;
 
   std::shared_ptr<fusedrnn::Stack<T>> core_;
 };
@@ -123,8 +133,25 @@ std::vector<Array<T>> PyStack<T>::checked_masks(const py::object& masks_obj, Ind
 }
 
 template <typename T>
+std::vector<Array<T>> PyStack<T>::checked_mask_list(const py::object& masks_obj, const char* name, Index count,
+                                                    const std::vector<Index>& shape) const {
+  std::vector<Array<T>> masks;
+  if (masks_obj.is_none()) return masks;
+  if (!py::isinstance<py::sequence>(masks_obj))
+    throw py::type_error(std::string(name) + ": expected a list of arrays, got " + type_name(masks_obj));
+  const auto seq = py::reinterpret_borrow<py::sequence>(masks_obj);
+  if (static_cast<Index>(seq.size()) != count)
+    throw py::value_error(std::string(name) + ": expected " + std::to_string(count) + " arrays, got " +
+                          std::to_string(seq.size()));
+  for (std::size_t k = 0; k < seq.size(); ++k)
+    masks.push_back(checked_array<T>(seq[k], std::string(name) + "[" + std::to_string(k) + "]", shape));
+  return masks;
+}
+
+template <typename T>
 py::tuple PyStack<T>::run_forward(const py::object& x_obj, const py::object& h0_obj, const py::object& c0_obj,
-                                  const py::object& lengths_obj, const py::object& masks_obj, bool training) {
+                                  const py::object& lengths_obj, const TrainingMasks& training_masks,
+                                  bool training) {
   const auto& cfg = config();
   if (!py::isinstance<py::array>(x_obj)) throw py::type_error("x: expected a numpy array");
   const auto x_nd = py::reinterpret_borrow<py::array>(x_obj);
@@ -139,7 +166,18 @@ py::tuple PyStack<T>::run_forward(const py::object& x_obj, const py::object& h0_
   auto h0 = optional_array<T>(h0_obj, "h0", state_shape(cfg, batch, H_out));
   const auto c0 = optional_cell_state<T>(cfg, c0_obj, "c0", state_shape(cfg, batch, H));
   const auto lengths = checked_lengths(lengths_obj, steps, batch);
-  const std::vector<Array<T>> masks = training ? checked_masks(masks_obj, steps, batch) : std::vector<Array<T>>{};
+  const std::vector<Array<T>> masks =
+      training ? checked_masks(training_masks.dropout, steps, batch) : std::vector<Array<T>>{};
+  const Index slots = cfg.num_layers * D;
+  const std::vector<Array<T>> recurrent_masks =
+      checked_mask_list(training_masks.recurrent, "recurrent_masks", slots, {batch, H_out});
+  const std::vector<Array<T>> zoneout_masks = checked_mask_list(
+      training_masks.zoneout, "zoneout_masks", slots, {steps, batch, (cfg.has_cell_state() ? 2 : 1) * H});
+  if (training && cfg.zoneout > 0 && zoneout_masks.empty())
+    throw py::value_error("zoneout_masks: expected " + std::to_string(slots) + " arrays for a stack with zoneout " +
+                          std::to_string(cfg.zoneout) + ", got None");
+  if (!zoneout_masks.empty() && cfg.zoneout == 0)
+    throw py::value_error("zoneout_masks: expected None for a stack without zoneout");
 
   Array<T> y({steps, batch, D * H_out});
   Array<T> h_n(state_shape(cfg, batch, H_out));
@@ -147,6 +185,8 @@ py::tuple PyStack<T>::run_forward(const py::object& x_obj, const py::object& h0_
   if (cfg.has_cell_state()) c_n = Array<T>(state_shape(cfg, batch, H));
   fusedrnn::ForwardArgs<T> args;
   for (const auto& mask : masks) args.dropout_masks.push_back(mask.data());
+  for (const auto& mask : recurrent_masks) args.recurrent_masks.push_back(mask.data());
+  for (const auto& mask : zoneout_masks) args.zoneout_masks.push_back(mask.data());
   args.steps = steps;
   args.batch = batch;
   args.x = x.data();
@@ -258,7 +298,7 @@ void register_config(py::module_& m) {
                           "What a compiled stack is, independent of its weights (fusedrnn._config.StackConfig).")
       .def(py::init([](const std::string& cell, Index input_size, Index hidden_size, Index num_layers, bool bias,
                        bool bidirectional, Index proj_size, bool linear_before_reset, bool residual, bool peephole,
-                       double clip, bool input_forget, bool hard_gates, bool layer_norm) {
+                       double clip, bool input_forget, bool hard_gates, bool layer_norm, double zoneout) {
              StackConfig cfg;
              cfg.cell = fusedrnn::parse_cell_kind(cell);
              cfg.input_size = input_size;
@@ -274,6 +314,7 @@ void register_config(py::module_& m) {
              cfg.input_forget = input_forget;
              cfg.hard_gates = hard_gates;
              cfg.layer_norm = layer_norm;
+             cfg.zoneout = zoneout;
              cfg.validate();
              return cfg;
            }),
@@ -281,7 +322,7 @@ void register_config(py::module_& m) {
            py::arg("bias") = true, py::arg("bidirectional") = false, py::arg("proj_size") = 0,
            py::arg("linear_before_reset") = true, py::arg("residual") = false, py::arg("peephole") = false,
            py::arg("clip") = 0.0, py::arg("input_forget") = false, py::arg("hard_gates") = false,
-           py::arg("layer_norm") = false)
+           py::arg("layer_norm") = false, py::arg("zoneout") = 0.0)
       .def_property_readonly("cell", [](const StackConfig& c) { return c.info().name; })
       .def_readonly("input_size", &StackConfig::input_size)
       .def_readonly("hidden_size", &StackConfig::hidden_size)
@@ -295,7 +336,8 @@ void register_config(py::module_& m) {
       .def_readonly("clip", &StackConfig::clip)
       .def_readonly("input_forget", &StackConfig::input_forget)
       .def_readonly("hard_gates", &StackConfig::hard_gates)
-      .def_readonly("layer_norm", &StackConfig::layer_norm);
+      .def_readonly("layer_norm", &StackConfig::layer_norm)
+      .def_readonly("zoneout", &StackConfig::zoneout);
 }
 
 void register_handles(py::module_& m) {
@@ -321,7 +363,8 @@ void register_stack(py::module_& m, const char* name) {
       .def("forward", &Stack::forward, py::arg("x"), py::arg("h0") = py::none(), py::arg("c0") = py::none(),
            py::arg("lengths") = py::none())
       .def("forward_train", &Stack::forward_train, py::arg("x"), py::arg("h0") = py::none(),
-           py::arg("c0") = py::none(), py::arg("lengths") = py::none(), py::arg("dropout_masks") = py::none())
+           py::arg("c0") = py::none(), py::arg("lengths") = py::none(), py::arg("dropout_masks") = py::none(),
+           py::arg("recurrent_masks") = py::none(), py::arg("zoneout_masks") = py::none())
       .def("new_workspace", &Stack::new_workspace,
            "Workspaces for step() to keep from step to step (for one thread at a time).")
       .def("step", &Stack::step, py::arg("x"), py::arg("h"), py::arg("c") = py::none(),

@@ -35,6 +35,8 @@ void StackConfig::validate() const {
   if (hidden_size < 1) fail("hidden_size: expected >= 1, got " + std::to_string(hidden_size));
   if (num_layers < 1) fail("num_layers: expected >= 1, got " + std::to_string(num_layers));
   if (!(clip >= 0.0)) fail("clip: expected >= 0 (0 = none), got " + std::to_string(clip));
+  if (!(zoneout >= 0.0 && zoneout < 1.0)) fail("zoneout: expected 0 <= zoneout < 1, got " + std::to_string(zoneout));
+  if (zoneout > 0.0 && proj_size > 0) fail("zoneout: not with proj_size (the projected h has no previous units)");
   if (layer_norm && cell == CellKind::kGru && !linear_before_reset)
     fail("layer_norm: the gru cell is normalized in its linear-before-reset form only, got linear_before_reset "
          "false");

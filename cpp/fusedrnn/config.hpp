@@ -53,6 +53,9 @@ struct StackConfig {
   // LSTM and GRU (linear-before-reset): layer normalization of W_ih x, W_hh h and the LSTM's c'
   // (cells/layer_norm_lstm.hpp, layer_norm_gru.hpp).
   bool layer_norm = false;
+  // Every cell (not with proj_size): zoneout's probability p. A call computes h' = p h + (1 - p) h_new
+  // (and likewise the LSTM's c); training draws which units keep their previous value (ForwardArgs).
+  double zoneout = 0.0;
 
   // What the cell declares about itself (cells/traits.hpp).
   CellInfo info() const;

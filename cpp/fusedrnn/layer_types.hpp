@@ -110,6 +110,8 @@ struct LayerTape {
   Buffer<T> gates;   // [T, N, S*H]
   Buffer<T> h_prev;  // [T, N, H_out]
   Buffer<T> c_prev;  // [T, N, H] (LSTM only)
+  Buffer<T> recurrent_mask;  // [N, H_out] recurrent dropout's mask (stack.hpp), or empty
+  Buffer<T> zoneout;         // [T, N, Z*H] zoneout's factors (stack.hpp), or empty
 };
 
 // A row-major matrix over a cached buffer (see buffer.hpp): the per-call workspaces. resize()

@@ -32,6 +32,11 @@ struct StackTape {
   std::vector<LayerTape<T>> layers;             // [L*D], index layer*D + direction
 };
 
+// Training's per-layer-direction masks, each drawn once per record call by the caller:
+// recurrent dropout's on h entering the recurrent product, [N, H_out], kept (scaled by 1 / (1 - p)) or
+// zero, the same at every step; zoneout's, [T, N, Z*H] (Z = 2 with a cell state: each row's h factors,
+// then its c factors), 1 where a unit takes its new value and 0 where it keeps its previous one.
+
 template <typename T>
 struct StackWorkspace;  // layer.hpp
 
@@ -44,6 +49,8 @@ struct ForwardArgs {
   const T* c0 = nullptr;               // [D*L, N, H] or nullptr (zeros), LSTM only
   const std::int64_t* lengths = nullptr;           // [N], each in [1, T], or nullptr
   std::vector<const T*> dropout_masks;             // training: [L-1] each [T, N, D*H_out], or empty
+  std::vector<const T*> recurrent_masks;           // training: [L*D] each [N, H_out], or empty
+  std::vector<const T*> zoneout_masks;             // training with zoneout: [L*D] each [T, N, Z*H]
   T* y = nullptr;                      // [T, N, D*H_out] out
   T* h_n = nullptr;                    // [D*L, N, H_out] out
   T* c_n = nullptr;                    // [D*L, N, H] out, LSTM only

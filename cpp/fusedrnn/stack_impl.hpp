@@ -125,6 +125,18 @@ void prepare_tape(const StackConfig& cfg, const WeightSet<T>& weights, const For
     lt.h_prev.allocate(static_cast<std::size_t>(rows * cfg.output_size()));
     if (Cell::kHasCellState) lt.c_prev.allocate(static_cast<std::size_t>(rows * H));
   }
+  const Index zoneout_width = (Cell::kHasCellState ? 2 : 1) * H;
+  for (std::size_t slot = 0; slot < tape.layers.size(); ++slot) {
+    LayerTape<T>& lt = tape.layers[slot];
+    if (!a.recurrent_masks.empty()) {
+      lt.recurrent_mask.allocate(static_cast<std::size_t>(batch * cfg.output_size()));
+      std::copy_n(a.recurrent_masks[slot], batch * cfg.output_size(), lt.recurrent_mask.data());
+    }
+    if (!a.zoneout_masks.empty()) {
+      lt.zoneout.allocate(static_cast<std::size_t>(rows * zoneout_width));
+      std::copy_n(a.zoneout_masks[slot], rows * zoneout_width, lt.zoneout.data());
+    }
+  }
   for (std::size_t k = 0; k < tape.dropout_masks.size(); ++k) {
     tape.dropout_masks[k].allocate(static_cast<std::size_t>(rows * width));
     std::copy(a.dropout_masks[k], a.dropout_masks[k] + rows * width, tape.dropout_masks[k].data());
@@ -166,7 +178,8 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
   std::vector<LayerWorkspace<T>>& ws = work.directions;
   if (ws.size() != static_cast<std::size_t>(D)) ws = std::vector<LayerWorkspace<T>>(static_cast<std::size_t>(D));
   for (Index d = 0; d < D; ++d) {
-    ws[d].template resize_forward<Cell>(weights[d], plans[d], steps, batch, training);
+    ws[d].template resize_forward<Cell>(weights[d], plans[d], steps, batch, training,
+                                        training && !a.recurrent_masks.empty(), cfg.zoneout > 0);
     ws[d].backwards_first = work.calls % 2 == 1;  // a stream's steps alternate too
   }
   ++work.calls;
@@ -203,6 +216,13 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
         team.sync();
         LayerCall<T> call{steps, batch, d == 1, input, a.lengths, a.h_n + slot * batch * H_out,
                           Cell::kHasCellState ? a.c_n + slot * batch * H : nullptr, out + d * H_out, width};
+        if (training) {
+          const LayerTape<T>& lt = tape->layers[static_cast<std::size_t>(slot)];
+          call.recurrent_mask = lt.recurrent_mask.size() ? lt.recurrent_mask.data() : nullptr;
+          call.zoneout = lt.zoneout.size() ? lt.zoneout.data() : nullptr;
+        } else {
+          call.zoneout_keep = static_cast<T>(cfg.zoneout);
+        }
         if (training)
           LayerForward<Cell, T, true>(team, plans[d], w, call, &tape->layers[static_cast<std::size_t>(slot)], ws[d]).run();
         else
@@ -237,7 +257,9 @@ void StackRunner<Cell, T>::backward(const StackConfig& cfg, const StackTape<T>& 
   Index max_in = cfg.input_size;
   for (Index layer = 1; layer < L; ++layer) max_in = std::max(max_in, cfg.layer_input_size(layer));
   std::vector<LayerWorkspace<T>> ws(static_cast<std::size_t>(D));
-  for (Index d = 0; d < D; ++d) ws[d].template resize_backward<Cell>(weights[d], steps, batch, max_in);
+  const bool recurrent_dropout = tape.layers[0].recurrent_mask.size() > 0, zoneout = tape.layers[0].zoneout.size() > 0;
+  for (Index d = 0; d < D; ++d)
+    ws[d].template resize_backward<Cell>(weights[d], steps, batch, max_in, recurrent_dropout, zoneout);
   // Gradients wrt layer outputs between layers, and the reverse direction's share of dx.
   Buffer<T> grad_between[2];
   for (Index b = 0; b < std::min<Index>(2, L - 1); ++b) grad_between[b].allocate(static_cast<std::size_t>(rows * width));
@@ -266,6 +288,9 @@ void StackRunner<Cell, T>::backward(const StackConfig& cfg, const StackTape<T>& 
                               gy + d * H_out, width, a.grad_h0 + slot * batch * H_out,
                               Cell::kHasCellState ? a.grad_c0 + slot * batch * H : nullptr,
                               d == 0 ? gx : dx_reverse.data(), detail::layer_grads(cfg, a, slot)};
+        const LayerTape<T>& lt = tape.layers[static_cast<std::size_t>(slot)];
+        call.recurrent_mask = lt.recurrent_mask.size() ? lt.recurrent_mask.data() : nullptr;
+        call.zoneout = lt.zoneout.size() ? lt.zoneout.data() : nullptr;
         LayerBackward<Cell, T>(team, plans[d], weights[static_cast<std::size_t>(slot)], call,
                                tape.layers[static_cast<std::size_t>(slot)], ws[d]).run();
       }

@@ -115,7 +115,18 @@ class Tape:
         The dropout masks the forward pass used: None, or L-1 arrays (T, N, D*H_out), time-major whatever
         ``batch_first`` is, already scaled by 1/(1-p): the input of layer k+1 was layer k's output times
         ``dropout_masks[k]``.
+    recurrent_masks : list of ndarray or None
+        Recurrent dropout's masks (``recurrent_dropout`` > 0): None, or L*D arrays (N, H_out), entry
+        ``k*D + d`` for layer k and direction d, already scaled by 1/(1-p): h entered every step's
+        recurrent product times its mask.
+    zoneout_masks : list of ndarray or None
+        Zoneout's factors (``zoneout`` > 0): None, or L*D arrays (T, N, Z*H), Z = 2 for an LSTM (each
+        row's factors for h, then for c), else 1: 1 where a unit took its new value, 0 where it kept its
+        previous one.
     """
+
+    recurrent_masks: list[np.ndarray] | None = None
+    zoneout_masks: list[np.ndarray] | None = None
 
     def __init__(
         self,

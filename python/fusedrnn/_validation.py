@@ -148,6 +148,16 @@ def check_dropout(value: Any) -> float:
     return p
 
 
+def check_probability(name: str, value: Any) -> float:
+    """A probability in [0, 1) (zoneout, recurrent_dropout)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number in [0, 1), got {describe(value)}")
+    p = float(value)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}")
+    return p
+
+
 def check_clip(value: Any) -> float:
     """ONNX's clip of the activations' inputs: a finite number >= 0, 0 for none."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):

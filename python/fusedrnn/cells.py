@@ -337,6 +337,9 @@ class LSTMCell(_CellBase):
         False: no ``bias_ih``, ``bias_hh`` (the b terms are zero).
     clip : float, default 0.0
         :math:`\kappa`, the bound of the activations' inputs; 0 for none.
+    layer_norm : bool, default False
+        The layer-normalized cell of the layer's ``layer_norm=True`` (its equations there), with the
+        parameters ``ln_weight_ih``, ``ln_weight_hh`` (and the LSTM's ``ln_weight_c``, ``ln_bias_c``).
     dtype : numpy.float32 or numpy.float64, default numpy.float32
         The parameters' dtype and that of every computation: inputs are converted to it.
     seed : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
@@ -442,6 +445,9 @@ class GRUCell(_CellBase):
         The form of the n gate: True linear-before-reset (PyTorch's), False reset-before.
     clip : float, default 0.0
         :math:`\kappa`, the bound of the activations' inputs; 0 for none.
+    layer_norm : bool, default False
+        The layer-normalized cell of the layer's ``layer_norm=True`` (its equations there), with the
+        parameters ``ln_weight_ih``, ``ln_weight_hh`` (and the LSTM's ``ln_weight_c``, ``ln_bias_c``).
     dtype : numpy.float32 or numpy.float64, default numpy.float32
         The parameters' dtype and that of every computation: inputs are converted to it.
     seed : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional

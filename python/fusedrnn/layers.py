@@ -72,8 +72,8 @@ class RNNBase(_Recurrent):
     (``"RNN_TANH"``, ``"RNN_RELU"``, ``"LSTM"`` or ``"GRU"``), then the arguments of :class:`LSTM`
     (``input_size``, ``hidden_size``, ``num_layers``, ``bias``, ``batch_first``, ``dropout``,
     ``bidirectional``, ``proj_size``) and the options of the three (``linear_before_reset``, ``residual``,
-    ``peephole``, ``clip``, ``input_forget``, ``gate_activation``, ``dtype``, ``seed``), each refused by a
-    cell that does not take it.
+    ``peephole``, ``clip``, ``input_forget``, ``gate_activation``, ``layer_norm``, ``zoneout``,
+    ``recurrent_dropout``, ``dtype``, ``seed``), each refused by a cell that does not take it.
 
     The constructor's arguments are the layer's attributes (``lstm.hidden_size``, ...), read-only:
     assigning one raises AttributeError (build a new layer and ``load_state_dict`` the weights that
@@ -91,6 +91,7 @@ class RNNBase(_Recurrent):
         "bias",
         "batch_first",
         "dropout",
+        "recurrent_dropout",
         "bidirectional",
         "proj_size",
         "residual",
@@ -119,6 +120,8 @@ class RNNBase(_Recurrent):
         input_forget: bool = False,
         gate_activation: str = "sigmoid",
         layer_norm: bool = False,
+        zoneout: float = 0.0,
+        recurrent_dropout: float = 0.0,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -131,6 +134,8 @@ class RNNBase(_Recurrent):
         self.bias = v.check_bool("bias", bias)
         self.batch_first = v.check_bool("batch_first", batch_first)
         self.dropout = v.check_dropout(dropout)
+        self.recurrent_dropout = v.check_probability("recurrent_dropout", recurrent_dropout)
+        zoneout = v.check_probability("zoneout", zoneout)
         self.bidirectional = v.check_bool("bidirectional", bidirectional)
         self.proj_size = v.check_int("proj_size", proj_size, 0)
         if self.proj_size and "proj_size" not in kind.options:
@@ -143,6 +148,16 @@ class RNNBase(_Recurrent):
                 f"got {self.proj_size}"
             )
         lbr = v.check_bool("linear_before_reset", linear_before_reset)
+        if zoneout and self.proj_size:
+            raise ValueError(
+                f"zoneout={zoneout} does not combine with proj_size={self.proj_size} (the projected h has "
+                "no previous value per unit)"
+            )
+        if self.recurrent_dropout and "linear_before_reset" in kind.options and not lbr:
+            raise ValueError(
+                f"recurrent_dropout={self.recurrent_dropout} is not supported by the reset-before GRU "
+                "(linear_before_reset=False)"
+            )
         self.residual = v.check_bool("residual", residual)
         peephole = v.check_bool("peephole", peephole)
         input_forget = v.check_bool("input_forget", input_forget)
@@ -190,6 +205,7 @@ class RNNBase(_Recurrent):
             input_forget,
             hard_gates,
             layer_norm,
+            zoneout,
         )
         self._init_parameters(config, dtype, seed)
 
@@ -225,6 +241,10 @@ class RNNBase(_Recurrent):
             args.append("gate_activation='hard_sigmoid'")
         if self._config.layer_norm:
             args.append("layer_norm=True")
+        if self._config.zoneout:
+            args.append(f"zoneout={self._config.zoneout}")
+        if self.recurrent_dropout:
+            args.append(f"recurrent_dropout={self.recurrent_dropout}")
         if getattr(self, "forget_bias", 0.0):
             args.append(f"forget_bias={self.forget_bias}")
         if self._dtype != np.float32:
@@ -294,6 +314,8 @@ class RNNBase(_Recurrent):
             per_row += c.num_layers * D * (saved_gates * H + H_out + (H if self._has_cell_state else 0))
             if self.dropout:
                 per_row += (c.num_layers - 1) * D * H_out
+            if c.zoneout:  # zoneout's factors for h (and c), drawn here and copied into the tape
+                per_row += 2 * c.num_layers * D * (2 if self._has_cell_state else 1) * H
         # each direction's input projection: of every step when that is small, else of blocks of steps
         # (layer.hpp, kProjectionBytes)
         projection_row = batch * GH * dtype.itemsize
@@ -357,11 +379,37 @@ class RNNBase(_Recurrent):
             masks.append(mask)
         return masks
 
+    def _draw_recurrent_masks(self, batch: int) -> list[np.ndarray] | None:
+        """Recurrent dropout: one mask per layer-direction and sequence, for every step."""
+        c, p = self._config, self.recurrent_dropout
+        if p == 0.0:
+            return None
+        scale = self._dtype.type(1.0 / (1.0 - p))
+        masks = []
+        for _ in range(c.num_layers * c.num_directions):
+            mask = (self._rng.random((batch, c.output_size), dtype=self._dtype) >= p).astype(self._dtype)
+            mask *= scale
+            masks.append(mask)
+        return masks
+
+    def _draw_zoneout_masks(self, steps: int, batch: int) -> list[np.ndarray] | None:
+        """Zoneout: per layer-direction, step, sequence and unit (h's, then c's), 1 where the unit takes
+        its new value (probability 1 - p) and 0 where it keeps its previous one."""
+        c = self._config
+        if c.zoneout == 0.0:
+            return None
+        width = (2 if c.has_cell_state else 1) * c.hidden_size
+        return [
+            (self._rng.random((steps, batch, width), dtype=self._dtype) >= c.zoneout).astype(self._dtype)
+            for _ in range(c.num_layers * c.num_directions)
+        ]
+
     def record(self, x: Any, state: Any = None, lengths: Any = None) -> Tape:
         """The forward pass of a call that keeps what :meth:`Tape.backward <fusedrnn.Tape.backward>` needs.
 
         Dropout (p = ``dropout``, between layers) applies here, and only here, with masks drawn from the
-        layer's random generator (``tape.dropout_masks``).
+        layer's random generator (``tape.dropout_masks``); so do recurrent dropout
+        (``tape.recurrent_masks``) and zoneout's random choices (``tape.zoneout_masks``).
 
         Parameters
         ----------
@@ -382,12 +430,19 @@ class RNNBase(_Recurrent):
         runtime = self._runtime
         with runtime.lock:
             masks = self._draw_dropout_masks(layout.steps, layout.batch)
+            recurrent_masks = self._draw_recurrent_masks(layout.batch)
+            zoneout_masks = self._draw_zoneout_masks(layout.steps, layout.batch)
         version = runtime.begin_call()
         try:
-            y, h, c, saved = runtime.stack.forward_train(x_tm, h0, c0, lens, masks)
+            y, h, c, saved = runtime.stack.forward_train(
+                x_tm, h0, c0, lens, masks, recurrent_masks, zoneout_masks
+            )
         finally:
             runtime.end_call()
-        return Tape(self, saved, version, layout.seq_out(y), self._public_state(h, c, layout), masks, layout)
+        tape = Tape(self, saved, version, layout.seq_out(y), self._public_state(h, c, layout), masks, layout)
+        tape.recurrent_masks = recurrent_masks
+        tape.zoneout_masks = zoneout_masks
+        return tape
 
     def stream(self, batch_size: int | None = None, state: Any = None) -> Stream:
         """A stateful stream that runs this layer one time step at a time.
@@ -440,6 +495,22 @@ class RNN(RNNBase):
 
     Its gradient is zero where the clip bounds :math:`a_t` (:math:`|a_t| \ge \kappa`).
 
+    ``zoneout`` = p (Krueger et al.) lets each unit keep its previous state with probability p. In
+    :meth:`record` a factor :math:`k_t \in \{0, 1\}` is drawn per step, sequence and unit (1, "take the
+    new value", with probability 1 - p; ``tape.zoneout_masks``); a call uses its expectation
+    :math:`k = 1 - p`. With :math:`\tilde h_t` the new state the equations above give,
+
+    .. math::
+
+        h_t = h_{t-1} + k_t \odot (\tilde h_t - h_{t-1})
+
+    and the layer's output is this :math:`h_t`.
+
+    ``recurrent_dropout`` = p (Gal and Ghahramani; Keras' option) applies in :meth:`record` only: the
+    state enters the recurrent product through a mask :math:`m` drawn once per sequence and
+    layer-direction and used at every step (Bernoulli(1 - p) / (1 - p); ``tape.recurrent_masks``),
+    :math:`W_{hh} (m \odot h_{t-1})` in place of :math:`W_{hh} h_{t-1}`. A call never drops.
+
     Layer k >= 1 reads layer k-1's output: :math:`x^{(k)}_t = \delta^{(k-1)}_t \odot y^{(k-1)}_t`,
     where :math:`\odot` is the elementwise product and :math:`\delta` is 1 in a call, and in
     :meth:`record` a dropout mask (Bernoulli(1 - p) / (1 - p), p = ``dropout``). A layer's output
@@ -477,6 +548,10 @@ class RNN(RNNBase):
         first layer, D*H).
     clip : float, default 0.0
         :math:`\kappa`, the bound of the activation's input; 0 for none.
+    zoneout : float, default 0.0
+        p, the probability that a unit keeps its previous state (above); 0 for none.
+    recurrent_dropout : float, default 0.0
+        p, the probability of dropping a unit of the state from the recurrent product in :meth:`record`.
     dtype : numpy.float32 or numpy.float64, default numpy.float32
         The parameters' dtype and that of every computation: inputs are converted to it.
     seed : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
@@ -530,6 +605,8 @@ class RNN(RNNBase):
         *,
         residual: bool = False,
         clip: float = 0.0,
+        zoneout: float = 0.0,
+        recurrent_dropout: float = 0.0,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -546,6 +623,8 @@ class RNN(RNNBase):
             bidirectional,
             residual=residual,
             clip=clip,
+            zoneout=zoneout,
+            recurrent_dropout=recurrent_dropout,
             dtype=dtype,
             seed=seed,
         )
@@ -649,6 +728,44 @@ class LSTM(RNNBase):
 
           \hat\sigma(a) = \operatorname{clip}(a / 6 + 1/2,\ 0,\ 1)
 
+    - ``layer_norm=True`` (haste's layer-normalized LSTM): each product is normalized over its 4H values
+      before the gates, and the new cell state over its H values before its tanh, with
+      :math:`\operatorname{LN}(v) = (v - \mu(v)) / \sqrt{\sigma^2(v) + 10^{-5}}` (mean and variance over
+      the row), the gains ``ln_weight_ih_l{k}`` = :math:`\gamma_x`, ``ln_weight_hh_l{k}`` =
+      :math:`\gamma_h` (4H each), ``ln_weight_c_l{k}`` = :math:`\gamma_c` (H), all starting at 1, and the
+      shift ``ln_bias_c_l{k}`` = :math:`\beta_c` (H), starting at 0; :math:`a_{t,*}` is the gate block of
+
+      .. math::
+
+          \begin{array}{ll}
+          a_t = \gamma_x \odot \operatorname{LN}(W_{ih} x_t)
+          + \gamma_h \odot \operatorname{LN}(W_{hh} h_{t-1}) + b_{ih} + b_{hh} \\
+          i_t = \sigma(a_{t,i}), \quad f_t = \sigma(a_{t,f}), \quad g_t = \tanh(a_{t,g}), \quad
+          o_t = \sigma(a_{t,o}) \\
+          c_t = f_t \odot c_{t-1} + i_t \odot g_t, \quad
+          h_t = o_t \odot \tanh(\gamma_c \odot \operatorname{LN}(c_t) + \beta_c)
+          \end{array}
+
+      It combines with ``gate_activation``, not with ``proj_size``, ``peephole``, ``clip`` or
+      ``input_forget``.
+
+    - ``zoneout`` = p (Krueger et al.): each unit keeps its previous h and c with probability p. In
+      :meth:`record` factors :math:`k^h_t, k^c_t \in \{0, 1\}` are drawn per step, sequence and unit (1,
+      "take the new value", with probability 1 - p; ``tape.zoneout_masks``); a call uses their
+      expectation 1 - p. With :math:`\tilde h_t, \tilde c_t` the new state the equations above give,
+
+      .. math::
+
+          h_t = h_{t-1} + k^h_t \odot (\tilde h_t - h_{t-1}), \quad
+          c_t = c_{t-1} + k^c_t \odot (\tilde c_t - c_{t-1})
+
+      and the layer's output is this :math:`h_t`. Not with ``proj_size``.
+
+    - ``recurrent_dropout`` = p (Gal and Ghahramani; Keras' option), in :meth:`record` only: the state
+      enters the recurrent product through a mask :math:`m` drawn once per sequence and layer-direction
+      and used at every step (Bernoulli(1 - p) / (1 - p); ``tape.recurrent_masks``),
+      :math:`W_{h*} (m \odot h_{t-1})` in place of :math:`W_{h*} h_{t-1}`. A call never drops.
+
     - ``residual=True``: each layer after the first adds its input to its output, which is what the
       next layer reads and what ``y`` holds for the last layer (the states are unchanged):
 
@@ -688,6 +805,12 @@ class LSTM(RNNBase):
         The peephole connections above (parameters ``weight_ph_l{k}[_reverse]``).
     clip : float, default 0.0
         :math:`\kappa`, the bound of the activations' inputs; 0 for none.
+    layer_norm : bool, default False
+        The layer normalization above (parameters ``ln_*``).
+    zoneout : float, default 0.0
+        p, the probability that a unit keeps its previous state (above); 0 for none.
+    recurrent_dropout : float, default 0.0
+        p, the probability of dropping a unit of the state from the recurrent product in :meth:`record`.
     input_forget : bool, default False
         Couple the forget gate to the input gate, :math:`f_t = 1 - i_t`.
     gate_activation : {"sigmoid", "hard_sigmoid"}, default "sigmoid"
@@ -730,6 +853,10 @@ class LSTM(RNNBase):
         :math:`W_{hr}` (with ``proj_size`` > 0).
     weight_ph_l{k}[_reverse] : ndarray (3H,)
         :math:`[p_i; p_f; p_o]` (with ``peephole=True``).
+    ln_weight_ih_l{k}[_reverse], ln_weight_hh_l{k}[_reverse] : ndarray (4H,)
+        :math:`\gamma_x`, :math:`\gamma_h` (with ``layer_norm=True``).
+    ln_weight_c_l{k}[_reverse], ln_bias_c_l{k}[_reverse] : ndarray (H,)
+        :math:`\gamma_c`, :math:`\beta_c` (with ``layer_norm=True``).
 
     Examples
     --------
@@ -758,6 +885,8 @@ class LSTM(RNNBase):
         gate_activation: str = "sigmoid",
         layer_norm: bool = False,
         forget_bias: float = 0.0,
+        zoneout: float = 0.0,
+        recurrent_dropout: float = 0.0,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -784,6 +913,8 @@ class LSTM(RNNBase):
             input_forget=input_forget,
             gate_activation=gate_activation,
             layer_norm=layer_norm,
+            zoneout=zoneout,
+            recurrent_dropout=recurrent_dropout,
             dtype=dtype,
             seed=seed,
         )
@@ -881,6 +1012,40 @@ class GRU(RNNBase):
         z_t = \sigma(\operatorname{clip}(a_z, -\kappa, \kappa)), \quad
         n_t = \tanh(\operatorname{clip}(a_n, -\kappa, \kappa))
 
+    ``layer_norm=True`` (linear-before-reset only) normalizes each product over its 3H values before the
+    gates, with :math:`\operatorname{LN}(v) = (v - \mu(v)) / \sqrt{\sigma^2(v) + 10^{-5}}` (mean and
+    variance over the row) and the gains ``ln_weight_ih_l{k}`` = :math:`\gamma_x` and
+    ``ln_weight_hh_l{k}`` = :math:`\gamma_h` (3H each, starting at 1); :math:`a_{x,*}`, :math:`a_{h,*}` are
+    the gate blocks of
+
+    .. math::
+
+        \begin{array}{ll}
+        a_x = \gamma_x \odot \operatorname{LN}(W_{ih} x_t) + b_{ih}, \quad
+        a_h = \gamma_h \odot \operatorname{LN}(W_{hh} h_{t-1}) + b_{hh} \\
+        r_t = \sigma(a_{x,r} + a_{h,r}), \quad z_t = \sigma(a_{x,z} + a_{h,z}), \quad
+        n_t = \tanh(a_{x,n} + r_t \odot a_{h,n})
+        \end{array}
+
+    and :math:`h_t` as above. It combines with ``gate_activation``, not with ``clip``.
+
+    ``zoneout`` = p (Krueger et al.) lets each unit keep its previous state with probability p. In
+    :meth:`record` a factor :math:`k_t \in \{0, 1\}` is drawn per step, sequence and unit (1, "take the
+    new value", with probability 1 - p; ``tape.zoneout_masks``); a call uses its expectation
+    :math:`k = 1 - p`. With :math:`\tilde h_t` the new state the equations above give,
+
+    .. math::
+
+        h_t = h_{t-1} + k_t \odot (\tilde h_t - h_{t-1})
+
+    and the layer's output is this :math:`h_t`.
+
+    ``recurrent_dropout`` = p (Gal and Ghahramani; Keras' option; linear-before-reset only) applies in
+    :meth:`record` only: the state enters the recurrent product through a mask :math:`m` drawn once per
+    sequence and layer-direction and used at every step (Bernoulli(1 - p) / (1 - p);
+    ``tape.recurrent_masks``), :math:`W_{h*} (m \odot h_{t-1})` in place of :math:`W_{h*} h_{t-1}`;
+    :math:`z_t \odot h_{t-1}` keeps the unmasked state. A call never drops.
+
     Layer k >= 1 reads layer k-1's output: :math:`x^{(k)}_t = \delta^{(k-1)}_t \odot y^{(k-1)}_t`, where
     :math:`\delta` is 1 in a call, and in :meth:`record` a dropout mask (Bernoulli(1 - p) / (1 - p),
     p = ``dropout``). A layer's output :math:`y^{(k)}_t` is its :math:`h_t`, or with
@@ -919,6 +1084,12 @@ class GRU(RNNBase):
         The activation of the gates r and z.
     clip : float, default 0.0
         :math:`\kappa`, the bound of the activations' inputs; 0 for none.
+    layer_norm : bool, default False
+        The layer normalization above (parameters ``ln_*``).
+    zoneout : float, default 0.0
+        p, the probability that a unit keeps its previous state (above); 0 for none.
+    recurrent_dropout : float, default 0.0
+        p, the probability of dropping a unit of the state from the recurrent product in :meth:`record`.
     dtype : numpy.float32 or numpy.float64, default numpy.float32
         The parameters' dtype and that of every computation: inputs are converted to it.
     seed : None, int, numpy.random.SeedSequence or numpy.random.Generator, optional
@@ -949,6 +1120,8 @@ class GRU(RNNBase):
         :math:`[b_{ir}; b_{iz}; b_{in}]` (with ``bias=True``).
     bias_hh_l{k}[_reverse] : ndarray (3H,)
         :math:`[b_{hr}; b_{hz}; b_{hn}]` (with ``bias=True``).
+    ln_weight_ih_l{k}[_reverse], ln_weight_hh_l{k}[_reverse] : ndarray (3H,)
+        :math:`\gamma_x`, :math:`\gamma_h` (with ``layer_norm=True``).
 
     Examples
     --------
@@ -974,6 +1147,8 @@ class GRU(RNNBase):
         gate_activation: str = "sigmoid",
         clip: float = 0.0,
         layer_norm: bool = False,
+        zoneout: float = 0.0,
+        recurrent_dropout: float = 0.0,
         dtype: Any = np.float32,
         seed: Any = None,
     ) -> None:
@@ -991,6 +1166,8 @@ class GRU(RNNBase):
             clip=clip,
             gate_activation=gate_activation,
             layer_norm=layer_norm,
+            zoneout=zoneout,
+            recurrent_dropout=recurrent_dropout,
             dtype=dtype,
             seed=seed,
         )

@@ -1,6 +1,8 @@
 // Backward through time for one layer-direction, run by every member of a team: per step the cell's
 // gate-gradient pass on each member's slices (or rows), a barrier, then each member's columns of
 // dh = dg · W_hh. The products over all steps follow the loop (weight_gradients.hpp).
+// Zoneout splits the gradient of each unit's h' (and c') between its new value (the cell's pass) and the
+// previous one (added to dh entering the step); recurrent dropout masks dg · W_hh.
 #pragma once
 
 #include <algorithm>
@@ -126,10 +128,29 @@ class LayerBackward {
         Vec<T>(ws_.m.data() + n * H_ + u0, Hs) =
             ConstVec<T>(dh_cur_ + n * H_ + u0, Hs) + ConstVec<T>(dy_t + n * a_.dy_stride + u0, Hs);
       fill_row(n, u0, Hs);
+      if (a_.zoneout) split_zoned(n, u0, Hs);
       if constexpr (has_second_product<Cell>())
         Cell::backward_row_first(row_);
       else
         Cell::backward_row(row_);
+      if (a_.zoneout && Cell::kHasCellState)
+        Vec<T>(row_.dc, Hs) += ConstVec<T>(ws_.zoned_c.data() + n * H_ + u0, Hs);
+    }
+  }
+
+  // Zoneout: h' = h + k ⊙ (h_new - h), so of the gradient g wrt h', k ⊙ g goes to h_new (the cell's pass)
+  // and (1 - k) ⊙ g to h entering the step (hidden_grad adds ws.zoned); likewise for c.
+  void split_zoned(Index n, Index u0, Index Hs) {
+    const Index Z = Cell::kHasCellState ? 2 : 1;
+    const ConstVec<T> k(a_.zoneout + (trow_ + n) * Z * H_ + u0, Hs);
+    Vec<T> dh(ws_.m.data() + n * H_ + u0, Hs);
+    Vec<T>(ws_.zoned.data() + n * H_ + u0, Hs) = (T(1) - k) * dh;
+    dh *= k;
+    if (Cell::kHasCellState) {
+      const ConstVec<T> k_c(a_.zoneout + (trow_ + n) * Z * H_ + H_ + u0, Hs);
+      Vec<T> dc(row_.dc, Hs);
+      Vec<T>(ws_.zoned_c.data() + n * H_ + u0, Hs) = (T(1) - k_c) * dc;
+      dc *= k_c;
     }
   }
 
@@ -166,7 +187,10 @@ class LayerBackward {
     // c0 is a multiple of kColumnChunk, so its panel starts at column c0.
     if (!panel_product(dg_t, count, GH_, GH_, w_.panels.hh_t_from(c0, GH_), width, nullptr, dh_next_ + n0_ * H_out_ + c0, H_out_))
       matmul(target(block), operand(ConstMatrixMap<T>(dg_t, count, GH_)), transposed(w_.w_hh_t.middleRows(c0, width)));
+    if (a_.recurrent_mask)
+      block.array() *= ConstMatrixMap<T>(a_.recurrent_mask, a_.batch, H_out_).block(n0_, c0, count, width).array();
     if (Cell::kDirectHiddenGrad) block += ws_.direct.block(n0_, c0, count, width);
+    if (a_.zoneout) block += ws_.zoned.block(n0_, c0, count, width);
     for (Index n = n0_; n < n1_; ++n)
       if (!active_(n)) std::copy(dh_cur_ + n * H_out_ + c0, dh_cur_ + n * H_out_ + c0 + width, dh_next_ + n * H_out_ + c0);
   }

@@ -6,6 +6,11 @@
 // recurrent product for the hidden-unit slices it runs (its columns of the packed W_hhᵀ, which stay in
 // its cache for all T steps) and the cell's fused pass for those units. A step with a second phase (the
 // reset-before GRU's candidate product, the LSTM's projection) meets at a barrier between the phases.
+//
+// Recurrent dropout (training) multiplies h by its mask before the recurrent product: whoever writes a
+// unit of h' also writes it masked, into a second pair of buffers that the products read. Zoneout mixes
+// each unit's new value with its previous one right after the cell's pass: factors drawn per step when
+// training, the constant p when not.
 #pragma once
 
 #include <algorithm>
@@ -30,7 +35,9 @@ class LayerForward {
                LayerTape<T>* tape, LayerWorkspace<T>& ws)
       : team_(team), plan_(plan), w_(w), a_(call), tape_(tape), ws_(ws), H_(w.hidden_size),
         H_out_(w.output_size), GH_(G * w.hidden_size), S_(Cell::saved_gates(w.options)), project_(w.proj_size > 0),
-        active_(call.lengths, call.batch), h_cur_(call.h), h_next_(ws.h_alt.data()), block_len_(call.steps) {
+        active_(call.lengths, call.batch), h_cur_(call.h), h_next_(ws.h_alt.data()),
+        masked_cur_(ws.h_masked[0].data()), masked_next_(ws.h_masked[1].data()),
+        zoneout_(call.zoneout != nullptr || call.zoneout_keep > 0), block_len_(call.steps) {
     k1_ = w.slices();
     q1_ = H_out_;
     n1_ = call.batch;
@@ -44,6 +51,10 @@ class LayerForward {
   }
 
   void run() {
+    if (a_.recurrent_mask) {  // h entering the first step, masked: my rows and columns
+      for (Index n = n0_; n < n1_; ++n) mask_columns(n, q0_, q1_ - q0_, h_cur_, masked_cur_);
+      if (plan_.projection_steps != 0) team_.sync();
+    }
     if (plan_.projection_steps == 0) {
       project_input(team_, w_, a_.steps * a_.batch, a_.x, ws_.xg.data());
       team_.sync();
@@ -64,6 +75,7 @@ class LayerForward {
           break;
       }
       std::swap(h_cur_, h_next_);
+      std::swap(masked_cur_, masked_next_);
     }
     if (h_cur_ != a_.h)
       for (Index n = n0_; n < n1_; ++n)
@@ -88,6 +100,48 @@ class LayerForward {
   }
 
   T* xg_row(Index t, Index n) const { return ws_.xg.data() + ((t - t_lo_) * a_.batch + n) * GH_; }
+
+  // Recurrent dropout: masked[n, q0 : q0 + width) = h[n, q0 : q0 + width) ⊙ the row's mask.
+  void mask_columns(Index n, Index q0, Index width, const T* h, T* masked) const {
+    const Index at = n * H_out_ + q0;
+    Vec<T>(masked + at, width) = ConstVec<T>(h + at, width) * ConstVec<T>(a_.recurrent_mask + at, width);
+  }
+
+  // What the recurrent product multiplies: h, or h ⊙ mask with recurrent dropout.
+  const T* product_input() const { return a_.recurrent_mask ? masked_cur_ : h_cur_; }
+
+  // Zoneout after the cell's pass over units [u0, u0 + Hs) of active row n: h' = h + k ⊙ (h_new - h),
+  // k the factors of the step (training) or 1 - p, and likewise c from c_old.
+  void zone_out(Index n, Index u0, Index Hs) {
+    T* h_new = h_next_ + n * H_ + u0;
+    const ConstVec<T> h_prev(h_cur_ + n * H_ + u0, Hs);
+    const Index Z = Cell::kHasCellState ? 2 : 1;
+    if (a_.zoneout) {
+      const T* k = a_.zoneout + (trow_ + n) * Z * H_ + u0;
+      Vec<T>(h_new, Hs) = h_prev + ConstVec<T>(k, Hs) * (Vec<T>(h_new, Hs) - h_prev);
+      if (Cell::kHasCellState) {
+        const ConstVec<T> c_prev(ws_.c_old.data() + n * H_ + u0, Hs);
+        Vec<T>(a_.c + n * H_ + u0, Hs) = c_prev + ConstVec<T>(k + H_, Hs) * (Vec<T>(a_.c + n * H_ + u0, Hs) - c_prev);
+      }
+    } else {
+      const T keep = a_.zoneout_keep;
+      Vec<T>(h_new, Hs) = keep * h_prev + (T(1) - keep) * Vec<T>(h_new, Hs);
+      if (Cell::kHasCellState) {
+        const ConstVec<T> c_prev(ws_.c_old.data() + n * H_ + u0, Hs);
+        Vec<T>(a_.c + n * H_ + u0, Hs) = keep * c_prev + (T(1) - keep) * Vec<T>(a_.c + n * H_ + u0, Hs);
+      }
+    }
+  }
+
+  // After the cell's last pass over units [u0, u0 + Hs) of row n (h' in h_next, without projection):
+  // zoneout, the output, and h' masked for the next step's product.
+  void finish_units(Index n, Index u0, Index Hs) {
+    if (active_(n)) {
+      if (zoneout_) zone_out(n, u0, Hs);
+      std::copy(h_next_ + n * H_ + u0, h_next_ + n * H_ + u0 + Hs, a_.y + (trow_ + n) * a_.y_stride + u0);
+    }
+    if (a_.recurrent_mask) mask_columns(n, u0, Hs, h_next_, masked_next_);
+  }
 
   // The tape's copy of the state entering the step: my columns of h, my slices of c.
   void save_state_columns() {
@@ -130,10 +184,11 @@ class LayerForward {
     const Index my_rows = n1_ - n0_;
     if (plan_.schedule == StepSchedule::kClaimedSlices) save_slice_state(u0, Hs);
     if (block_start_ && !backwards_) project_slice(col0, Hs);
-    if (!panel_product(h_cur_ + n0_ * H_out_, my_rows, H_out_, H_out_, w_.panels.hh_slice(k), product_cols, nullptr,
+    const T* h_in = product_input();
+    if (!panel_product(h_in + n0_ * H_out_, my_rows, H_out_, H_out_, w_.panels.hh_slice(k), product_cols, nullptr,
                        ws_.hg.data() + n0_ * GH_ + col0, GH_, backwards_))
       matmul(target(ws_.hg.block(n0_, col0, my_rows, product_cols)),
-             operand(ConstMatrixMap<T>(h_cur_, a_.batch, H_out_).middleRows(n0_, my_rows)),
+             operand(ConstMatrixMap<T>(h_in, a_.batch, H_out_).middleRows(n0_, my_rows)),
              operand(w_.w_hh_t.middleCols(col0, product_cols)));
     if (block_start_ && backwards_) project_slice(col0, Hs);
     for (Index n = n0_; n < n1_; ++n) cell_row(n, u0, Hs);
@@ -149,6 +204,7 @@ class LayerForward {
       if (!project_) {
         std::copy(h_cur_ + n * H_ + u0, h_cur_ + n * H_ + u0 + Hs, h_next_ + n * H_ + u0);
         std::fill(y_row + u0, y_row + u0 + Hs, T(0));
+        if (a_.recurrent_mask) mask_columns(n, u0, Hs, h_next_, masked_next_);
       }
       return;
     }
@@ -163,11 +219,12 @@ class LayerForward {
     row_.rh = ws_.m.data() + n * H_ + u0;
     row_.peephole = w_.peephole_vectors ? w_.peep.data() + w_.peephole_vectors * u0 : nullptr;
     row_.row_params = w_.row_params.data();
+    if (zoneout_ && Cell::kHasCellState) std::copy_n(row_.c, Hs, ws_.c_old.data() + n * H_ + u0);
     if constexpr (has_second_product<Cell>()) {
       Cell::forward_row_first(row_);
     } else {
       Cell::forward_row(row_);
-      if (!project_) std::copy(row_.h, row_.h + Hs, y_row + u0);
+      if (!project_) finish_units(n, u0, Hs);
     }
   }
 
@@ -220,7 +277,7 @@ class LayerForward {
           !panel_product(ws_.m.data(), a_.batch, H_, H_, last_panels, Hs, nullptr, ws_.hg.data() + last, GH_))
         matmul(target(ws_.hg.middleCols(last, Hs)), operand(ws_.m), operand(w_.w_hh_t.middleCols(last, Hs)));
       for (Index n = 0; n < a_.batch; ++n) {
-        if (!active_(n)) continue;
+        if (!active_(n)) continue;  // the first phase kept its state
         row_.units = Hs;
         row_.xg = xg_row(t_, n) + col0;
         row_.hg = ws_.hg.data() + n * GH_ + col0;
@@ -230,7 +287,7 @@ class LayerForward {
                                : ws_.gates.data() + n * S_ * H_ + S_ * u0;
         row_.h = h_next_ + n * H_ + u0;
         Cell::forward_row(row_);
-        std::copy(row_.h, row_.h + Hs, a_.y + (trow_ + n) * a_.y_stride + u0);
+        finish_units(n, u0, Hs);
       }
     }
   }
@@ -250,6 +307,7 @@ class LayerForward {
         std::copy(h_cur_ + n * H_out_ + q0_, h_cur_ + n * H_out_ + q1_, h_next_ + n * H_out_ + q0_);
         std::fill(y_row + q0_, y_row + q1_, T(0));
       }
+      if (a_.recurrent_mask) mask_columns(n, q0_, q1_ - q0_, h_next_, masked_next_);
     }
   }
 
@@ -265,6 +323,9 @@ class LayerForward {
   ActiveRows active_;
   T* h_cur_;
   T* h_next_;
+  T* masked_cur_;   // recurrent dropout: h_cur ⊙ mask, and the next step's
+  T* masked_next_;
+  const bool zoneout_;
   Index t_lo_ = 0, block_len_;  // the projection block at hand
   // The step at hand.
   Index t_ = 0, trow_ = 0;

@@ -30,6 +30,7 @@ class WeightGradients {
              operand(ws_.dg_in.middleRows(c0, count)), operand(w_.w_ih));
     });
     if (project_ || has_second_product<Cell>()) mixed_rows(r0, r1);
+    if (a_.recurrent_mask) masked_rows(r0, r1);
     team_.sync();
     if (project_)
       for_my_chunks(team_, w_.proj_size, kColumnChunk, [&](Index p0, Index count) {
@@ -64,12 +65,21 @@ class WeightGradients {
       }
   }
 
+  // Recurrent dropout: what the recurrent product multiplied, h entering each step ⊙ its row's mask.
+  void masked_rows(long r0, long r1) {
+    const Index H_out = w_.output_size;
+    for (long r = r0; r < r1; ++r)
+      ws_.rows_masked.row(r) = ConstMatrixMap<T>(tape_.h_prev.data(), rows_, H_out).row(r).cwiseProduct(
+          ConstMatrixMap<T>(a_.recurrent_mask, a_.batch, H_out).row(r % a_.batch));
+  }
+
   // Slice k's rows of grad_ih and grad_hh (packed order): sums over all rows, taken kGradientRows at a
   // time so that a stop is seen within a chunk.
   void slice_products(long k) {
     const Index u0 = w_.unit_begin[k], Hs = w_.unit_begin[k + 1] - u0, col0 = G * u0, width = G * Hs;
     const ConstMatrixMap<T> x_all(a_.x, rows_, w_.input_size);
-    const ConstMatrixMap<T> h_prev_all(tape_.h_prev.data(), rows_, w_.output_size);
+    const ConstMatrixMap<T> h_prev_all(a_.recurrent_mask ? ws_.rows_masked.data() : tape_.h_prev.data(), rows_,
+                                       w_.output_size);
     auto grad_ih = ws_.grad_ih.block(0, 0, GH_, w_.input_size).middleRows(col0, width);
     // Reset-before GRU: the candidate's rows of grad_hh come from r ⊙ h_prev instead.
     const Index hidden_width = has_second_product<Cell>() ? (G - 1) * Hs : width;

@@ -24,8 +24,10 @@ raise ValueError.
 
 Calls: the converted layer is called as any fusedrnn layer, ``y, state = layer(x, state, lengths)``;
 ``call_as_keras`` returns exactly what the Keras layer's call returns, for its ``return_sequences`` /
-``return_state`` flags. Training-time options (``dropout``, ``recurrent_dropout``) have no effect in
-inference and are not converted; ``stateful`` layers are converted as stateless ones (pass the state).
+``return_state`` flags. ``recurrent_dropout`` is carried over (it acts in ``record`` only; Keras 3 draws one
+mask per gate where fusedrnn draws one for all, and the reset-before GRU has none, so there it is left
+out); Keras' ``dropout`` (on the input) has no counterpart and is not converted; ``stateful`` layers are
+converted as stateless ones (pass the state).
 
 Masks: Keras carries the previous output (and state) through masked steps, fusedrnn's ``lengths=``
 follow PyTorch (outputs past a sequence's end are zeros). For right-padded sequences the final state
@@ -132,6 +134,11 @@ def _weights_of(layer: Any, kind: str, label: str) -> tuple[dict[str, Any], dict
             state["bias_ih"], state["bias_hh"] = blocks(bias), np.zeros_like(bias)
     options["input_size"] = int(kernel.shape[0])
     options["hidden_size"] = units
+    # Keras' recurrent dropout is fusedrnn's (one mask per sequence on h entering the recurrent product),
+    # for training after the import; the reset-before GRU has none.
+    recurrent_dropout = float(config.get("recurrent_dropout", 0.0))
+    if recurrent_dropout > 0 and options.get("linear_before_reset", True):
+        options["recurrent_dropout"] = recurrent_dropout
     return options, state, dtype
 
 

@@ -113,6 +113,8 @@ _COMMON_LAYER = {
     "dropout": "float",
     "bidirectional": "bool",
     "residual": "bool",
+    "zoneout": "float",
+    "recurrent_dropout": "float",
 }
 _OPTIONS: dict[str, dict[str, Any]] = {
     "LSTM": {
@@ -161,9 +163,9 @@ _OPTIONS: dict[str, dict[str, Any]] = {
 _CELL_OPTIONS = ("proj_size", "peephole", "clip", "input_forget", "linear_before_reset", "layer_norm")
 # Written only when not the default, so that files of models without them read in older versions too.
 _OPTIONAL = {
-    "LSTM": {"forget_bias", "gate_activation", "layer_norm"},
-    "GRU": {"gate_activation", "clip", "layer_norm"},
-    "RNN": {"clip"},
+    "LSTM": {"forget_bias", "gate_activation", "layer_norm", "zoneout", "recurrent_dropout"},
+    "GRU": {"gate_activation", "clip", "layer_norm", "zoneout", "recurrent_dropout"},
+    "RNN": {"clip", "zoneout", "recurrent_dropout"},
     "LSTMCell": {"clip", "layer_norm"},
     "GRUCell": {"clip", "layer_norm"},
     "RNNCell": {"clip"},
@@ -185,6 +187,7 @@ _CONFIG_FIELDS = {
     "input_forget",
     "hard_gates",
     "layer_norm",
+    "zoneout",
 }
 
 
@@ -261,6 +264,10 @@ def _describe(obj: Any, tensors: dict[str, np.ndarray], depth: int) -> dict[str,
             "bidirectional": c.bidirectional,
             "residual": c.residual,
         }
+        if c.zoneout:  # written only when set (see _OPTIONAL)
+            options["zoneout"] = c.zoneout
+        if obj.recurrent_dropout:
+            options["recurrent_dropout"] = float(obj.recurrent_dropout)
         optional = _OPTIONAL.get(kind, set())
         options.update(
             {
@@ -666,6 +673,7 @@ def _stack_config(kind: str, options: dict[str, Any]) -> StackConfig:
         options.get("input_forget", False),
         options.get("gate_activation", "sigmoid") == "hard_sigmoid",
         options.get("layer_norm", False),
+        options.get("zoneout", 0.0),
     )
 
 
@@ -788,6 +796,8 @@ class _Reader:
             ("residual", False),
             ("gate_activation", "sigmoid"),
             ("layer_norm", False),
+            ("zoneout", 0.0),
+            ("recurrent_dropout", 0.0),
         ):
             if kwargs.get(key, default) == default:
                 kwargs.pop(key, None)
