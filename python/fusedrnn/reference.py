@@ -29,6 +29,23 @@ Stack: layer 0 reads x; layer k+1 reads ``y_k * dropout_masks[k]`` (masks alread
 ``h_n[k*D + d]`` is the final state of layer k, direction d (d = 1 is the reverse direction).
 With ``config.residual``, every layer k > 0 adds its input to its output: ``y_k = layer_k(in_k) + in_k``.
 
+Recurrent dropout (Gal and Ghahramani's variational dropout, training only): ``recurrent_masks[k*D + d]``
+(N, H_out), already scaled (0 or 1/(1-p)), is the mask m of every step of layer k, direction d. It
+multiplies h_prev only where h_prev enters the recurrent product: ``U (m * h_prev)`` in every cell,
+``LN((m * h_prev) U^T)`` in the layer-normalized ones. Every other use of h_prev sees the state itself
+(the GRU's ``z * h_prev``). Backward, the gradient wrt h_prev through U is multiplied by m, and dU is
+accumulated with m * h_prev. The reset-before GRU takes no recurrent mask.
+
+Zoneout (Krueger et al.): with ``config.zoneout = p > 0`` each unit of the state may keep its previous
+value. After the cell's step ``h_t = h_{t-1} + k_h * (h_new - h_{t-1})`` and (LSTM)
+``c_t = c_{t-1} + k_c * (c_new - c_{t-1})``, and the layer outputs y_t = h_t (computed as the blend
+``k * new + (1 - k) * previous``, which gives the new and the previous value exactly at k = 1 and 0).
+Training passes ``zoneout_masks[k*D + d]`` (T, N, Z*H): the factors k in {0, 1} (1: the unit takes its
+new value) of step t, indexed by t in both directions; Z = 2 with a cell state (each row: h's H factors,
+then c's), else 1. Inference (no masks) uses the constant k = 1 - p. Backward, of the gradient g wrt h_t
+the cell's step gets ``k_h * g`` as the gradient wrt h_new and ``(1 - k_h) * g`` goes to h_{t-1};
+likewise c. Not with ``proj_size``. Inactive rows (see *Lengths*) are untouched by both.
+
 Cells: each step function states its equations beside its backward step: :func:`rnn_step` (tanh or
 relu), :func:`lstm_step` (with the options peephole, input_forget, hard-sigmoid gates and the
 projection), :func:`gru_step` (linear-before-reset, PyTorch's) and :func:`gru_reset_before_step`
@@ -85,6 +102,12 @@ def _affine(v: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     """``v @ w.T + b``.  v: (n, K), w: (M, K), b: (M,) or None -> (n, M)."""
     out = v @ w.T
     return out if b is None else out + b
+
+
+def _masked(v: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``v * mask``, or v itself without a mask: a recurrent dropout mask applied to h_prev where it enters
+    the recurrent product (forward), or to that product's gradient wrt h_prev (backward)."""
+    return v if mask is None else v * mask
 
 
 def _part(b: np.ndarray | None, lo: int, hi: int) -> np.ndarray | None:
@@ -156,9 +179,11 @@ def _normalized_affine_backward(p, grads, side: str, da: np.ndarray, v: np.ndarr
 
 
 # --------------------------------------------------------------------------------------------------
-# cells: step(p, x, h_prev, c_prev) -> (h, c, cache); step_backward(p, cache, dh, dc, grads)
-#   -> (dx, dh_prev, dc_prev). p maps role ('weight_ih', ...) to the array of one layer-direction;
+# cells: step(p, x, h_prev, c_prev[, recurrent_mask=m]) -> (h, c, cache); step_backward(p, cache, dh, dc,
+#   grads) -> (dx, dh_prev, dc_prev). p maps role ('weight_ih', ...) to the array of one layer-direction;
 #   grads has the same keys and is accumulated in place. c / dc are None except for the LSTM.
+#   m (n, H_out), recurrent dropout: the recurrent product reads h_rec = m * h_prev (h_prev without m),
+#   every other use of h_prev the state itself; the caches keep m for the backward step.
 
 
 class RNNStepCache(NamedTuple):
@@ -166,6 +191,7 @@ class RNNStepCache(NamedTuple):
     h_prev: np.ndarray  # (n, H)  state before the step
     pre: np.ndarray  # (n, H)  pre-activation a (before clipping)
     h: np.ndarray  # (n, H)  state after the step, act(clip(a))
+    recurrent_mask: np.ndarray | None = None  # (n, H)  m of h_rec = m * h_prev; None: no recurrent dropout
 
 
 def _clip(a: np.ndarray, clip: float) -> np.ndarray:
@@ -177,28 +203,31 @@ def _clip_grad(a: np.ndarray, clip: float) -> np.ndarray | float:
     return (np.abs(a) < clip).astype(a.dtype) if clip > 0 else 1.0
 
 
-def rnn_step(p, x, h_prev, c_prev=None, *, relu=False, clip=0.0):
-    """Vanilla RNN step: ``a = W x + b_ih + U h_prev + b_hh``, ``h = tanh(a)`` (or ``max(a, 0)``);
+def rnn_step(p, x, h_prev, c_prev=None, *, relu=False, clip=0.0, recurrent_mask=None):
+    """Vanilla RNN step: ``a = W x + b_ih + U h_rec + b_hh``, ``h = tanh(a)`` (or ``max(a, 0)``);
     with clip > 0, ``h = tanh(clip(a))`` (or ``max(clip(a), 0)``), ``clip(a)`` = a bounded to
-    [-clip, clip].
+    [-clip, clip]. ``h_rec = recurrent_mask * h_prev`` (h_prev without a mask).
 
-    x: (n, I), h_prev: (n, H) -> h: (n, H)."""
-    a = _affine(x, p["weight_ih"], p.get("bias_ih")) + _affine(h_prev, p["weight_hh"], p.get("bias_hh"))
+    x: (n, I), h_prev: (n, H), recurrent_mask: (n, H) or None -> h: (n, H)."""
+    h_rec = _masked(h_prev, recurrent_mask)
+    a = _affine(x, p["weight_ih"], p.get("bias_ih")) + _affine(h_rec, p["weight_hh"], p.get("bias_hh"))
     bounded = _clip(a, clip)
     h = np.maximum(bounded, 0) if relu else np.tanh(bounded)
-    return h, None, RNNStepCache(x, h_prev, a, h)
+    return h, None, RNNStepCache(x, h_prev, a, h, recurrent_mask)
 
 
 def rnn_step_backward(p, cache: RNNStepCache, dh, dc=None, grads=None, *, relu=False, clip=0.0):
     """Backward of :func:`rnn_step`: ``da = dh * act'(clip(a)) * clip'(a)`` with tanh' = 1 - h^2,
-    relu' = [a > 0] and ``clip' = [|a| < clip]`` (1 without clip); ``dx = da W``, ``dh_prev = da U``,
-    ``dW += da^T x``, ``dU += da^T h_prev``, ``db_ih += sum_n da``, ``db_hh += sum_n da``."""
+    relu' = [a > 0] and ``clip' = [|a| < clip]`` (1 without clip); ``dx = da W``,
+    ``dh_prev = m * (da U)``, ``dW += da^T x``, ``dU += da^T h_rec``, ``db_ih += sum_n da``,
+    ``db_hh += sum_n da`` (m the recurrent mask, h_rec = m * h_prev; without a mask m = 1)."""
     da = dh * (cache.pre > 0) if relu else dh * (1 - cache.h * cache.h)
     da = da * _clip_grad(cache.pre, clip)
     g = da.shape[1]
+    mask = cache.recurrent_mask
     _accumulate_affine(grads, "weight_ih", "bias_ih", da, cache.x, 0, g)
-    _accumulate_affine(grads, "weight_hh", "bias_hh", da, cache.h_prev, 0, g)
-    return da @ p["weight_ih"], da @ p["weight_hh"], None
+    _accumulate_affine(grads, "weight_hh", "bias_hh", da, _masked(cache.h_prev, mask), 0, g)
+    return da @ p["weight_ih"], _masked(da @ p["weight_hh"], mask), None
 
 
 class LSTMStepCache(NamedTuple):
@@ -213,25 +242,29 @@ class LSTMStepCache(NamedTuple):
     tanh_c: np.ndarray  # (n, H)  tanh(c)
     m: np.ndarray  # (n, H)  o * tanh(c), the input of the projection (same as h without projection)
     pre: np.ndarray  # (n, 4H) the activations' inputs before clipping (peephole terms included)
+    recurrent_mask: np.ndarray | None = None  # (n, H_out) m of h_rec = m * h_prev; None: no recurrent dropout
 
 
-def lstm_step(p, x, h_prev, c_prev, *, clip=0.0, input_forget=False, hard=False):
-    """LSTM step, gate order i, f, g, o (row blocks of the weights)::
+def lstm_step(p, x, h_prev, c_prev, *, clip=0.0, input_forget=False, hard=False, recurrent_mask=None):
+    """LSTM step, gate order i, f, g, o (row blocks of the weights), ``h_rec = recurrent_mask * h_prev``
+    (h_prev without a mask)::
 
-        i = sigmoid(W_i x + b_ii + U_i h_prev + b_hi [+ p_i * c_prev])
-        f = sigmoid(W_f x + b_if + U_f h_prev + b_hf [+ p_f * c_prev])      f = 1 - i   (input_forget)
-        g = tanh   (W_g x + b_ig + U_g h_prev + b_hg)
+        i = sigmoid(W_i x + b_ii + U_i h_rec + b_hi [+ p_i * c_prev])
+        f = sigmoid(W_f x + b_if + U_f h_rec + b_hf [+ p_f * c_prev])      f = 1 - i   (input_forget)
+        g = tanh   (W_g x + b_ig + U_g h_rec + b_hg)
         c = f * c_prev + i * g
-        o = sigmoid(W_o x + b_io + U_o h_prev + b_ho [+ p_o * c])
+        o = sigmoid(W_o x + b_io + U_o h_rec + b_ho [+ p_o * c])
         m = o * tanh(c)
         h = m                  (no projection)       h = m @ weight_hr.T     (proj_size P > 0)
 
     The bracketed peephole terms come with ``weight_ph`` = [p_i; p_f; p_o]; with clip > 0 every
     activation's input is clipped to [-clip, clip] first (ONNX's LSTM); hard=True puts
     :func:`hard_sigmoid` in place of sigmoid.
-    x: (n, I), h_prev: (n, H_out), c_prev: (n, H) -> h: (n, H_out), c: (n, H)."""
+    x: (n, I), h_prev: (n, H_out), c_prev: (n, H), recurrent_mask: (n, H_out) or None -> h: (n, H_out),
+    c: (n, H)."""
     hs = c_prev.shape[1]
-    a = _affine(x, p["weight_ih"], p.get("bias_ih")) + _affine(h_prev, p["weight_hh"], p.get("bias_hh"))
+    h_rec = _masked(h_prev, recurrent_mask)
+    a = _affine(x, p["weight_ih"], p.get("bias_ih")) + _affine(h_rec, p["weight_hh"], p.get("bias_hh"))
     ph = p.get("weight_ph")
     if ph is not None:
         a[:, 0:hs] += ph[0:hs] * c_prev
@@ -246,7 +279,7 @@ def lstm_step(p, x, h_prev, c_prev, *, clip=0.0, input_forget=False, hard=False)
     tanh_c = np.tanh(c)
     m = o * tanh_c
     h = m @ p["weight_hr"].T if "weight_hr" in p else m
-    return h, c, LSTMStepCache(x, h_prev, c_prev, i, f, g, o, c, tanh_c, m, a)
+    return h, c, LSTMStepCache(x, h_prev, c_prev, i, f, g, o, c, tanh_c, m, a, recurrent_mask)
 
 
 def lstm_step_backward(p, cache: LSTMStepCache, dh, dc, grads, *, clip=0.0, input_forget=False, hard=False):
@@ -261,7 +294,9 @@ def lstm_step_backward(p, cache: LSTMStepCache, dh, dc, grads, *, clip=0.0, inpu
         da = [di i(1-i), df f(1-f) (0 when coupled), dg (1-g^2), da_o] * clip'(a)   (n, 4H)
         dc_prev = dc_tot * f [+ da_i * p_i + da_f * p_f]
         dp += [sum da_i c_prev, sum da_f c_prev, sum da_o c]
-        dx = da W, dh_prev = da U, dW += da^T x, dU += da^T h_prev, db_ih = db_hh += sum_n da
+        dx = da W, dh_prev = m * (da U), dW += da^T x, dU += da^T h_rec, db_ih = db_hh += sum_n da
+
+    (m the recurrent mask, h_rec = m * h_prev; without a mask m = 1.)
     """
     hs = cache.c.shape[1]
     ph = p.get("weight_ph")
@@ -296,9 +331,10 @@ def lstm_step_backward(p, cache: LSTMStepCache, dh, dc, grads, *, clip=0.0, inpu
         )
     da = np.concatenate([da_i, da_f, da_g, da_o], axis=1)
     g4 = da.shape[1]
+    mask = cache.recurrent_mask
     _accumulate_affine(grads, "weight_ih", "bias_ih", da, cache.x, 0, g4)
-    _accumulate_affine(grads, "weight_hh", "bias_hh", da, cache.h_prev, 0, g4)
-    return da @ p["weight_ih"], da @ p["weight_hh"], dc_prev
+    _accumulate_affine(grads, "weight_hh", "bias_hh", da, _masked(cache.h_prev, mask), 0, g4)
+    return da @ p["weight_ih"], _masked(da @ p["weight_hh"], mask), dc_prev
 
 
 class GRUStepCache(NamedTuple):
@@ -311,28 +347,32 @@ class GRUStepCache(NamedTuple):
     # b_hn with layer_norm); None for the reset-before GRU
     hn: np.ndarray | None
     pre: np.ndarray  # (n, 3H) the inputs of the activations of r, z and n, before clipping
+    recurrent_mask: np.ndarray | None = None  # (n, H)  m of h_rec = m * h_prev; None: no recurrent dropout
 
 
-def gru_step(p, x, h_prev, c_prev=None, *, hard=False, clip=0.0):
+def gru_step(p, x, h_prev, c_prev=None, *, hard=False, clip=0.0, recurrent_mask=None):
     """GRU step, linear-before-reset (PyTorch's form), gate order r, z, n::
 
-        a_r = W_r x + b_ir + U_r h_prev + b_hr;  r = sigmoid(clip(a_r))
-        a_z = W_z x + b_iz + U_z h_prev + b_hz;  z = sigmoid(clip(a_z))
-        a_n = W_n x + b_in + r * (U_n h_prev + b_hn);  n = tanh(clip(a_n))
+        a_r = W_r x + b_ir + U_r h_rec + b_hr;  r = sigmoid(clip(a_r))
+        a_z = W_z x + b_iz + U_z h_rec + b_hz;  z = sigmoid(clip(a_z))
+        a_n = W_n x + b_in + r * (U_n h_rec + b_hn);  n = tanh(clip(a_n))
         h = (1 - z) * n + z * h_prev
 
-    ``clip(a)`` bounds a to [-clip, clip] (the identity for clip = 0): the whole of n's input is
-    clipped, as ONNX Runtime does. x: (n, I), h_prev: (n, H) -> h: (n, H)."""
+    ``h_rec = recurrent_mask * h_prev`` (h_prev without a mask): only the recurrent product sees the
+    mask, not ``z * h_prev``. ``clip(a)`` bounds a to [-clip, clip] (the identity for clip = 0): the
+    whole of n's input is clipped, as ONNX Runtime does. x: (n, I), h_prev: (n, H), recurrent_mask:
+    (n, H) or None -> h: (n, H)."""
     ai = _affine(x, p["weight_ih"], p.get("bias_ih"))  # (n, 3H)
-    ah = _affine(h_prev, p["weight_hh"], p.get("bias_hh"))  # (n, 3H)
+    ah = _affine(_masked(h_prev, recurrent_mask), p["weight_hh"], p.get("bias_hh"))  # (n, 3H)
     h, cache = _gru_gates(x, h_prev, ai, ah, hard=hard, clip=clip)
-    return h, None, cache
+    return h, None, cache._replace(recurrent_mask=recurrent_mask)
 
 
 def _gru_gates(x, h_prev, ai, ah, *, hard, clip):
-    """The linear-before-reset GRU from its two projections ``ai = W x + b_ih`` and ``ah = U h_prev +
+    """The linear-before-reset GRU from its two projections ``ai = W x + b_ih`` and ``ah = U h_rec +
     b_hh`` (each (n, 3H)): the equations of :func:`gru_step` after the products, shared with
-    :func:`layer_norm_gru_step`, whose projections are normalized. Returns h and the step's cache."""
+    :func:`layer_norm_gru_step`, whose projections are normalized. Returns h and the step's cache
+    (without a recurrent mask: the caller, who applied it, adds it)."""
     hs = h_prev.shape[1]
     a_rz = ai[:, 0 : 2 * hs] + ah[:, 0 : 2 * hs]
     r = _gate(_clip(a_rz[:, 0:hs], clip), hard)
@@ -354,19 +394,22 @@ def gru_step_backward(p, cache: GRUStepCache, dh, dc=None, grads=None, *, hard=F
         dr = da_n * hn;  dhn = da_n * r
         da_r = dr * r (1 - r) * clip'(a_r);  da_z = dz * z (1 - z) * clip'(a_z)
         input side:     dai = [da_r, da_z, da_n]   -> dx = dai W, dW += dai^T x, db_ih += sum_n dai
-        recurrent side: dah = [da_r, da_z, dhn]    -> dU += dah^T h_prev, db_hh += sum_n dah
-        dh_prev = dh * z + dah U
+        recurrent side: dah = [da_r, da_z, dhn]    -> dU += dah^T h_rec, db_hh += sum_n dah
+        dh_prev = dh * z + m * (dah U)
+
+    (m the recurrent mask, h_rec = m * h_prev; without a mask m = 1.)
     """
     dai, dah = _gru_gates_backward(cache, dh, hard=hard, clip=clip)
     g3 = dai.shape[1]
+    mask = cache.recurrent_mask
     _accumulate_affine(grads, "weight_ih", "bias_ih", dai, cache.x, 0, g3)
-    _accumulate_affine(grads, "weight_hh", "bias_hh", dah, cache.h_prev, 0, g3)
-    return dai @ p["weight_ih"], dh * cache.z + dah @ p["weight_hh"], None
+    _accumulate_affine(grads, "weight_hh", "bias_hh", dah, _masked(cache.h_prev, mask), 0, g3)
+    return dai @ p["weight_ih"], dh * cache.z + _masked(dah @ p["weight_hh"], mask), None
 
 
 def _gru_gates_backward(cache: GRUStepCache, dh, *, hard, clip):
     """Backward of :func:`_gru_gates`: the gradients dai and dah (each (n, 3H)) of the two projections;
-    h_prev's direct path, ``dh * z``, is left to the caller."""
+    h_prev's direct path, ``dh * z``, and the recurrent mask are left to the caller."""
     r, z, n, hn, pre = cache.r, cache.z, cache.n, cache.hn, cache.pre
     hs = r.shape[1]
     dn = dh * (1 - z)
@@ -446,24 +489,27 @@ class LayerNormLSTMStepCache(NamedTuple):
     o: np.ndarray  # (n, H)  output gate (after sigmoid)
     tanh_c: np.ndarray  # (n, H)  tanh(LN(c) * ln_weight_c + ln_bias_c)
     norm_ih: LayerNormCache  # of x W^T (n, 4H)
-    norm_hh: LayerNormCache  # of h_prev U^T (n, 4H)
+    norm_hh: LayerNormCache  # of h_rec U^T (n, 4H)
     norm_c: LayerNormCache  # of the new cell state c (n, H)
+    recurrent_mask: np.ndarray | None = None  # (n, H)  m of h_rec = m * h_prev; None: no recurrent dropout
 
 
-def layer_norm_lstm_step(p, x, h_prev, c_prev, *, hard=False):
-    """Layer-normalized LSTM step (haste's LayerNormLSTM), gate order i, f, g, o::
+def layer_norm_lstm_step(p, x, h_prev, c_prev, *, hard=False, recurrent_mask=None):
+    """Layer-normalized LSTM step (haste's LayerNormLSTM), gate order i, f, g, o, ``h_rec =
+    recurrent_mask * h_prev`` (h_prev without a mask)::
 
-        a = LN(x W^T) * ln_weight_ih + LN(h_prev U^T) * ln_weight_hh + b_ih + b_hh      (n, 4H)
+        a = LN(x W^T) * ln_weight_ih + LN(h_rec U^T) * ln_weight_hh + b_ih + b_hh       (n, 4H)
         i = sigmoid(a_i);  f = sigmoid(a_f);  g = tanh(a_g);  o = sigmoid(a_o)
         c = f * c_prev + i * g
         h = o * tanh(LN(c) * ln_weight_c + ln_bias_c)
 
     ``LN(v) = (v - mean(v)) / sqrt(var(v) + 1e-5)`` over each row: all 4H values of a projection (the
     gates together), the H values of c. The state c itself is carried unnormalized; hard=True puts
-    :func:`hard_sigmoid` in place of sigmoid. x: (n, I), h_prev: (n, H), c_prev: (n, H) -> h, c: (n, H)."""
+    :func:`hard_sigmoid` in place of sigmoid. x: (n, I), h_prev: (n, H), c_prev: (n, H), recurrent_mask:
+    (n, H) or None -> h, c: (n, H)."""
     hs = c_prev.shape[1]
     a_x, norm_ih = _normalized_affine(p, "ih", x)
-    a_h, norm_hh = _normalized_affine(p, "hh", h_prev)
+    a_h, norm_hh = _normalized_affine(p, "hh", _masked(h_prev, recurrent_mask))
     a = a_x + a_h
     i = _gate(a[:, 0:hs], hard)
     f = _gate(a[:, hs : 2 * hs], hard)
@@ -473,7 +519,10 @@ def layer_norm_lstm_step(p, x, h_prev, c_prev, *, hard=False):
     c_normalized, norm_c = _layer_norm(c)
     tanh_c = np.tanh(c_normalized * p["ln_weight_c"] + p["ln_bias_c"])
     h = o * tanh_c
-    return h, c, LayerNormLSTMStepCache(x, h_prev, c_prev, i, f, g, o, tanh_c, norm_ih, norm_hh, norm_c)
+    cache = LayerNormLSTMStepCache(
+        x, h_prev, c_prev, i, f, g, o, tanh_c, norm_ih, norm_hh, norm_c, recurrent_mask
+    )
+    return h, c, cache
 
 
 def layer_norm_lstm_step_backward(p, cache: LayerNormLSTMStepCache, dh, dc, grads, *, hard=False):
@@ -490,7 +539,8 @@ def layer_norm_lstm_step_backward(p, cache: LayerNormLSTMStepCache, dh, dc, grad
         dc_prev = dc_tot * f
         db_ih += sum_n da;  db_hh += sum_n da      (the biases add to a, after the normalization)
         d_ln_weight_ih += sum_n da * LN(x W^T);  d_x_proj = LN'(da * ln_weight_ih)
-        dW += d_x_proj^T x;  dx = d_x_proj W       (and alike for U, h_prev with ln_weight_hh)
+        dW += d_x_proj^T x;  dx = d_x_proj W       (and alike for U, h_rec with ln_weight_hh)
+        dh_prev = m * dh_rec                       (m the recurrent mask; 1 without)
     """
     da_o = dh * cache.tanh_c * _gate_grad(cache.o, hard)
     d_out = dh * cache.o * (1 - cache.tanh_c * cache.tanh_c)
@@ -502,30 +552,34 @@ def layer_norm_lstm_step_backward(p, cache: LayerNormLSTMStepCache, dh, dc, grad
     da_g = dc_tot * cache.i * (1 - cache.g * cache.g)
     da = np.concatenate([da_i, da_f, da_g, da_o], axis=1)
     dx = _normalized_affine_backward(p, grads, "ih", da, cache.x, cache.norm_ih)
-    dh_prev = _normalized_affine_backward(p, grads, "hh", da, cache.h_prev, cache.norm_hh)
-    return dx, dh_prev, dc_tot * cache.f
+    mask = cache.recurrent_mask
+    dh_rec = _normalized_affine_backward(p, grads, "hh", da, _masked(cache.h_prev, mask), cache.norm_hh)
+    return dx, _masked(dh_rec, mask), dc_tot * cache.f
 
 
 class LayerNormGRUStepCache(NamedTuple):
     gates: GRUStepCache  # the gates' part, as for gru_step (its hn is the normalized, scaled n block + b_hn)
     norm_ih: LayerNormCache  # of x W^T (n, 3H)
-    norm_hh: LayerNormCache  # of h_prev U^T (n, 3H)
+    norm_hh: LayerNormCache  # of h_rec U^T (n, 3H)
+    recurrent_mask: np.ndarray | None = None  # (n, H)  m of h_rec = m * h_prev; None: no recurrent dropout
 
 
-def layer_norm_gru_step(p, x, h_prev, c_prev=None, *, hard=False):
-    """Layer-normalized GRU step, linear-before-reset (PyTorch's form), gate order r, z, n::
+def layer_norm_gru_step(p, x, h_prev, c_prev=None, *, hard=False, recurrent_mask=None):
+    """Layer-normalized GRU step, linear-before-reset (PyTorch's form), gate order r, z, n, ``h_rec =
+    recurrent_mask * h_prev`` (h_prev without a mask)::
 
-        ax = LN(x W^T) * ln_weight_ih + b_ih;  ah = LN(h_prev U^T) * ln_weight_hh + b_hh     (n, 3H)
+        ax = LN(x W^T) * ln_weight_ih + b_ih;  ah = LN(h_rec U^T) * ln_weight_hh + b_hh      (n, 3H)
         r = sigmoid(ax_r + ah_r);  z = sigmoid(ax_z + ah_z)
         n = tanh(ax_n + r * ah_n)
         h = (1 - z) * n + z * h_prev
 
     ``LN(v) = (v - mean(v)) / sqrt(var(v) + 1e-5)`` over each row's 3H values (the gates together);
-    hard=True puts :func:`hard_sigmoid` in place of sigmoid. x: (n, I), h_prev: (n, H) -> h: (n, H)."""
+    hard=True puts :func:`hard_sigmoid` in place of sigmoid. x: (n, I), h_prev: (n, H), recurrent_mask:
+    (n, H) or None -> h: (n, H)."""
     ai, norm_ih = _normalized_affine(p, "ih", x)
-    ah, norm_hh = _normalized_affine(p, "hh", h_prev)
+    ah, norm_hh = _normalized_affine(p, "hh", _masked(h_prev, recurrent_mask))
     h, gates = _gru_gates(x, h_prev, ai, ah, hard=hard, clip=0.0)
-    return h, None, LayerNormGRUStepCache(gates, norm_ih, norm_hh)
+    return h, None, LayerNormGRUStepCache(gates, norm_ih, norm_hh, recurrent_mask)
 
 
 def layer_norm_gru_step_backward(p, cache: LayerNormGRUStepCache, dh, dc=None, grads=None, *, hard=False):
@@ -536,14 +590,14 @@ def layer_norm_gru_step_backward(p, cache: LayerNormGRUStepCache, dh, dc=None, g
 
         db_ih += sum_n dai;  d_ln_weight_ih += sum_n dai * LN(x W^T);  d_x_proj = LN'(dai * ln_weight_ih)
         dW += d_x_proj^T x;  dx = d_x_proj W
-        db_hh += sum_n dah;  d_ln_weight_hh += sum_n dah * LN(h_prev U^T);  d_h_proj = LN'(dah * ln_weight_hh)
-        dU += d_h_proj^T h_prev;  dh_prev = dh * z + d_h_proj U
+        db_hh += sum_n dah;  d_ln_weight_hh += sum_n dah * LN(h_rec U^T);  d_h_proj = LN'(dah * ln_weight_hh)
+        dU += d_h_proj^T h_rec;  dh_prev = dh * z + m * (d_h_proj U)      (m the recurrent mask; 1 without)
     """
-    gates = cache.gates
+    gates, mask = cache.gates, cache.recurrent_mask
     dai, dah = _gru_gates_backward(gates, dh, hard=hard, clip=0.0)
     dx = _normalized_affine_backward(p, grads, "ih", dai, gates.x, cache.norm_ih)
-    dh_prev = dh * gates.z + _normalized_affine_backward(p, grads, "hh", dah, gates.h_prev, cache.norm_hh)
-    return dx, dh_prev, None
+    dh_rec = _normalized_affine_backward(p, grads, "hh", dah, _masked(gates.h_prev, mask), cache.norm_hh)
+    return dx, dh * gates.z + _masked(dh_rec, mask), None
 
 
 StepFn = Callable[..., Any]
@@ -617,16 +671,29 @@ class StepRecord(NamedTuple):
         The indices of the sequences active at step t (``t < lengths[j]``).
     cache : NamedTuple
         What the cell's step function returned for its backward step, for those rows.
+    zoneout : ndarray (n, Z*H) or None
+        The zoneout factors k the step applied to those rows (h's H, then the LSTM's c's H); None
+        without zoneout.
     """
 
     t: int
     rows: np.ndarray
     cache: Any
+    zoneout: np.ndarray | None = None
 
 
 StepRecord.t.__doc__ = "The time index of the step."
 StepRecord.rows.__doc__ = "(n,) the indices of the sequences active at step t (t < lengths[j])."
 StepRecord.cache.__doc__ = "The cell's step cache for those rows (what its backward step needs)."
+StepRecord.zoneout.__doc__ = "(n, Z*H) the zoneout factors of those rows (h's, then c's), or None."
+
+
+def _zoneout(previous: np.ndarray, new: np.ndarray, keep_new: np.ndarray) -> np.ndarray:
+    """``previous + k * (new - previous)``: each unit takes its new value where k = 1, keeps its previous
+    one where k = 0 (and mixes them for a k between, as inference's k = 1 - p does). Written as the blend
+    ``k * new + (1 - k) * previous``, which is exact at k = 1 and k = 0 (the difference form can be off by
+    a rounding at k = 1)."""
+    return keep_new * new + (1 - keep_new) * previous
 
 
 def layer_forward(
@@ -637,30 +704,45 @@ def layer_forward(
     c0: np.ndarray | None,
     lengths: np.ndarray,
     reverse: bool,
+    recurrent_mask: np.ndarray | None = None,
+    zoneout: np.ndarray | None = None,
 ):
     """Run one direction of one layer over time.
 
     x: (T, N, I), h0: (N, H_out), c0: (N, H) or None, lengths: (N,) ints in [1, T].
     Steps t = 0..T-1 (``reverse``: T-1..0); at step t only the rows with ``t < lengths`` are updated.
+    recurrent_mask: (N, H_out) or None, the recurrent dropout mask of every step (passed to the step
+    function, which applies it to h_prev where it enters the recurrent product).
+    zoneout: (T, N, Z*H) or None, the factors k of step t (h's H, then the LSTM's c's H): after the cell's
+    step ``h_t = h_{t-1} + k_h * (h_new - h_{t-1})``, likewise c, and y_t is this h_t.
     Returns y: (T, N, H_out) (zero where inactive), h_last: (N, H_out), c_last: (N, H) or None, and the
     list of :class:`StepRecord` in processing order (steps with no active row are skipped).
     """
     steps_total, batch, _ = x.shape
     h = h0.copy()
     c = None if c0 is None else c0.copy()
-    y = np.zeros((steps_total, batch, h.shape[1]), dtype=h.dtype)
+    h_size = h.shape[1]
+    y = np.zeros((steps_total, batch, h_size), dtype=h.dtype)
     records = []
     times = range(steps_total - 1, -1, -1) if reverse else range(steps_total)
     for t in times:
         rows = np.flatnonzero(lengths > t)
         if rows.size == 0:
             continue
-        h_new, c_new, cache = step(p, x[t, rows], h[rows], None if c is None else c[rows])
+        h_prev, c_prev = h[rows], None if c is None else c[rows]
+        # Only a masked step gets the keyword: the reset-before GRU takes no mask.
+        masked = {} if recurrent_mask is None else {"recurrent_mask": recurrent_mask[rows]}
+        h_new, c_new, cache = step(p, x[t, rows], h_prev, c_prev, **masked)
+        factors = None if zoneout is None else zoneout[t, rows]
+        if factors is not None:
+            h_new = _zoneout(h_prev, h_new, factors[:, :h_size])
+            if c is not None:
+                c_new = _zoneout(c_prev, c_new, factors[:, h_size:])
         h[rows] = h_new
         if c is not None:
             c[rows] = c_new
         y[t, rows] = h_new
-        records.append(StepRecord(t, rows, cache))
+        records.append(StepRecord(t, rows, cache, factors))
     return y, h, c, records
 
 
@@ -677,18 +759,31 @@ def layer_backward(
 
     dy: (T, N, H_out) gradient of y (ignored where y was inactive), dh_last: (N, H_out),
     dc_last: (N, H) or None. Walks the records in reverse processing order; the gradient of an inactive
-    row's state passes through the step unchanged.
+    row's state passes through the step unchanged. With zoneout factors k in a record, of the gradient g
+    wrt h_t the cell's backward step gets ``k_h * g`` (wrt h_new) and ``(1 - k_h) * g`` goes straight to
+    h_{t-1}; likewise c.
     Returns dx: (T, N, I), dh0: (N, H_out), dc0: (N, H) or None, grads: dict role -> array like p.
     """
     grads = {role: np.zeros_like(w) for role, w in p.items()}
     dx = np.zeros(x_shape, dtype=dy.dtype)
     dh = dh_last.copy()
     dc = None if dc_last is None else dc_last.copy()
+    h_size = dh.shape[1]
     for rec in reversed(records):
         rows = rec.rows
         dh_rows = dh[rows] + dy[rec.t, rows]
         dc_rows = None if dc is None else dc[rows]
-        dx_rows, dh_prev, dc_prev = step_backward(p, rec.cache, dh_rows, dc_rows, grads)
+        if rec.zoneout is None:
+            dx_rows, dh_prev, dc_prev = step_backward(p, rec.cache, dh_rows, dc_rows, grads)
+        else:
+            keep_h = rec.zoneout[:, :h_size]
+            keep_c = None if dc is None else rec.zoneout[:, h_size:]
+            dx_rows, dh_prev, dc_prev = step_backward(
+                p, rec.cache, keep_h * dh_rows, None if dc is None else keep_c * dc_rows, grads
+            )
+            dh_prev = dh_prev + (1 - keep_h) * dh_rows
+            if dc is not None:
+                dc_prev = dc_prev + (1 - keep_c) * dc_rows
         dx[rec.t, rows] = dx_rows
         dh[rows] = dh_prev
         if dc is not None:
@@ -721,7 +816,8 @@ class ForwardCache:
         dropout mask.
     steps : list of list of list of StepRecord
         ``steps[layer][direction]`` is the list of :class:`StepRecord` of that layer-direction, in
-        processing order.
+        processing order. The records keep the zoneout factors of their step and the step caches the
+        recurrent mask of their rows, so backward needs nothing more.
     """
 
     config: StackConfig
@@ -745,6 +841,56 @@ def _as_array(name: str, value: Any, shape: tuple[int, ...], dtype: np.dtype) ->
     return arr
 
 
+def _mask_list(
+    name: str, masks: Any, count: int, counted: str, shape: tuple[int, ...], dtype: np.dtype
+) -> list[np.ndarray]:
+    """``count`` masks, each a copy in ``dtype`` of shape ``shape``; ValueError naming ``name`` otherwise
+    (``counted`` says what count is)."""
+    if len(masks) != count:
+        raise ValueError(f"{name}: expected {count} masks ({counted}), got {len(masks)}")
+    return [_as_array(f"{name}[{k}]", m, shape, dtype) for k, m in enumerate(masks)]
+
+
+def _recurrent_masks(config: StackConfig, masks: Any, batch: int, dtype: np.dtype) -> list[np.ndarray] | None:
+    """The recurrent dropout mask of each layer-direction (N, H_out), checked; None without."""
+    if masks is None:
+        return None
+    if config.kind.family == "gru" and not config.linear_before_reset:
+        raise ValueError(
+            "recurrent_masks: the reset-before GRU (linear_before_reset=False) takes no recurrent dropout, "
+            f"got {len(masks)} masks"
+        )
+    count = config.num_layers * config.num_directions
+    shape = (batch, config.output_size)
+    return _mask_list("recurrent_masks", masks, count, "num_layers * num_directions", shape, dtype)
+
+
+def _zoneout_factors(
+    config: StackConfig, masks: Any, steps_total: int, batch: int, dtype: np.dtype
+) -> list[np.ndarray] | None:
+    """The zoneout factors of each layer-direction (T, N, Z*H): the masks, checked, or the constant
+    1 - p of inference; None without zoneout."""
+    p = config.zoneout
+    if not 0 <= p < 1:
+        raise ValueError(f"config: zoneout must be in [0, 1), got {p!r}")
+    if p == 0:
+        if masks is not None:
+            raise ValueError(
+                f"zoneout_masks: only with config.zoneout > 0, got {len(masks)} masks with zoneout={p!r}"
+            )
+        return None
+    if config.proj_size > 0:
+        raise ValueError(
+            "config: zoneout does not combine with proj_size, "
+            f"got zoneout={p!r}, proj_size={config.proj_size}"
+        )
+    count = config.num_layers * config.num_directions
+    shape = (steps_total, batch, (2 if config.has_cell_state else 1) * config.hidden_size)
+    if masks is None:  # inference: the expectation of the training masks, every unit keeps 1 - p
+        return [np.full(shape, 1 - p, dtype) for _ in range(count)]
+    return _mask_list("zoneout_masks", masks, count, "num_layers * num_directions", shape, dtype)
+
+
 def _layer_params(config: StackConfig, params: dict[str, np.ndarray], layer: int, direction: int):
     return {role: params[name] for role, name in config.layer_param_names(layer, direction).items()}
 
@@ -764,6 +910,8 @@ def forward(
     c0: np.ndarray | None = None,
     lengths: np.ndarray | None = None,
     dropout_masks: list[np.ndarray] | None = None,
+    recurrent_masks: list[np.ndarray] | None = None,
+    zoneout_masks: list[np.ndarray] | None = None,
 ):
     """Forward pass of the stack described by ``config``, one step at a time (see the module docstring).
 
@@ -785,6 +933,15 @@ def forward(
         Ints with 1 <= len <= T; None: all T.
     dropout_masks : list of array_like, optional
         None, or L-1 arrays (T, N, D*H_out): layer k+1 reads ``y_k * dropout_masks[k]``.
+    recurrent_masks : list of array_like, optional
+        Recurrent dropout: None, or L*D arrays (N, H_out), index ``layer*D + direction``, already scaled
+        (0 or 1/(1-p)). The mask of every step of that layer-direction, applied to h_prev only where it
+        enters the recurrent product ``h_prev @ weight_hh.T``. Not for the reset-before GRU.
+    zoneout_masks : list of array_like, optional
+        Zoneout in training, with ``config.zoneout > 0`` only: None, or L*D arrays (T, N, Z*H), index
+        ``layer*D + direction``, Z = 2 for the LSTM (each row: h's H factors, then c's), else 1. Factor 1:
+        the unit takes its new value at step t; 0: it keeps its previous one. None with
+        ``config.zoneout = p > 0`` is inference: the constant factor 1 - p.
 
     Returns
     -------
@@ -835,14 +992,12 @@ def forward(
         lengths = lengths.astype(np.int64)
 
     if dropout_masks is not None:
-        if len(dropout_masks) != big_l - 1:
-            raise ValueError(
-                f"dropout_masks: expected {big_l - 1} masks (num_layers - 1), got {len(dropout_masks)}"
-            )
         mask_shape = (steps_total, batch, big_d * h_out)
-        dropout_masks = [
-            _as_array(f"dropout_masks[{k}]", m, mask_shape, dtype) for k, m in enumerate(dropout_masks)
-        ]
+        dropout_masks = _mask_list(
+            "dropout_masks", dropout_masks, big_l - 1, "num_layers - 1", mask_shape, dtype
+        )
+    recurrent_masks = _recurrent_masks(config, recurrent_masks, batch, dtype)
+    zoneout_factors = _zoneout_factors(config, zoneout_masks, steps_total, batch, dtype)
 
     step, _ = cell_functions(config)
     h_n = np.zeros_like(h0)
@@ -858,7 +1013,15 @@ def forward(
             k = layer * big_d + direction
             p = _layer_params(config, p_all, layer, direction)
             y_d, h_last, c_last, recs = layer_forward(
-                step, p, layer_input, h0[k], None if c0 is None else c0[k], lengths, reverse=direction == 1
+                step,
+                p,
+                layer_input,
+                h0[k],
+                None if c0 is None else c0[k],
+                lengths,
+                reverse=direction == 1,
+                recurrent_mask=None if recurrent_masks is None else recurrent_masks[k],
+                zoneout=None if zoneout_factors is None else zoneout_factors[k],
             )
             outputs.append(y_d)
             records.append(recs)
