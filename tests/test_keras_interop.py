@@ -226,3 +226,12 @@ def test_hard_sigmoid_gates_saturate_and_match_keras() -> None:
     gates = np.concatenate([np.concatenate([r.cache.i, r.cache.f, r.cache.o]) for r in cache.steps[0][0]])
     saturated = np.isin(gates, (0.0, 1.0)).mean()
     assert 0.2 < saturated < 0.9, saturated  # both the flat parts and the slope are exercised
+
+
+def test_recurrent_dropout_is_carried_over_where_fusedrnn_has_it() -> None:
+    lstm = keras.layers.LSTM(U, recurrent_dropout=0.3, return_sequences=True)
+    converted = fr.from_keras(build(lstm, np.float32, 0))
+    assert converted.recurrent_dropout == pytest.approx(0.3)
+    converted.record(np.zeros((N, T, IN), np.float32))  # it trains with it
+    gru = keras.layers.GRU(U, recurrent_dropout=0.3, reset_after=False)
+    assert fr.from_keras(build(gru, np.float32, 0)).recurrent_dropout == 0.0  # the reset-before GRU has none

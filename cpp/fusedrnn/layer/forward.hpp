@@ -110,18 +110,20 @@ class LayerForward {
   // What the recurrent product multiplies: h, or h ⊙ mask with recurrent dropout.
   const T* product_input() const { return a_.recurrent_mask ? masked_cur_ : h_cur_; }
 
-  // Zoneout after the cell's pass over units [u0, u0 + Hs) of active row n: h' = h + k ⊙ (h_new - h),
-  // k the factors of the step (training) or 1 - p, and likewise c from c_old.
+  // Zoneout after the cell's pass over units [u0, u0 + Hs) of active row n: h' = k ⊙ h_new + (1 - k) ⊙ h
+  // (a blend, exact at k = 0 and 1), k the factors of the step (training) or 1 - p, and likewise c from
+  // c_old.
   void zone_out(Index n, Index u0, Index Hs) {
     T* h_new = h_next_ + n * H_ + u0;
     const ConstVec<T> h_prev(h_cur_ + n * H_ + u0, Hs);
     const Index Z = Cell::kHasCellState ? 2 : 1;
     if (a_.zoneout) {
-      const T* k = a_.zoneout + (trow_ + n) * Z * H_ + u0;
-      Vec<T>(h_new, Hs) = h_prev + ConstVec<T>(k, Hs) * (Vec<T>(h_new, Hs) - h_prev);
+      const ConstVec<T> k(a_.zoneout + (trow_ + n) * Z * H_ + u0, Hs);
+      Vec<T>(h_new, Hs) = k * Vec<T>(h_new, Hs) + (T(1) - k) * h_prev;
       if (Cell::kHasCellState) {
-        const ConstVec<T> c_prev(ws_.c_old.data() + n * H_ + u0, Hs);
-        Vec<T>(a_.c + n * H_ + u0, Hs) = c_prev + ConstVec<T>(k + H_, Hs) * (Vec<T>(a_.c + n * H_ + u0, Hs) - c_prev);
+        const ConstVec<T> c_prev(ws_.c_old.data() + n * H_ + u0, Hs), k_c(k.data() + H_, Hs);
+        Vec<T> c(a_.c + n * H_ + u0, Hs);
+        c = k_c * c + (T(1) - k_c) * c_prev;
       }
     } else {
       const T keep = a_.zoneout_keep;

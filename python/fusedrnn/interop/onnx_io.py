@@ -1016,7 +1016,8 @@ def to_onnx(layer: Any, path: Any = None, *, state: bool = False, lengths: bool 
     ``h_n``, and ``c_n`` for an LSTM. A cell's model maps ``input`` (N, I) (and ``h0``/``c0`` (N, H)
     with ``state=True``) to ``h1`` (and ``c1``). Dropout is not exported (inference). A projected LSTM
     (proj_size) raises ValueError: ONNX's LSTM has no projection, nor its LSTM and GRU a layer
-    normalization (layer_norm). ``onnx_feeds`` builds the inputs.
+    normalization (layer_norm), nor any of them zoneout; recurrent dropout, like dropout, acts in
+    training only and is left out. ``onnx_feeds`` builds the inputs.
 
     A float64 layer is written as a float32 model, with a UserWarning saying so: ONNX Runtime's CPU
     LSTM, GRU and RNN kernels compute in float32 only (a float64 model loads there but does not run), so
@@ -1047,6 +1048,11 @@ def _export(layer: Any, path: Any, state: bool, lengths: bool, keep_float64: boo
     if inner.config.layer_norm:
         raise ValueError(
             f"to_onnx: ONNX's {inner.config.kind.onnx_op} has no layer normalization, got layer_norm=True"
+        )
+    if inner.config.zoneout:
+        raise ValueError(
+            f"to_onnx: ONNX's {inner.config.kind.onnx_op} has no zoneout (a call mixes each unit's previous "
+            f"state in), got zoneout={inner.config.zoneout}"
         )
     np_dtype = np.dtype(inner.dtype)
     if np_dtype == np.float64 and not keep_float64:

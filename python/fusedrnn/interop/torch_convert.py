@@ -97,7 +97,8 @@ def to_torch(layer: Any, fused: bool = True) -> Any:
     """The ``torch.nn`` module equivalent to a fusedrnn layer or cell, with a copy of its weights:
     a ``fusedrnn.torch`` module (running fusedrnn's kernels) when ``fused``, else a plain ``torch.nn`` one.
     Layers with options PyTorch lacks (peepholes, clip, coupled input-forget gate, residual stacks, the
-    reset-before GRU, hard-sigmoid gates, layer normalization) raise ValueError naming the option."""
+    reset-before GRU, hard-sigmoid gates, layer normalization, zoneout, recurrent dropout) raise
+    ValueError naming the option."""
     import torch
 
     if fused:
@@ -120,6 +121,8 @@ def to_torch(layer: Any, fused: bool = True) -> Any:
                 ),
                 ("gate_activation='hard_sigmoid'", c.hard_gates),
                 ("layer_norm", c.layer_norm),
+                ("zoneout", c.zoneout),
+                ("recurrent_dropout", layer.recurrent_dropout),
             )
             if value
         ]
