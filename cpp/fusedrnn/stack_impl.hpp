@@ -31,11 +31,11 @@ void init_state(const T* src, Index slot, Index batch, Index width, T* dst) {
 }
 
 // How many threads a call should use: enough work per step to pay for a barrier, and no more
-// members than hidden-unit slices per direction.
-inline int wanted_threads(const StackConfig& cfg, Index batch, Index slices) {
+// members than parts (hidden-unit slices, or groups of rows: parallel_parts) per direction.
+inline int wanted_threads(const StackConfig& cfg, Index batch, Index parts) {
   const Index macs_per_step = batch * cfg.output_size() * cfg.gates() * cfg.hidden_size;
   if (macs_per_step < (Index(1) << 15)) return 1;
-  return static_cast<int>(std::min<Index>(get_num_threads(), slices * cfg.directions()));
+  return static_cast<int>(std::min<Index>(get_num_threads(), parts * cfg.directions()));
 }
 
 // The teams of a region of `size` threads: two (one per direction) when directions run at once
@@ -89,10 +89,11 @@ struct Teams {
 // The plan of each direction's layers (the same for every layer of the stack).
 template <typename Cell, typename T>
 std::vector<LayerPlan> plan_directions(const WeightSet<T>& weights, Index D, Index steps, Index batch,
-                                       const Teams& teams) {
+                                       const Teams& teams, bool backward) {
   std::vector<LayerPlan> plans;
   for (Index d = 0; d < D; ++d)
-    plans.push_back(plan_layer<Cell>(weights[static_cast<std::size_t>(d)], steps, batch, teams.size_for(d), teams.tuning));
+    plans.push_back(plan_layer<Cell>(weights[static_cast<std::size_t>(d)], steps, batch, teams.size_for(d),
+                                     teams.tuning, backward));
   return plans;
 }
 
@@ -168,9 +169,9 @@ void StackRunner<Cell, T>::forward(const StackConfig& cfg, const WeightSet<T>& w
   const bool training = tape != nullptr;
   const Tuning tuning = current_tuning();
   ScopedFlushDenormals flush;
-  ParallelRegion region(detail::wanted_threads(cfg, batch, weights[0].slices()));
+  ParallelRegion region(detail::wanted_threads(cfg, batch, parallel_parts<Cell>(weights[0], batch, tuning, false)));
   detail::Teams teams(region.size(), D == 2 && tuning.directions_at_once, a.stop, tuning);
-  const std::vector<LayerPlan> plans = detail::plan_directions<Cell>(weights, D, steps, batch, teams);
+  const std::vector<LayerPlan> plans = detail::plan_directions<Cell>(weights, D, steps, batch, teams, false);
 
   // Everything is allocated before the threads start.
   StackWorkspace<T> own;
@@ -250,9 +251,9 @@ void StackRunner<Cell, T>::backward(const StackConfig& cfg, const StackTape<T>& 
   const std::int64_t* lengths = tape.lengths.empty() ? nullptr : tape.lengths.data();
   const Tuning tuning = current_tuning();
   ScopedFlushDenormals flush;
-  ParallelRegion region(detail::wanted_threads(cfg, batch, weights[0].slices()));
+  ParallelRegion region(detail::wanted_threads(cfg, batch, parallel_parts<Cell>(weights[0], batch, tuning, true)));
   detail::Teams teams(region.size(), D == 2 && tuning.directions_at_once, a.stop, tuning);
-  const std::vector<LayerPlan> plans = detail::plan_directions<Cell>(weights, D, steps, batch, teams);
+  const std::vector<LayerPlan> plans = detail::plan_directions<Cell>(weights, D, steps, batch, teams, true);
 
   Index max_in = cfg.input_size;
   for (Index layer = 1; layer < L; ++layer) max_in = std::max(max_in, cfg.layer_input_size(layer));

@@ -51,22 +51,32 @@ Index projection_block(const LayerWeights<T, S>& w, Index steps, Index batch, bo
 }
 
 // Rows per member only where a row's values need nothing from other rows within a step (no second
-// product, no projection, no peephole sums over rows) and the panel kernels give every element the
-// same bits for any number of rows. Claimed slices only where a step has one phase.
+// product, no projection, no peephole sums over rows; a whole-row cell's parameter gradients are such
+// sums, so only its forward pass) and the panel kernels give every element the same bits for any
+// number of rows. Claimed slices only where a step has one phase. backward: the plan of a backward pass.
 template <typename Cell, typename T, typename S>
-LayerPlan plan_layer(const LayerWeights<T, S>& w, Index steps, Index batch, int team_size, const Tuning& tuning) {
+LayerPlan plan_layer(const LayerWeights<T, S>& w, Index steps, Index batch, int team_size, const Tuning& tuning,
+                     bool backward) {
   LayerPlan plan;
   plan.projection_steps = projection_block(w, steps, batch, tuning.projection_per_step);
   plan.claim_others_first = tuning.claim_others_first;
   const bool one_phase = !has_second_product<Cell>() && w.proj_size == 0;
-  // (A whole-row cell sums its parameters' gradients over the rows, as peepholes do.)
-  const bool rows_apart = one_phase && w.peephole_vectors == 0 && Cell::kPhases != StepPhases::kWholeRow &&
-                          has_panel_kernels<S>();
+  const bool sums_over_rows = w.peephole_vectors > 0 || (backward && Cell::kPhases == StepPhases::kWholeRow);
+  const bool rows_apart = one_phase && !sums_over_rows && has_panel_kernels<S>();
   if (team_size > 1 && rows_apart && tuning.rows_per_member > 0 && batch >= tuning.rows_per_member * team_size)
     plan.schedule = StepSchedule::kRowsPerMember;
   else if (team_size > 1 && one_phase && tuning.claim_steps)
     plan.schedule = StepSchedule::kClaimedSlices;
   return plan;
+}
+
+// How many members a layer's steps can keep busy: its slices, or for a whole-row cell's forward pass (one
+// slice, rows per member) its groups of rows.
+template <typename Cell, typename T, typename S>
+Index parallel_parts(const LayerWeights<T, S>& w, Index batch, const Tuning& tuning, bool backward) {
+  if (Cell::kPhases == StepPhases::kWholeRow && !backward && tuning.rows_per_member > 0)
+    return std::max<Index>(w.slices(), batch / tuning.rows_per_member);
+  return w.slices();
 }
 
 // Calls f(begin, size) for this member's share of fixed-size chunks of [0, count). The chunks depend
