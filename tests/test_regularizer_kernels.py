@@ -214,9 +214,9 @@ def test_model_files_keep_both(cell, tmp_path, rng) -> None:
 
 
 def test_exporters_refuse_what_they_cannot_express_by_name() -> None:
+    pytest.importorskip("onnx")
     with pytest.raises(ValueError, match="zoneout"):
         fr.to_onnx(fr.GRU(3, 4, zoneout=0.1))
-    pytest.importorskip("onnx")
     fr.to_onnx(fr.LSTM(3, 4, recurrent_dropout=0.2))  # training only, like dropout: nothing to export
     pytest.importorskip("torch")
     with pytest.raises(ValueError, match="zoneout"):
