@@ -70,12 +70,15 @@ LayerPlan plan_layer(const LayerWeights<T, S>& w, Index steps, Index batch, int 
   return plan;
 }
 
-// How many members a layer's steps can keep busy: its slices, or for a whole-row cell's forward pass (one
-// slice, rows per member) its groups of rows.
+// How many members a layer's steps can keep busy: its slices; for a whole-row cell (one slice), in a
+// forward pass its groups of rows (rows per member), in a backward pass the column chunks of each step's
+// dh product and of the weight gradients (the cell's pass runs on one member).
 template <typename Cell, typename T, typename S>
 Index parallel_parts(const LayerWeights<T, S>& w, Index batch, const Tuning& tuning, bool backward) {
-  if (Cell::kPhases == StepPhases::kWholeRow && !backward && tuning.rows_per_member > 0)
-    return std::max<Index>(w.slices(), batch / tuning.rows_per_member);
+  if constexpr (Cell::kPhases == StepPhases::kWholeRow) {
+    if (backward) return std::max<Index>(w.slices(), w.output_size / kColumnChunk);
+    if (tuning.rows_per_member > 0) return std::max<Index>(w.slices(), batch / tuning.rows_per_member);
+  }
   return w.slices();
 }
 

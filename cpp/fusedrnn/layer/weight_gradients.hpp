@@ -37,9 +37,15 @@ class WeightGradients {
         matmul(target(MatrixMap<T>(a_.grads.w_hr, w_.proj_size, H_).middleRows(p0, count)),
                transposed(ws_.dh_out.middleCols(p0, count)), operand(ws_.rows_h));
       });
-    for (long k = k0_; k < k1_ && !team_.stopping(); ++k) {
-      slice_products(k);
-      unpack_slice(k);
+    if constexpr (Cell::kPhases == StepPhases::kWholeRow) {
+      // One slice of all units: the team shares its rows of the weight gradients instead.
+      for_my_chunks(team_, GH_, kColumnChunk, [&](Index p0, Index count) { row_products(p0, count); });
+      if (team_.rank == 0) Cell::unpack_row_gradients(ws_.row_params_grad.data(), H_, a_.grads);
+    } else {
+      for (long k = k0_; k < k1_ && !team_.stopping(); ++k) {
+        slice_products(k);
+        unpack_slice(k);
+      }
     }
     team_.sync();
   }
@@ -99,21 +105,35 @@ class WeightGradients {
     }
   }
 
+  // A whole-row cell's rows [p0, p0 + count) of grad_ih and grad_hh (packed order, the cell's biases and
+  // own parameters summed by the cell), straight into PyTorch's row order.
+  void row_products(Index p0, Index count) {
+    const ConstMatrixMap<T> x_all(a_.x, rows_, w_.input_size);
+    const ConstMatrixMap<T> h_prev_all(a_.recurrent_mask ? ws_.rows_masked.data() : tape_.h_prev.data(), rows_,
+                                       w_.output_size);
+    auto grad_ih = ws_.grad_ih.block(p0, 0, count, w_.input_size);
+    auto grad_hh = ws_.grad_hh.middleRows(p0, count);
+    for (Index r0 = 0; r0 < rows_ && !team_.stopping(); r0 += kGradientRows) {
+      const Index n = std::min(kGradientRows, rows_ - r0);
+      const Accumulate sum = r0 == 0 ? Accumulate::kNo : Accumulate::kYes;
+      matmul(target(grad_ih), transposed(ws_.dg_in.block(r0, p0, n, count)), operand(x_all.middleRows(r0, n)), sum);
+      matmul(target(grad_hh), transposed(dg_hid_.block(r0, p0, n, count)), operand(h_prev_all.middleRows(r0, n)),
+             sum);
+    }
+    const LayerGrads<T>& g = a_.grads;
+    for (Index p = p0; p < p0 + count; ++p) {
+      const Index dst = w_.perm[static_cast<std::size_t>(p)];
+      std::copy(ws_.grad_ih.row(p).data(), ws_.grad_ih.row(p).data() + w_.input_size, g.w_ih + dst * w_.input_size);
+      std::copy(ws_.grad_hh.row(p).data(), ws_.grad_hh.row(p).data() + w_.output_size, g.w_hh + dst * w_.output_size);
+    }
+  }
+
   // Slice k's rows back to PyTorch's row order, with the bias gradients. Those are column sums, taken row
   // after row (the rows are contiguous) into an Eigen-owned row, so the summation order, and the last
   // bit, never depends on where a buffer sits.
   void unpack_slice(long k) {
     const Index u0 = w_.unit_begin[k], Hs = w_.unit_begin[k + 1] - u0, col0 = G * u0, width = G * Hs;
     const LayerGrads<T>& g = a_.grads;
-    if constexpr (Cell::kPhases == StepPhases::kWholeRow) {  // the cell summed its biases with its own
-      for (Index p = col0; p < col0 + width; ++p) {
-        const Index dst = w_.perm[static_cast<std::size_t>(p)];
-        std::copy(ws_.grad_ih.row(p).data(), ws_.grad_ih.row(p).data() + w_.input_size, g.w_ih + dst * w_.input_size);
-        std::copy(ws_.grad_hh.row(p).data(), ws_.grad_hh.row(p).data() + w_.output_size, g.w_hh + dst * w_.output_size);
-      }
-      Cell::unpack_row_gradients(ws_.row_params_grad.data(), H_, g);
-      return;
-    }
     RowVector<T> sum_in = RowVector<T>::Zero(width), sum_hid = RowVector<T>::Zero(width);
     for (Index r = 0; r < rows_; ++r) sum_in += ws_.dg_in.row(r).segment(col0, width);
     if (Cell::kSeparateHiddenGrad && !has_second_product<Cell>())
