@@ -232,3 +232,29 @@ def test_exporters_refuse_it_by_name(cell) -> None:
     pytest.importorskip("torch")
     with pytest.raises(ValueError, match="layer_norm"):
         fr.to_torch(layer)
+
+
+@pytest.mark.parametrize("cell", list(LAYERS))
+def test_same_bits_every_time_and_at_any_thread_count(cell, rng) -> None:
+    """The normalizations' sums run in an order fixed by the row's length: not by where the tape or the
+    workspace happens to sit in memory (each record gets fresh buffers), nor by the team (one or two
+    threads split rows in forward and columns in backward)."""
+    x = rng.standard_normal((20, 32, 37)).astype(np.float32)
+    grad_y = rng.standard_normal((20, 32, 128)).astype(np.float32)
+    before = fr.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 1, 1, 2, 2):
+            fr.set_num_threads(threads)
+            layer = LAYERS[cell](input_size=37, hidden_size=128, seed=0)
+            outputs = [layer.record(x) for _ in range(3)]
+            grads = [tape.backward(grad_y) for tape in outputs]
+            results += [(tape.output, g.input, g.params) for tape, g in zip(outputs, grads)]
+    finally:
+        fr.set_num_threads(before)
+    y0, gx0, gp0 = results[0]
+    for y, gx, gp in results[1:]:
+        np.testing.assert_array_equal(y, y0)
+        np.testing.assert_array_equal(gx, gx0)
+        for name, g in gp.items():
+            np.testing.assert_array_equal(g, gp0[name], err_msg=name)

@@ -18,12 +18,31 @@ struct RowMoments {
   T rstd = 0;
 };
 
+// The mean of f(0), ..., f(n-1), summed in an order fixed by n alone: eight running sums over the
+// indices modulo 8, then the rest. Eigen's reductions start their vector loop where the data becomes
+// aligned, so their last bit would depend on where a buffer sits; this one gives the same bits for the
+// same values wherever they are (and the compiler still vectorizes the eight sums).
+template <typename T, typename F>
+T fixed_order_mean(Index n, F&& f) {
+  constexpr int kLanes = 8;
+  T lanes[kLanes] = {};
+  Index i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) lanes[j] += f(i + j);
+  T tail = 0;
+  for (; i < n; ++i) tail += f(i);
+  const T sum = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+  return (sum + tail) / static_cast<T>(n);
+}
+
 template <typename V>
 RowMoments<typename V::Scalar> row_moments(const V& v) {
   using T = typename V::Scalar;
   RowMoments<T> m;
-  m.mean = v.mean();
-  const T var = (v - m.mean).square().mean();  // two passes: no cancellation when |mean| >> spread
+  const T* data = v.data();
+  m.mean = fixed_order_mean<T>(v.size(), [&](Index i) { return data[i]; });
+  const T mean = m.mean;  // two passes: no cancellation when |mean| >> spread
+  const T var = fixed_order_mean<T>(v.size(), [&](Index i) { return (data[i] - mean) * (data[i] - mean); });
   m.rstd = T(1) / std::sqrt(var + T(kLayerNormEps));
   return m;
 }
@@ -32,7 +51,11 @@ RowMoments<typename V::Scalar> row_moments(const V& v) {
 // rstd * (dy - mean(dy) - xhat * mean(dy * xhat)). dx may alias dy.
 template <typename T, typename Dy, typename Xhat, typename Dx>
 void layer_norm_backward(const Dy& dy, const Xhat& xhat, T rstd, Dx&& dx) {
-  const T mean_dy = dy.mean(), mean_dy_xhat = (dy * xhat).mean();
+  const T* g = dy.data();
+  const T* x = xhat.data();
+  const Index n = dy.size();
+  const T mean_dy = fixed_order_mean<T>(n, [&](Index i) { return g[i]; });
+  const T mean_dy_xhat = fixed_order_mean<T>(n, [&](Index i) { return g[i] * x[i]; });
   dx = rstd * (dy - mean_dy - xhat * mean_dy_xhat);
 }
 
