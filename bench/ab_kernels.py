@@ -1,11 +1,13 @@
 """Interleaved A/B timing of two builds of the compiled kernels, in one process.
 
-    python bench/ab_kernels.py OLD_DIR [--threads 1 2] [--rounds 15] [--only GRU]
+    python bench/ab_kernels.py OLD_DIR [--threads 1 2] [--rounds 15] [--only GRU] [--a-isa avx2]
 
 OLD_DIR holds another build's ``_core_<isa>*.so`` (copied from its build directory). The installed
 fusedrnn is B; A is loaded from OLD_DIR under the same module name (the classes are module-local, so
 both live side by side). Every workload checks that A and B give the same answer before timing, then
-runs A and B alternately; the table gives medians and B's time over A's.
+runs A and B alternately; the table gives medians and B's time over A's. ``--a-isa`` takes A from
+another variant than B's: with the installed package's own directory as OLD_DIR, two variants of one
+build (``--a-isa avx2`` against the avx512 kernels the loader picked).
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from fusedrnn import _core
 from fusedrnn._runtime import compiled_config
 
 
-def load_other_build(directory: str) -> Any:
+def load_other_build(directory: str, isa: str) -> Any:
     if directory == "same":  # A/A: the harness's own noise and bias
         return _core
-    name = f"fusedrnn._core_{_core.isa}"
-    (path,) = glob.glob(f"{directory}/_core_{_core.isa}*.so")
+    name = f"fusedrnn._core_{isa}"
+    (path,) = glob.glob(f"{directory}/_core_{isa}.*so")
     loader = importlib.machinery.ExtensionFileLoader(name, path)
     spec = importlib.util.spec_from_file_location(name, path, loader=loader)
     module = importlib.util.module_from_spec(spec)
@@ -98,10 +100,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--only", default="", help="time only the workloads whose name contains this")
+    parser.add_argument("--a-isa", default=_core.isa, help="A's kernel variant (default: B's)")
     args = parser.parse_args()
-    old = load_other_build(args.old_dir)
+    old = load_other_build(args.old_dir, args.a_isa)
     print(
-        f"kernels: {_core.isa}; A = {args.old_dir}, B = installed; "
+        f"kernels: A {getattr(old, 'isa', args.a_isa)}, B {_core.isa}; A = {args.old_dir}, B = installed; "
         f"medians of {args.rounds} interleaved rounds"
     )
     print(f"{'workload':34} {'threads':>7} {'A ms':>8} {'B ms':>8} {'B/A':>6}")
