@@ -3,11 +3,12 @@
     python bench/ab_kernels.py OLD_DIR [--threads 1 2] [--rounds 15] [--only GRU] [--a-isa avx2]
 
 OLD_DIR holds another build's ``_core_<isa>*.so`` (copied from its build directory). The installed
-fusedrnn is B; A is loaded from OLD_DIR under the same module name (the classes are module-local, so
-both live side by side). Every workload checks that A and B give the same answer before timing, then
-runs A and B alternately; the table gives medians and B's time over A's. ``--a-isa`` takes A from
-another variant than B's: with the installed package's own directory as OLD_DIR, two variants of one
-build (``--a-isa avx2`` against the avx512 kernels the loader picked).
+fusedrnn is B; A is loaded from OLD_DIR under a package name of its own (the classes are module-local,
+so both live side by side; under B's own name Python hands back B's module). Every workload checks
+that A and B give the same answer before timing, then runs A and B alternately; the table gives
+medians and B's time over A's. ``--a-isa`` takes A from another variant than B's: with the installed
+package's own directory as OLD_DIR, two variants of one build (``--a-isa avx2`` against the avx512
+kernels the loader picked).
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ from fusedrnn._runtime import compiled_config
 def load_other_build(directory: str, isa: str) -> Any:
     if directory == "same":  # A/A: the harness's own noise and bias
         return _core
-    name = f"fusedrnn._core_{isa}"
+    name = f"fusedrnn_ab_a._core_{isa}"
     (path,) = glob.glob(f"{directory}/_core_{isa}.*so")
     loader = importlib.machinery.ExtensionFileLoader(name, path)
     spec = importlib.util.spec_from_file_location(name, path, loader=loader)
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
+    if module is getattr(_core, "_module", None) or module.__file__ != path:
+        raise RuntimeError(f"loading {path} gave back another module ({module.__file__}): A would be B")
     return module
 
 
