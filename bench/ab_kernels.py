@@ -17,6 +17,7 @@ import argparse
 import glob
 import importlib.machinery
 import importlib.util
+import os
 import statistics
 import time
 from typing import Any, Callable
@@ -37,7 +38,7 @@ def load_other_build(directory: str, isa: str) -> Any:
     spec = importlib.util.spec_from_file_location(name, path, loader=loader)
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
-    if module is getattr(_core, "_module", None) or module.__file__ != path:
+    if module is getattr(_core, "_module", None) or not os.path.samefile(module.__file__, path):
         raise RuntimeError(f"loading {path} gave back another module ({module.__file__}): A would be B")
     return module
 
