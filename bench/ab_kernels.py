@@ -4,7 +4,7 @@
 
 OLD_DIR holds another build's ``_core_<isa>*.so`` (copied from its build directory). The installed
 fusedrnn is B; A is loaded from OLD_DIR under a package name of its own (the classes are module-local,
-so both live side by side; under B's own name Python hands back B's module). Every workload checks
+so both live side by side; under B's own name pybind11 3 hands back B's module). Every workload checks
 that A and B give the same answer before timing, then runs A and B alternately; the table gives
 medians and B's time over A's. ``--a-isa`` takes A from another variant than B's: with the installed
 package's own directory as OLD_DIR, two variants of one build (``--a-isa avx2`` against the avx512
