@@ -295,8 +295,9 @@ def test_larger_shapes(kind: str, dtype: str, rng: np.random.Generator, assert_c
 @pytest.mark.parametrize("kind", CELL_KINDS)
 def test_input_projection_step_by_step_gives_the_same_numbers(kind: str, rng: np.random.Generator) -> None:
     """The input projection computed step by step, inside the time loop (as one-step calls and large batches
-    do), against the usual one product before the loop: the AVX2 kernels sum each element in one order
-    whatever the number of rows, so the numbers are the same bits; other builds never project per step."""
+    do), against the usual one product before the loop: the AVX2 and AVX-512 kernels sum each element in
+    one order whatever the number of rows, so the numbers are the same bits; other builds never project per
+    step."""
     layer = make_layer(kind, 40, 70, num_layers=2, bidirectional=True, dtype=np.float32, seed=5)
     x = rng.standard_normal((9, 5, 40)).astype(np.float32)
     lengths = np.array([9, 3, 7, 1, 9])

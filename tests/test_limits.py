@@ -234,7 +234,8 @@ def test_available_memory_reads_cgroup_v1_and_v2(monkeypatch: pytest.MonkeyPatch
 )
 def test_projection_in_blocks_matches_one_step_at_a_time(make, steps, batch, dtype, assert_close) -> None:
     """Long sequences at small batch project their input in blocks of steps: the same bits as one step
-    at a time where the panel kernels run (float32 on AVX2), and the reference's answer everywhere."""
+    at a time where the panel kernels run (float32 on AVX2 and AVX-512), and the reference's answer
+    everywhere."""
     layer = make(dtype)
     rng = np.random.default_rng(steps)
     x = rng.standard_normal((steps, batch, 8)).astype(dtype)

@@ -7,13 +7,15 @@ skipped, and says so.
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 
 import pytest
-from fusedrnn._variants import VARIANTS
 
-from fusedrnn import _core, _cpu
+from fusedrnn import _core, _cpu, _variants
+
+VARIANTS = _variants.VARIANTS
 
 _CHECK = r"""
 import numpy as np
@@ -55,3 +57,28 @@ def test_variant_matches_the_reference(variant: str, features: tuple[str, ...]) 
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["ok", variant]
+
+
+def test_every_feature_a_variant_needs_is_one_the_cpu_module_reports() -> None:
+    """A feature named in CMakeLists.txt that _cpu does not report keeps its variant from ever loading."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip(f"the CPU features are detected on x86-64 only, not on {platform.machine()}")
+    reported = _cpu.features()
+    for variant, features in VARIANTS:
+        unknown = [f for f in features if f not in reported]
+        assert not unknown, f"{variant} needs {unknown}, which fusedrnn._cpu does not report"
+
+
+def test_the_loader_picks_the_best_variant_the_cpu_supports() -> None:
+    cpu = _cpu.features()
+    best = next(name for name, features in VARIANTS if all(cpu.get(f) for f in features))
+    env = {key: value for key, value in os.environ.items() if key != "FUSEDRNN_ISA"}
+    out = subprocess.run(
+        [sys.executable, "-c", "from fusedrnn import _core; print(_core.isa)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [best]

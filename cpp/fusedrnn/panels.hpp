@@ -13,9 +13,19 @@
 #include "fusedrnn/kernels/packing.hpp"
 #include "fusedrnn/shapes.hpp"
 
-#if defined(__AVX2__) && defined(__FMA__)
+// The best kernels the variant's flags allow (an AVX-512 build has AVX2 and FMA too).
+#if defined(__AVX512F__)
+#include "fusedrnn/kernels/panels_avx512.hpp"
+#define FUSEDRNN_PANEL_KERNELS 1
+namespace fusedrnn {
+namespace panel_isa = avx512;
+}
+#elif defined(__AVX2__) && defined(__FMA__)
 #include "fusedrnn/kernels/panels_avx2.hpp"
 #define FUSEDRNN_PANEL_KERNELS 1
+namespace fusedrnn {
+namespace panel_isa = avx2;
+}
 #endif
 
 namespace fusedrnn {
@@ -38,7 +48,7 @@ constexpr bool has_panel_kernels() {
 inline bool panel_product(const float* A, Index M, Index K, Index lda, const float* panels, Index ncols,
                           const float* init, float* C, Index ldc, bool backwards = false) {
 #ifdef FUSEDRNN_PANEL_KERNELS
-  avx2::panel_product(A, M, K, lda, panels, ncols, init, C, ldc, backwards);
+  panel_isa::panel_product(A, M, K, lda, panels, ncols, init, C, ldc, backwards);
   return true;
 #else
   (void)A, (void)M, (void)K, (void)lda, (void)panels, (void)ncols, (void)init, (void)C, (void)ldc, (void)backwards;

@@ -2,8 +2,9 @@
 
 A stream holds the state of every layer between steps, so that ``y_t = s.step(x_t)`` for t = 0, 1, ...
 gives, step after step, what one call of the layer over the whole sequence gives: the same bits with the
-AVX2 kernels in float32 (their products sum every element in one order whatever the number of rows), and
-otherwise up to the last rounding of the input projection, which a long call computes as one product::
+AVX2 or AVX-512 kernels in float32 (their products sum every element in one order whatever the number of
+rows), and otherwise up to the last rounding of the input projection, which a long call computes as one
+product::
 
     lstm = fr.LSTM(16, 64, num_layers=2)
     s = lstm.stream(batch_size=4)         # state: zeros (or stream(4, state=(h0, c0)))
