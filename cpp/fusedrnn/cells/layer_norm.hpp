@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "fusedrnn/layer_types.hpp"
 #include "fusedrnn/shapes.hpp"
 
 namespace fusedrnn {
@@ -57,6 +58,31 @@ void layer_norm_backward(const Dy& dy, const Xhat& xhat, T rstd, Dx&& dx) {
   const T mean_dy = fixed_order_mean<T>(n, [&](Index i) { return g[i]; });
   const T mean_dy_xhat = fixed_order_mean<T>(n, [&](Index i) { return g[i] * x[i]; });
   dx = rstd * (dy - mean_dy - xhat * mean_dy_xhat);
+}
+
+// The row parameters both layer-normalized cells start with, over GH = G*H gate rows: γ_x, γ_h, b_ih,
+// b_hh (zeros without bias), at out[0 : 4*GH).
+template <typename T>
+void pack_normalized_products(const ParamArrays<const T*>& p, Index GH, T* out) {
+  Vec<T>(out, GH) = ConstVec<T>(p.norm_input_gain, GH);
+  Vec<T>(out + GH, GH) = ConstVec<T>(p.norm_recurrent_gain, GH);
+  if (p.b_ih) {
+    Vec<T>(out + 2 * GH, GH) = ConstVec<T>(p.b_ih, GH);
+    Vec<T>(out + 3 * GH, GH) = ConstVec<T>(p.b_hh, GH);
+  } else {
+    Vec<T>(out + 2 * GH, 2 * GH).setZero();
+  }
+}
+
+// Their gradients back into the parameter arrays (the biases' only with bias).
+template <typename T>
+void unpack_normalized_products(const T* grad, Index GH, const LayerGrads<T>& g) {
+  Vec<T>(g.norm_input_gain, GH) = ConstVec<T>(grad, GH);
+  Vec<T>(g.norm_recurrent_gain, GH) = ConstVec<T>(grad + GH, GH);
+  if (g.b_ih) {
+    Vec<T>(g.b_ih, GH) = ConstVec<T>(grad + 2 * GH, GH);
+    Vec<T>(g.b_hh, GH) = ConstVec<T>(grad + 3 * GH, GH);
+  }
 }
 
 }  // namespace fusedrnn

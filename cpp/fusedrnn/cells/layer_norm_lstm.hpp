@@ -40,26 +40,14 @@ struct LayerNormLstmCell {
 
   static void pack_row_parameters(const ParamArrays<const T*>& p, Index H, T* out) {
     const Index GH = 4 * H;
-    Vec<T>(out, GH) = ConstVec<T>(p.norm_input_gain, GH);
-    Vec<T>(out + GH, GH) = ConstVec<T>(p.norm_recurrent_gain, GH);
-    if (p.b_ih) {
-      Vec<T>(out + 2 * GH, GH) = ConstVec<T>(p.b_ih, GH);
-      Vec<T>(out + 3 * GH, GH) = ConstVec<T>(p.b_hh, GH);
-    } else {
-      Vec<T>(out + 2 * GH, 2 * GH).setZero();
-    }
+    pack_normalized_products(p, GH, out);
     Vec<T>(out + 4 * GH, H) = ConstVec<T>(p.norm_cell_gain, H);
     Vec<T>(out + 4 * GH + H, H) = ConstVec<T>(p.norm_cell_shift, H);
   }
 
   static void unpack_row_gradients(const T* grad, Index H, const LayerGrads<T>& g) {
     const Index GH = 4 * H;
-    Vec<T>(g.norm_input_gain, GH) = ConstVec<T>(grad, GH);
-    Vec<T>(g.norm_recurrent_gain, GH) = ConstVec<T>(grad + GH, GH);
-    if (g.b_ih) {
-      Vec<T>(g.b_ih, GH) = ConstVec<T>(grad + 2 * GH, GH);
-      Vec<T>(g.b_hh, GH) = ConstVec<T>(grad + 3 * GH, GH);
-    }
+    unpack_normalized_products(grad, GH, g);
     Vec<T>(g.norm_cell_gain, H) = ConstVec<T>(grad + 4 * GH, H);
     Vec<T>(g.norm_cell_shift, H) = ConstVec<T>(grad + 4 * GH + H, H);
   }
