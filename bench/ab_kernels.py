@@ -14,6 +14,7 @@ kernels the loader picked).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import importlib.machinery
 import importlib.util
@@ -48,7 +49,13 @@ def make_stack(module: Any, layer: Any) -> Any:
     c = layer.config
     double = layer.dtype == np.float64
     if hasattr(module, "StackConfig"):  # bindings that take a configuration object
-        config = compiled_config(c, module)
+        try:
+            config = compiled_config(c, module)
+        except TypeError:  # an older build, without options added since: pass only what is not a default
+            fields = dataclasses.fields(c)
+            config = module.StackConfig(
+                **{f.name: getattr(c, f.name) for f in fields if getattr(c, f.name) != f.default}
+            )
         stack = module.stacks["float64" if double else "float32"](config)
     else:
         stack = module.Stack(
